@@ -132,19 +132,19 @@ def nextoe_score(
 def wordnet_similarity() -> Similarity:
     """Wu-Palmer similarity of two words' first WordNet synsets, from NLTK's WordNet."""
     how = (
-        "valid values are metric=exact_match, or a machine with nltk installed and its corpus fetched "
+        "valid values are benchmark.open_metric=exact_match, or a machine with nltk installed and its corpus fetched "
         "(python -m nltk.downloader wordnet, which needs the network)"
     )
     try:
         from nltk.corpus import wordnet
     except ImportError:
-        raise ConfigError(f"metric=wups needs nltk, which is not installed: {how}") from None
+        raise ConfigError(f"benchmark.open_metric=wups needs nltk, which is not installed: {how}") from None
     try:
         wordnet.ensure_loaded()
         wordnet.synsets("dog")  # a corpus missing some of its files fails only when read
     except (LookupError, OSError) as err:
         reason = "not installed" if isinstance(err, LookupError) else f"incomplete ({str(err).strip()})"
-        raise ConfigError(f"metric=wups needs the WordNet corpus of nltk, which is {reason}: {how}") from None
+        raise ConfigError(f"benchmark.open_metric=wups needs the WordNet corpus of nltk, which is {reason}: {how}") from None
 
     cache: dict[str, list] = {}
 

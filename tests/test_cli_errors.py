@@ -16,11 +16,15 @@ CASES = {
     "layer list out of range": (["outro.layer=[2,31]"], ["outro.layer", "0..29"]),
     "unknown sink": (["sink=nonsense"], ["sink=nonsense", "massive_activation", "first_k"]),
     "unknown model in a sweep": (["-m", "model=smollm2_135m,gpt5"], ["model=gpt5", "hf_causal_lm"]),
+    "text benchmark with a video model": (["model=qwen2_5_vl_7b", "model.path=/tmp"], ["model=qwen2_5_vl_7b", "video"]),
+    "video model with bad pixel limits": (
+        ["model=qwen2_5_vl_7b", "model.min_pixels=5000", "model.max_pixels=100"], ["model.min_pixels", "max_pixels"]),
+    "audio on a video-only model": (["model=qwen2_5_vl_7b", "model.use_audio=true"], ["model.use_audio", "omni"]),
     "missing data_dir": (["benchmark=mmlu", "benchmark.data_dir=/nonexistent/mmlu"], ["benchmark.data_dir"]),
     "no questions": (["benchmark.limit=0"], ["no questions", "benchmark.limit"]),
-    "video benchmark on the text loop": (
+    "video benchmark with a text model": (
         ["benchmark=tgif_qa", "benchmark.data_dir=" + str(SHARED_DATA / "video_qa" / "tgif_qa"), "benchmark.video_dir=/tmp"],
-        ["benchmark=tgif_qa", "builtin_mc, mmlu"],
+        ["benchmark=tgif_qa", "model=smollm2_135m", "qwen2_5_vl_7b"],
     ),
 }
 

@@ -701,7 +701,7 @@ def test_wordnet_similarity_without_nltk_is_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "nltk.corpus", None)
     with pytest.raises(ConfigError) as excinfo:
         wordnet_similarity()
-    one_line_error(excinfo, "metric=wups", "nltk", "valid values are")
+    one_line_error(excinfo, "benchmark.open_metric=wups", "nltk", "valid values are")
 
 
 def test_wordnet_similarity_real_when_installed():

@@ -444,3 +444,28 @@ def encoders(model) -> dict[str, torch.nn.Module]:
     if not any(name != "audio_tower" for name in found):
         raise AttributeError(f"no vision tower found in {type(model).__name__}")
     return found
+
+
+SAVED_AUDIO_WINDOW_S = 30  # the saved Omni processor's feature window: a whole 30 s clip, like the real one's
+
+
+def save(family: str, folder, text_layers: int = 4):
+    """Write a tiny ``family`` model and its processor to ``folder`` (what ``model.path`` takes).
+
+    The saved Omni processor reads up to 30 s of audio (the in-memory one only 2 s, to keep the
+    OutRo tests small), so pipeline tests can feed real clips' whole tracks.
+    """
+    import copy
+
+    from transformers import WhisperFeatureExtractor
+
+    model, processor = build(family, text_layers)
+    model.save_pretrained(folder)
+    if getattr(processor, "feature_extractor", None) is not None:
+        processor = copy.copy(processor)
+        processor.feature_extractor = WhisperFeatureExtractor(
+            feature_size=processor.feature_extractor.feature_size, sampling_rate=AUDIO_RATE,
+            chunk_length=SAVED_AUDIO_WINDOW_S,
+        )
+    processor.save_pretrained(folder)
+    return folder

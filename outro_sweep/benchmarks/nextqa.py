@@ -106,6 +106,7 @@ class NExTQAOE(_NExTQA):
     )
     columns = OE_COLUMNS
     kinds = ("open",)
+    open_metric = "wups"  # NExT-OE's own metric: WUPS, exact match for DC/DB questions
 
     def _extra_references(self) -> dict[str, dict[str, str]]:
         path = self.root / f"add_reference_answer_{self.split}.json"

@@ -29,6 +29,7 @@ from outro_sweep.benchmarks.prompting import format_mc_prompt, option_letters
 from outro_sweep.errors import ConfigError
 
 KINDS = ("mc", "yesno", "open")
+OPEN_METRICS = ("exact_match", "wups")  # how open answers are scored (scoring_video.py)
 YES_NO = ("yes", "no")
 _EXT = re.compile(r"\.[A-Za-z0-9]+")
 _LETTER_PREFIX = re.compile(r"\(?([A-Z])[.):]\s*")
@@ -104,6 +105,7 @@ class VideoBenchmark(Benchmark):
     layout = "the benchmark's annotation files"
     default_video_ext: str | None = ".mp4"  # None: annotations name files with their extension
     kinds: tuple[str, ...] = ("mc",)  # the kinds of question this benchmark can yield
+    open_metric = "exact_match"  # how open answers are scored: exact_match | wups (scoring_video.py)
 
     def __init__(
         self,
@@ -111,9 +113,12 @@ class VideoBenchmark(Benchmark):
         video_dir: str | None = None,
         skip_missing: bool = False,
         video_ext: str | None = None,
+        open_metric: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if open_metric is not None:
+            self.open_metric = self._choice("open_metric", open_metric, OPEN_METRICS)
         if data_dir is None or not Path(str(data_dir)).expanduser().is_dir():
             raise ConfigError(
                 f"benchmark.data_dir={None if data_dir is None else str(data_dir)!r} is not a folder: "
@@ -135,6 +140,7 @@ class VideoBenchmark(Benchmark):
         self.video_dir = None if video_dir is None else Path(str(video_dir)).expanduser()
         self.skip_missing = skip_missing
         self.video_ext = self._check_ext(video_ext)
+        self.skipped_missing = 0  # questions dropped by skip_missing in the last load()
 
     def _check_ext(self, video_ext: str | None) -> str | None:
         if self.default_video_ext is None:
@@ -227,6 +233,7 @@ class VideoBenchmark(Benchmark):
         if not self.skip_missing:
             return questions
         absent = {q.id for q in self.missing_videos(questions)}
+        self.skipped_missing = len(absent)
         return [q for q in questions if q.id not in absent]
 
     def _empty_hint(self) -> str:

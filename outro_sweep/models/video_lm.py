@@ -1,0 +1,206 @@
+"""What every video/omni LLM loader shares: offline loading, frame sampling settings, and
+turning decoded clips plus a question into the model's own processor inputs.
+
+A family (Qwen2.5-VL, LLaVA-OneVision, ...) is one subclass in its own module that sets
+``model_class`` and overrides only what its processor needs differently; the prompt always
+goes through the processor's own chat template, the pixels through its own video processor.
+
+Frames are sampled by ``outro_sweep.video`` (PyAV, cached on disk), never by the processor:
+``do_sample_frames=False`` is passed so the processor uses exactly the frames given, and the
+clip's real frame indices and fps go along as ``VideoMetadata`` (Qwen3-VL and VideoLLaMA3
+write timestamps into the prompt from them).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from outro_sweep.errors import ConfigError
+from outro_sweep.models.base import ModelLoader
+from outro_sweep.video.decode import DecodedVideo, VideoSampling
+
+
+@dataclass
+class LoadedVideoModel:
+    """A video LLM ready for prediction: the module that ``generate``s, its processor, and
+    the loader that knows how to build its inputs."""
+
+    model: object  # torch.nn.Module with .generate (for Qwen2.5-Omni: the thinker)
+    processor: object  # the family's ProcessorMixin (tokenizer + video processor [+ audio])
+    loader: VideoLMLoader
+    name: str
+    sink_dims: list[int] = field(default_factory=list)
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+
+class VideoLMLoader(ModelLoader):
+    """Base class for video LLM loaders: subclasses set ``model_class`` (a transformers class name)."""
+
+    model_class = "AutoModelForImageTextToText"
+    family = "video_lm"  # for messages: "model=<name> (family <family>) ..."
+    supports_audio = False  # True where the model hears the video's audio track (Qwen2.5-Omni)
+
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        num_frames: int | None = 8,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        max_side: int | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        use_audio: bool = False,
+        system_prompt: str | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(name=name, **kwargs)
+        if not path or path == "???":
+            raise ConfigError(f"model.path is required for model={name}: a local folder or a cached hub id")
+        self.path = os.path.expanduser(str(path))
+        self.sampling = self._sampling(num_frames, fps, max_frames, max_side)
+        for key, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"model.{key}={value!r} is invalid: valid values are null or an integer >= 1")
+        if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
+            raise ConfigError(
+                f"model.min_pixels={min_pixels} is above model.max_pixels={max_pixels}: valid values have min <= max"
+            )
+        if not isinstance(use_audio, bool):
+            raise ConfigError(f"model.use_audio={use_audio!r} is invalid: valid values are true, false")
+        if use_audio and not self.supports_audio:
+            raise ConfigError(
+                f"model.use_audio=true, but model={name} has no audio input: valid values are use_audio=false, "
+                "or an omni model (qwen2_5_omni_3b, qwen2_5_omni_7b)"
+            )
+        self.min_pixels = min_pixels
+        self.max_pixels = max_pixels
+        self.use_audio = use_audio
+        self.system_prompt = system_prompt
+        if use_audio:
+            self.sampling = VideoSampling(**{**self.sampling.__dict__, "audio": True})
+
+    @staticmethod
+    def _sampling(num_frames, fps, max_frames, max_side) -> VideoSampling:
+        """``fps`` set -> one frame every 1/fps s (at most max_frames); else ``num_frames`` uniform."""
+        try:
+            if fps is not None:
+                return VideoSampling(mode="fps", fps=fps, max_frames=max_frames, max_side=max_side)
+            return VideoSampling(mode="uniform", num_frames=num_frames, max_side=max_side)
+        except ConfigError as err:  # VideoSampling names its fields; say which model keys they are
+            raise ConfigError(f"model.{str(err).removeprefix('video ')}") from None
+
+    # ------------------------------------------------------------------ config without weights
+
+    def _config(self):
+        from transformers import AutoConfig
+
+        try:
+            return AutoConfig.from_pretrained(self.path)
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                f"model.path={self.path!r} is neither a model folder nor a hub id in the local HF cache "
+                f"(the hub is never contacted): {str(err).splitlines()[0]}"
+            ) from None
+
+    def text_config(self, config):
+        """The language decoder's config (nested one level deeper for the Omni thinker)."""
+        return config.get_text_config(decoder=True)
+
+    def num_layers(self) -> int:
+        return int(self.text_config(self._config()).num_hidden_layers)
+
+    # ------------------------------------------------------------------ weights
+
+    def _model_class(self):
+        import transformers
+
+        return getattr(transformers, self.model_class)
+
+    def _load_model(self):
+        return self._model_class().from_pretrained(
+            self.path, dtype=self.dtype, attn_implementation=self.attn_implementation
+        )
+
+    def load(self) -> LoadedVideoModel:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(self.path)
+        # Left padding keeps every row's last real token at the end, where generation starts.
+        processor.tokenizer.padding_side = "left"
+        if processor.tokenizer.pad_token is None:
+            processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        model = self._load_model()
+        model.eval()
+        return LoadedVideoModel(model, processor, self, self.name, self.sink_dims)
+
+    # ------------------------------------------------------------------ inputs
+
+    def messages(self, prompt: str) -> list[dict]:
+        """One user turn: the video, then the question text (the order the model cards use)."""
+        turns = []
+        if self.system_prompt:
+            turns.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+        turns.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]})
+        return turns
+
+    def render(self, processor, prompt: str) -> str:
+        """The exact text the model reads, placeholders included (before video tokens expand)."""
+        return processor.apply_chat_template(self.messages(prompt), tokenize=False, add_generation_prompt=True)
+
+    @staticmethod
+    def metadata(clip: DecodedVideo):
+        from transformers.video_utils import VideoMetadata
+
+        height, width = clip.frames.shape[1:3]
+        return VideoMetadata(
+            total_num_frames=int(clip.source_num_frames),
+            fps=float(clip.source_fps),
+            width=int(width),
+            height=int(height),
+            duration=float(clip.duration_s),
+            frames_indices=[int(i) for i in clip.frame_indices],
+        )
+
+    def videos_kwargs(self, clips: list[DecodedVideo]) -> dict:
+        """Settings for the processor's video processor: no resampling, this model's pixel limits."""
+        kwargs: dict = {"do_sample_frames": False}
+        if self.min_pixels is not None or self.max_pixels is not None:
+            kwargs["size"] = self.pixel_size()
+        return kwargs
+
+    def pixel_size(self) -> dict:
+        """``model.min_pixels``/``max_pixels`` in the processor's ``size`` form (Qwen style:
+        pixels per frame). Families whose processors resize differently override this."""
+        size = {}
+        if self.min_pixels is not None:
+            size["shortest_edge"] = self.min_pixels
+        if self.max_pixels is not None:
+            size["longest_edge"] = self.max_pixels
+        return size
+
+    def processor_inputs(self, processor, texts: list[str], clips: list[DecodedVideo]) -> dict:
+        """``processor(...)`` for a batch: rendered chats, one clip each, left-padded tensors."""
+        encoded = processor(
+            text=texts,
+            videos=[clip.frames for clip in clips],
+            video_metadata=[self.metadata(clip) for clip in clips],
+            padding=True,
+            return_tensors="pt",
+            videos_kwargs=self.videos_kwargs(clips),
+        )
+        return dict(encoded)
+
+    def generate_kwargs(self) -> dict:
+        """Extra keyword arguments for ``model.generate`` / ``forward`` (e.g. Omni's audio flag)."""
+        return {}
+
+
+class AutoVideoLM(VideoLMLoader):
+    """Any video LLM that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load as is."""
+
+    family = "auto"
