@@ -34,6 +34,23 @@ def _timed_generate(model, inputs: dict, new_tokens: int, pad_token_id: int) -> 
     return time.perf_counter() - started
 
 
+def paired_ratio(run_stock, run_outro, repeats: int) -> tuple[float, float, float]:
+    """(median stock s, median OutRo s, median of per-repeat OutRo/stock ratios).
+
+    One warm-up call of each, then ``repeats`` pairs, the order flipped every repeat so that
+    drift in machine load hits both sides alike.
+    """
+    run_stock(), run_outro()  # warm-up: allocator, kernels, first-call caches
+    stock, edited = [], []
+    for repeat in range(repeats):
+        if repeat % 2 == 0:
+            stock.append(run_stock()), edited.append(run_outro())
+        else:
+            edited.append(run_outro()), stock.append(run_stock())
+    ratio = statistics.median(e / s for e, s in zip(edited, stock))
+    return statistics.median(stock), statistics.median(edited), ratio
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
@@ -66,16 +83,8 @@ def main(argv: list[str] | None = None) -> None:
                 with outro:
                     return _timed_generate(model, inputs, args.new_tokens, tokenizer.pad_token_id)
 
-            run_stock(), run_outro()  # warm-up: allocator, kernels, first-call caches
-            stock, edited = [], []
-            for repeat in range(args.repeats):
-                if repeat % 2 == 0:
-                    stock.append(run_stock()), edited.append(run_outro())
-                else:
-                    edited.append(run_outro()), stock.append(run_stock())
-            ratio = statistics.median(e / s for e, s in zip(edited, stock))
-            print(f"{batch_size:>5} {inputs['input_ids'].shape[1]:>6} {statistics.median(stock):>8.3f} "
-                  f"{statistics.median(edited):>8.3f} {ratio:>6.2f}x")
+            stock, edited, ratio = paired_ratio(run_stock, run_outro, args.repeats)
+            print(f"{batch_size:>5} {inputs['input_ids'].shape[1]:>6} {stock:>8.3f} {edited:>8.3f} {ratio:>6.2f}x")
 
 
 if __name__ == "__main__":

@@ -351,3 +351,23 @@ def test_real_clips(shared_data, pattern, has_audio):
             assert video.audio_sample_rate == 16000
             assert len(video.audio) == pytest.approx(video.duration_s * 16000, rel=0.02), path.name
             assert np.abs(video.audio).max() > 0.01, f"{path.name}: audio is silent"
+
+
+def test_segment_sampling_stays_inside_the_segment(clips):
+    """[start_s, end_s) of a 16-frame 8 fps clip: frames 8..15 are on screen from 1.0 s to 2.0 s."""
+    decoded = decode_video(clips["silent"], num_frames=4, start_s=1.0, end_s=2.0)
+    assert frame_ids(decoded.frames) == [9, 11, 13, 15]
+    assert list(decoded.frame_indices) == [9, 11, 13, 15]
+    by_fps = decode_video(clips["silent"], mode="fps", fps=2, start_s=0.6, end_s=1.6)
+    assert frame_ids(by_fps.frames) == [4, 8]  # on screen at 0.6 s and 1.1 s
+    whole = decode_video(clips["silent"], num_frames=4)
+    assert frame_ids(whole.frames) == [2, 6, 10, 14]
+
+
+def test_segment_is_part_of_the_cache_key_and_checked(clips, tmp_path):
+    cache = FrameCache(tmp_path)
+    whole = cache.get_or_decode(clips["silent"], num_frames=4)
+    part = cache.get_or_decode(clips["silent"], num_frames=4, start_s=1.0, end_s=2.0)
+    assert cache.decodes == 2 and not whole.same_as(part)
+    with pytest.raises(ConfigError, match="end_s must exceed start_s"):
+        decode_video(clips["silent"], num_frames=4, start_s=2.0, end_s=1.0)

@@ -110,6 +110,7 @@ class AVHBench(VideoBenchmark):
                     answer=label,
                     kind=kind,
                     categories=(("task", task),),
+                    short_answer=task != "av_captioning",  # its text asks for a sentence already
                 )
             )
         return questions

@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+# Open-ended and yes/no video QA: the short-answer instruction of the Video-LLaVA / lmms-eval
+# evaluations, so exact match and the judge see a word or phrase, not a paragraph.
+SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
 
 
 def option_letters(num_options: int) -> tuple[str, ...]:
@@ -25,3 +28,8 @@ def format_options(options: Sequence[str]) -> str:
 def format_mc_prompt(question: str, options: Sequence[str]) -> str:
     """The question, its lettered options, then the answer instruction on the last line."""
     return f"{question}\n{format_options(options)}\n{MC_INSTRUCTION}"
+
+
+def format_short_answer_prompt(question: str) -> str:
+    """An open-ended or yes/no question, then the short-answer instruction on the last line."""
+    return f"{question}\n{SHORT_ANSWER_INSTRUCTION}"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from outro_sweep.benchmarks.base import Benchmark
-from outro_sweep.benchmarks.prompting import format_mc_prompt, option_letters
+from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
 from outro_sweep.errors import ConfigError
 
 KINDS = ("mc", "yesno", "open")
@@ -48,6 +48,7 @@ class VideoQuestion:
     categories: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, e.g. (("type", "CW"),)
     extra_answers: tuple[str, ...] = ()  # further accepted references (open only)
     segment: tuple[float, float] | None = None  # (start, end) seconds, where the benchmark bounds the clip
+    short_answer: bool = True  # open/yesno: append the short-answer instruction (False: a captioning task)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -75,8 +76,16 @@ class VideoQuestion:
 
     @property
     def prompt(self) -> str:
-        """The text of the user message: the shared MC format, or the bare question."""
-        return format_mc_prompt(self.question, self.options) if self.kind == "mc" else self.question
+        """The text of the user message: the shared MC format, or the question plus the
+        short-answer instruction (open and yes/no)."""
+        # Annotations carry stray outer whitespace (ActivityNet-QA questions ending in " " or
+        # starting with a newline, NExT-QA options ending in " "): it is not part of the text.
+        question = self.question.strip()
+        if self.kind == "mc":
+            return format_mc_prompt(question, [option.strip() for option in self.options])
+        if not self.short_answer:
+            return question
+        return format_short_answer_prompt(question)
 
     @property
     def prompt_hash(self) -> str:

@@ -81,6 +81,7 @@ class VideoLMLoader(ModelLoader):
         self.max_pixels = max_pixels
         self.use_audio = use_audio
         self.system_prompt = system_prompt
+        self.processor_size: dict = {}  # the video processor's own ``size``, read at load()
         if use_audio:
             self.sampling = VideoSampling(**{**self.sampling.__dict__, "audio": True})
 
@@ -134,6 +135,8 @@ class VideoLMLoader(ModelLoader):
         processor.tokenizer.padding_side = "left"
         if processor.tokenizer.pad_token is None:
             processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        # The video processor's own size limits, for pixel_size() to keep where a limit is null.
+        self.processor_size = dict(getattr(getattr(processor, "video_processor", None), "size", None) or {})
         model = self._load_model()
         model.eval()
         return LoadedVideoModel(model, processor, self, self.name, self.sink_dims)
@@ -175,8 +178,9 @@ class VideoLMLoader(ModelLoader):
 
     def pixel_size(self) -> dict:
         """``model.min_pixels``/``max_pixels`` in the processor's ``size`` form (Qwen style:
-        pixels per frame). Families whose processors resize differently override this."""
-        size = {}
+        pixels per frame); a limit left null keeps the processor's own value (the Qwen
+        processors need both). Families whose processors resize differently override this."""
+        size = dict(self.processor_size)
         if self.min_pixels is not None:
             size["shortest_edge"] = self.min_pixels
         if self.max_pixels is not None:
@@ -185,19 +189,36 @@ class VideoLMLoader(ModelLoader):
 
     def processor_inputs(self, processor, texts: list[str], clips: list[DecodedVideo]) -> dict:
         """``processor(...)`` for a batch: rendered chats, one clip each, left-padded tensors."""
-        encoded = processor(
-            text=texts,
-            videos=[clip.frames for clip in clips],
-            video_metadata=[self.metadata(clip) for clip in clips],
-            padding=True,
-            return_tensors="pt",
-            videos_kwargs=self.videos_kwargs(clips),
-        )
-        return dict(encoded)
+        return call_processor(self, processor, texts, clips, self.videos_kwargs(clips))
 
     def generate_kwargs(self) -> dict:
         """Extra keyword arguments for ``model.generate`` / ``forward`` (e.g. Omni's audio flag)."""
         return {}
+
+
+def reject_pixel_limits(loader: VideoLMLoader, why: str) -> None:
+    """ConfigError when ``model.min_pixels`` / ``model.max_pixels`` is set on a fixed-resolution family."""
+    for key in ("min_pixels", "max_pixels"):
+        value = getattr(loader, key)
+        if value is not None:
+            raise ConfigError(
+                f"model.{key}={value!r} cannot apply to model={loader.name} (family {loader.family}): {why}; "
+                "valid values are null"
+            )
+
+
+def call_processor(loader: VideoLMLoader, processor, texts: list[str], clips: list[DecodedVideo],
+                   videos_kwargs: dict) -> dict:
+    """The base loader's processor call, with explicit ``videos_kwargs``."""
+    encoded = processor(
+        text=texts,
+        videos=[clip.frames for clip in clips],
+        video_metadata=[loader.metadata(clip) for clip in clips],
+        padding=True,
+        return_tensors="pt",
+        videos_kwargs=videos_kwargs,
+    )
+    return dict(encoded)
 
 
 class AutoVideoLM(VideoLMLoader):

@@ -11,6 +11,7 @@ and the predictor writes an error record for it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -44,9 +45,12 @@ class VideoQuestionDataset(Dataset):
 
     def __getitem__(self, index: int) -> VideoItem:
         question = self.questions[index]
+        sampling = self.sampling
+        if question.segment is not None:  # the benchmark bounds the clip (MVBench start/end)
+            sampling = dataclasses.replace(sampling, start_s=question.segment[0], end_s=question.segment[1])
         decodes_before = self.cache.decodes
         try:
-            clip = self.cache.get_or_decode_with(self.benchmark.video_path(question), self.sampling)
+            clip = self.cache.get_or_decode_with(self.benchmark.video_path(question), sampling)
         except VideoError as err:
             return VideoItem(index, question, None, error=str(err).splitlines()[0])
         return VideoItem(index, question, clip, cache="decoded" if self.cache.decodes > decodes_before else "hit")

@@ -136,6 +136,10 @@ class VideoSampling:
     max_side: int | None = None
     audio: bool = False
     audio_sample_rate: int = DEFAULT_SAMPLE_RATE
+    # Only [start_s, end_s) of the clip, in seconds (a benchmark's annotated segment, e.g.
+    # MVBench's start/end); None = from the first frame / to the end. Audio is not cut.
+    start_s: float | None = None
+    end_s: float | None = None
 
     def __post_init__(self):
         if self.mode not in SAMPLING_MODES:
@@ -149,6 +153,13 @@ class VideoSampling:
                 raise ConfigError(f"video max_frames={self.max_frames!r} is not valid; use an int >= 1 or null")
         if self.max_side is not None and not (_is_int(self.max_side) and self.max_side >= 1):
             raise ConfigError(f"video max_side={self.max_side!r} is not valid; use an int >= 1 or null")
+        for name in ("start_s", "end_s"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < math.inf):
+                raise ConfigError(f"video {name}={value!r} is not valid; use a number of seconds >= 0 or null")
+        if self.start_s is not None and self.end_s is not None and self.end_s <= self.start_s:
+            raise ConfigError(f"video segment [{self.start_s}, {self.end_s}) is empty; end_s must exceed start_s")
         if self.audio and not (_is_int(self.audio_sample_rate) and self.audio_sample_rate >= 1):
             raise ConfigError(f"video audio_sample_rate={self.audio_sample_rate!r} is not valid; use an int > 0 (Hz)")
 
@@ -161,6 +172,9 @@ class VideoSampling:
             key["fps"] = float(self.fps)
             key["max_frames"] = None if self.max_frames is None else int(self.max_frames)
         key["audio_sample_rate"] = int(self.audio_sample_rate) if self.audio else None
+        if self.start_s is not None or self.end_s is not None:  # absent otherwise: old cache keys stay valid
+            key["segment"] = [None if self.start_s is None else float(self.start_s),
+                              None if self.end_s is None else float(self.end_s)]
         return key
 
 
@@ -235,11 +249,30 @@ def fps_indices(times_s: np.ndarray, duration_s: float, fps: float, max_frames: 
     return idx
 
 
+def segment_frames(times_s: np.ndarray, duration_s: float, start_s: float | None, end_s: float | None) -> np.ndarray:
+    """Indices (W,) of the frames on screen during [start_s, end_s): those starting inside it,
+    plus the one already showing at start_s. A segment past the clip's end keeps its last frame."""
+    times = np.asarray(times_s, dtype=np.float64)
+    start = 0.0 if start_s is None else float(start_s)
+    end = duration_s if end_s is None else min(float(end_s), duration_s)
+    first = max(0, int(np.searchsorted(times, start + _TIME_EPS_S, side="right")) - 1)
+    last = int(np.searchsorted(times, end - _TIME_EPS_S, side="left"))  # exclusive
+    return np.arange(min(first, len(times) - 1), max(last, first + 1), dtype=np.int64)[: len(times)]
+
+
 def select_indices(sampling: VideoSampling, times_s: np.ndarray, duration_s: float) -> np.ndarray:
-    """Sorted unique frame indices to keep, (T,) int64."""
+    """Sorted unique frame indices to keep, (T,) int64 (within the segment, where one is set)."""
+    times = np.asarray(times_s, dtype=np.float64)
+    window = np.arange(len(times), dtype=np.int64)
+    if sampling.start_s is not None or sampling.end_s is not None:
+        window = segment_frames(times, duration_s, sampling.start_s, sampling.end_s)
+        start = max(float(sampling.start_s or 0.0), float(times[window[0]]))
+        end = duration_s if sampling.end_s is None else min(float(sampling.end_s), duration_s)
+        times, duration_s = times[window] - start, max(end - start, 1e-6)
+        times[0] = 0.0  # the frame showing at start_s counts from the segment's start
     if sampling.mode == "uniform":
-        return uniform_indices(len(times_s), sampling.num_frames)
-    return fps_indices(times_s, duration_s, float(sampling.fps), sampling.max_frames)
+        return window[uniform_indices(len(times), sampling.num_frames)]
+    return window[fps_indices(times, duration_s, float(sampling.fps), sampling.max_frames)]
 
 
 def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
