@@ -6,6 +6,7 @@ in a sweep costs seconds, not a model load.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -16,7 +17,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.benchmarks.video_base import VideoBenchmark
+from outro_sweep.cell_store import CellStore
+from outro_sweep.distributed import process_rank
 from outro_sweep.errors import ConfigError
+from outro_sweep.identity import cell_identity
 from outro_sweep.interventions.settings import check_strengths, relaxation_layers
 from outro_sweep.judge import judge_summary
 from outro_sweep.metrics import summarise, write_json_atomic, write_jsonl_atomic
@@ -40,7 +44,7 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
-def cell_identity(cfg: DictConfig) -> tuple[str, str]:
+def wandb_group_and_name(cfg: DictConfig) -> tuple[str, str]:
     """(W&B group, W&B name): the sweep this cell belongs to and the cell's own overrides."""
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -59,7 +63,38 @@ def resolved_config(cfg: DictConfig) -> dict:
 
 
 def run_cell(cfg: DictConfig) -> dict:
-    cell_dir = Path(HydraConfig.get().runtime.output_dir)
+    """One cell, start to finish; returns its metrics (also when skipped as done). Every
+    process of a multi-process cell runs this; only rank 0 writes results and logs to W&B."""
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    rank = process_rank()
+    config = resolved_config(cfg)
+    store = CellStore(cfg.paths.output_dir, cell_identity(config))
+    force, dry_run = bool(cfg.get("force", False)), bool(cfg.get("dry_run", False))
+    if dry_run:
+        return dry_run_line(store, job_dir)
+    if store.state() == "done" and not force:
+        metrics = json.loads(store.metrics.read_text())
+        if rank == 0:
+            store.link_from(job_dir)
+            write_status(job_dir, store, "skipped")
+            print(f"skip {store.identity}: {store.describe()} -> {store.dir}", flush=True)
+        return metrics
+    if rank == 0:
+        store.prepare(force)
+        store.link_from(job_dir)
+    try:
+        metrics = _run_checked(cfg, config, store, job_dir, rank)
+    except BaseException as err:
+        if rank == 0 and not isinstance(err, KeyboardInterrupt):
+            store.mark_failed(err, job_log(job_dir))
+            write_status(job_dir, store, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
+    if rank == 0:
+        write_status(job_dir, store, "succeeded")
+    return metrics
+
+
+def _run_checked(cfg: DictConfig, config: dict, store: CellStore, job_dir: Path, rank: int) -> dict:
     # ---- checks that need no model -------------------------------------------------------
     if cfg.logger.mode not in MODES:
         raise ConfigError(f"logger.mode={cfg.logger.mode!r} is invalid: valid values are {', '.join(MODES)}")
@@ -82,38 +117,44 @@ def run_cell(cfg: DictConfig) -> dict:
         layer = cfg.outro.layer
         relaxation_layers(OmegaConf.to_object(layer) if OmegaConf.is_config(layer) else layer, loader.num_layers())
         rule.configure(loader.sink_dims)
-    config = resolved_config(cfg)
+    config = dict(config, identity=store.identity)
     if judge is not None:
         config["judge_identity"] = judge.identity()  # who graded, with which exact prompt
-    (cell_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
-    log.info("cell %s: %d questions from %s", cell_dir, len(questions), cfg.benchmark._target_.rsplit(".", 1)[-1])
+    if rank == 0:
+        (store.dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    log.info("cell %s: %d questions from %s", store.identity, len(questions),
+             cfg.benchmark._target_.rsplit(".", 1)[-1])
 
     # ---- the run ---------------------------------------------------------------------------
-    group, name = cell_identity(cfg)
+    group, name = wandb_group_and_name(cfg)
     tracker = None
-    if cfg.logger.mode != "disabled":
+    if cfg.logger.mode != "disabled" and rank == 0:
+        # run id = the cell's identity: a requeued or re-run cell continues its own run.
         tracker = CellRun(mode=cfg.logger.mode, project=cfg.logger.project, entity=cfg.logger.entity,
-                          group=group, name=name, config=config, directory=cell_dir, tags=cfg.logger.tags)
+                          group=group, name=name, config=config, directory=store.dir, tags=cfg.logger.tags,
+                          run_id=store.identity)
     try:
         # Imported here, after every check: torch/transformers/lightning take seconds to import.
         from outro_sweep.predict.run import predict_cell, predict_video_cell
 
-        predictions = cell_dir / "predictions.jsonl"
         if video:
             cache = FrameCache(Path(cfg.paths.cache_dir) / "frames")
-            records, seconds, cosines = predict_video_cell(cfg, questions, benchmark, loader, rule, predictions,
-                                                           cache, wups)
+            records, seconds, cosines = predict_video_cell(cfg, questions, benchmark, loader, rule,
+                                                           store.predictions, cache, wups)
         else:
-            records, seconds, cosines = predict_cell(cfg, questions, benchmark, loader, rule, predictions)
+            records, seconds, cosines = predict_cell(cfg, questions, benchmark, loader, rule, store.predictions)
+        if records is None:  # not rank 0 of a multi-process cell: rank 0 merges, scores and logs
+            return {}
         if judge is not None:
             records = judge.judge(records)
-            write_jsonl_atomic(predictions, records)  # the judged records replace the file whole
+            write_jsonl_atomic(store.predictions, records)  # the judged records replace the file whole
         metrics = summarise(records, seconds, cosines)
         if video:
             metrics["skipped_missing"] = benchmark.skipped_missing
         if judge is not None:
             metrics.update(judge_summary(records), judge=judge.identity())
-        write_json_atomic(cell_dir / "metrics.json", metrics)  # written only once the cell is complete
+        write_json_atomic(store.metrics, metrics)  # written only once every sample is in
+        store.mark_done(metrics)  # last: a cell with DONE is complete
         if tracker is not None:
             tracker.finish(metrics, records if cfg.logger.log_predictions else None)
     except BaseException:
@@ -123,9 +164,31 @@ def run_cell(cfg: DictConfig) -> dict:
     extra = f", video errors={metrics['errors']}, skipped missing={metrics['skipped_missing']}" if video else ""
     print(
         f"accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci_low']:.4f}-{metrics['ci_high']:.4f}, "
-        f"n={metrics['n']}, invalid={metrics['invalid']}{extra}) -> {cell_dir}"
+        f"n={metrics['n']}, invalid={metrics['invalid']}{extra}) -> {store.dir}",
+        flush=True,
     )
     return metrics
+
+
+def dry_run_line(store: CellStore, job_dir: Path) -> dict:
+    """``+dry_run=true``: say what this cell is and whether it is done; load nothing."""
+    overrides = ",".join(HydraConfig.get().overrides.task) or "defaults"
+    print(f"cell {store.identity} [{store.describe()}] {overrides}", flush=True)
+    write_status(job_dir, store, "dry-run", state=store.state())
+    return {}
+
+
+def job_log(job_dir: Path) -> Path | None:
+    """The Hydra job's own log file (where a failed cell's traceback is)."""
+    path = job_dir / f"{HydraConfig.get().job.name}.log"
+    return path if path.exists() else None
+
+
+def write_status(job_dir: Path, store: CellStore, status: str, **extra) -> None:
+    """``<job_dir>/status.json``: what this job did with its cell (read by the sweep summary)."""
+    payload = {"identity": store.identity, "status": status, "cell": str(store.dir), **extra}
+    job_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(job_dir / "status.json", payload)
 
 
 def build_judge(cfg: DictConfig):

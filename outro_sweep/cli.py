@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.errors import ConfigError
 
+log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 # Hydra flags that take a value (the value is not an override).
 _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-i", "--info",
@@ -58,15 +60,35 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _run(cfg: DictConfig) -> float:
+def _run(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from outro_sweep.cell import run_cell  # imported here: torch/transformers load after arg checks
 
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run_cell(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
+        if sweeping:  # one bad cell does not stop the sweep; the summary counts it as failed
+            return None
         sys.exit(2)
-    return metrics["accuracy"]
+    except Exception:
+        if sweeping:  # the cell wrote its FAILED marker; the other cells go on
+            log.exception("cell failed")
+            return None
+        raise
+    return metrics.get("accuracy")
+
+
+def _with_dry_run_launcher(argv: list[str]) -> list[str]:
+    """``+dry_run=true`` lists the cells in this process, whatever the launcher: submitting
+    jobs just to list them would queue a whole array. The launcher's own settings go too."""
+    if not any(a.lstrip("+") == "dry_run=true" for a in argv):
+        return argv
+    kept = [a for a in argv if not a.startswith(("hydra/launcher=", "hydra.launcher."))]
+    return [*kept, "hydra/launcher=basic"]
 
 
 def main() -> None:
@@ -75,6 +97,7 @@ def main() -> None:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    sys.argv = [sys.argv[0], *_with_dry_run_launcher(sys.argv[1:])]
     if not OmegaConf.has_resolver("cell_dirname"):
         OmegaConf.register_new_resolver("cell_dirname", _cell_dirname)
     _run()

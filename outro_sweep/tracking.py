@@ -27,11 +27,15 @@ class CellRun:
     """Start with ``CellRun(...)``; end with ``finish(metrics, records)`` or ``fail()``."""
 
     def __init__(self, *, mode: str, project: str, entity: str | None, group: str, name: str,
-                 config: dict, directory: Path, tags: list[str]) -> None:
+                 config: dict, directory: Path, tags: list[str], run_id: str | None = None) -> None:
         import wandb
 
         self._wandb = wandb
         self.run = wandb.init(
+            # A stable id (the cell's identity) with resume="allow": a requeued or re-run cell
+            # continues its own run instead of starting a second one.
+            id=run_id,
+            resume="allow" if run_id else None,
             project=project,
             entity=entity,
             group=group,

@@ -43,6 +43,7 @@ def sweep(tmp_path_factory):
 
 
 def cells(sweep_dir: Path) -> list[Path]:
+    """The sweep's job folders; each links to its cell's results as ``cell``."""
     return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir())
 
 
@@ -52,13 +53,13 @@ def test_four_cells_each_complete(sweep):
     assert len(folders) == 4
     grid = set()
     for folder in folders:
-        records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (folder / "cell" / "predictions.jsonl").read_text().splitlines()]
         assert [r["index"] for r in records] == [0, 1, 2]
         assert all(len(r["prompt_hash"]) == 16 and r["sinks"]["sink_positions"] for r in records)
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = json.loads((folder / "cell" / "metrics.json").read_text())
         assert metrics["n"] == 3
         assert metrics["accuracy"] == sum(r["correct"] for r in records) / 3
-        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config = yaml.safe_load((folder / "cell" / "config.yaml").read_text())
         grid.add((config["outro"]["layer"], config["outro"]["alpha"]))
         assert (folder / ".hydra" / "overrides.yaml").exists()
     assert grid == {(1, 0.1), (1, 0.3), (2, 0.1), (2, 0.3)}
@@ -69,15 +70,15 @@ def test_one_wandb_run_per_cell(sweep):
     _, sweep_dir, _ = sweep
     runs = {}
     for folder in cells(sweep_dir):
-        found = find_runs(folder)
+        found = find_runs(folder / "cell")
         assert len(found) == 1, f"{folder}: {found}"
         runs[folder] = read_run(found[0])
     groups = {run.group for run in runs.values()}
     assert len(groups) == 1 and groups.pop().startswith("sweep-")
     assert len({run.run_id for run in runs.values()}) == 4
     for folder, run in runs.items():
-        metrics = json.loads((folder / "metrics.json").read_text())
-        config = yaml.safe_load((folder / "config.yaml").read_text())
+        metrics = json.loads((folder / "cell" / "metrics.json").read_text())
+        config = yaml.safe_load((folder / "cell" / "config.yaml").read_text())
         assert run.exit_code == 0
         assert run.job_type == "cell"
         assert run.config["outro"] == config["outro"]

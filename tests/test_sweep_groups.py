@@ -5,24 +5,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
-
 from tests.test_sweep_e2e import run_cli
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, smollm2):
-    """A tiny random Llama with SmolLM2's real tokenizer, saved as a local model folder."""
-    folder = tmp_path_factory.mktemp("tiny_llama")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(smollm2.tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                         bos_token_id=smollm2.tokenizer.bos_token_id, eos_token_id=smollm2.tokenizer.eos_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    smollm2.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_sweep_over_model_benchmark_and_sink(tmp_path, tiny_model_dir, shared_data):
@@ -35,23 +18,23 @@ def test_sweep_over_model_benchmark_and_sink(tmp_path, tiny_model_dir, shared_da
         tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    folders = sorted(p for p in sweep_dir.iterdir() if (p / "metrics.json").exists())
+    folders = sorted(p for p in sweep_dir.iterdir() if (p / "cell" / "metrics.json").exists())
     assert len(folders) == 2
     for folder in folders:
-        records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (folder / "cell" / "predictions.jsonl").read_text().splitlines()]
         assert [r["id"] for r in records] == [f"mmlu/anatomy/test/{i}" for i in range(3)]
         assert all(r["valid"] and r["prediction"] in "ABCD" for r in records)  # logits scoring always answers
         if "first_k" in folder.name:
             # first_k (k=1): token 0 is a sink at every scanned layer (0..L-3 = 0..1), relaxed at layer 1
             assert all(r["sinks"]["sink_positions"] == {"0": [0], "1": [0]} for r in records)
             assert all(r["sinks"]["relaxed"] == {"1": [0]} for r in records)
-        assert not list(folder.rglob("*.wandb"))  # logger.mode=disabled
+        assert not list((folder / "cell").rglob("*.wandb"))  # logger.mode=disabled
 
 
 def test_outro_off_is_the_stock_baseline(tmp_path):
     result = run_cli(["outro=off", "benchmark.limit=2", "benchmark.scoring=logits", "logger.mode=disabled"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (metrics_file,) = tmp_path.rglob("metrics.json")
+    (metrics_file,) = tmp_path.glob("cells/*/metrics.json")
     records = [json.loads(line) for line in (metrics_file.parent / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == 2 and all(r["sinks"] is None for r in records)
     assert json.loads(metrics_file.read_text())["sinks"] == {}

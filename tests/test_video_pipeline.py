@@ -32,21 +32,27 @@ SMALL = ["model.num_frames=4", "model.fps=null", "model.min_pixels=784", "model.
 
 
 def run_cli(args: list[str], run_dir: Path, cache_dir: Path) -> subprocess.CompletedProcess:
+    """One cell with its own output folder ``run_dir`` (the Hydra job folder is ``run_dir/job``,
+    the cell's results ``run_dir/job/cell``); ``cache_dir`` may be shared between runs."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
     return subprocess.run(
-        [sys.executable, "-m", "outro_sweep", *args, "logger.mode=disabled", f"paths.output_dir={run_dir.parent}",
-         f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "outro_sweep", *args, "logger.mode=disabled", f"paths.output_dir={run_dir}",
+         f"paths.cache_dir={cache_dir}", f"hydra.run.dir={run_dir / 'job'}"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )
 
 
+def cell(run_dir: Path) -> Path:
+    return run_dir / "job" / "cell"
+
+
 def records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "predictions.jsonl").read_text().splitlines()
+    lines = (cell(run_dir) / "predictions.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines]
 
 
 def metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
+    return json.loads((cell(run_dir) / "metrics.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +104,8 @@ def test_missing_videos_fail_before_the_model_loads(tiny_qwen, nextqa, tmp_path)
     assert len(lines) == 1, result.stderr[-3000:]
     assert f"1 of {len(nextqa['videos'])} video is missing ({nextqa['videos'][-1]})" in lines[0]
     assert "benchmark.skip_missing=true" in lines[0]
-    assert not (tmp_path / "run" / "predictions.jsonl").exists()  # nothing ran, nothing looks finished
+    assert not list((tmp_path / "run").glob("cells/*/predictions.jsonl"))  # nothing ran
+    assert not list((tmp_path / "run").glob("cells/*/DONE"))  # nothing looks finished
     assert not (tmp_path / "cache" / "frames").exists()  # not a single clip was decoded
 
 
@@ -173,7 +180,7 @@ def test_second_run_loads_every_clip_from_the_cache(nextqa_runs):
 
 
 def test_cell_config_records_the_video_settings(nextqa_runs, tiny_qwen):
-    config = yaml.safe_load((nextqa_runs["first"] / "config.yaml").read_text())
+    config = yaml.safe_load((cell(nextqa_runs["first"]) / "config.yaml").read_text())
     assert config["model"]["path"] == str(tiny_qwen)
     assert config["model"]["num_frames"] == 4 and config["model"]["max_pixels"] == 3136
     assert config["choices"]["model"] == "qwen2_5_vl_7b" and config["choices"]["benchmark"] == "nextqa_mc"
@@ -202,7 +209,7 @@ def dailyomni_run(shared_data, tiny_omni, tmp_path_factory) -> dict:
 
 
 def test_paper_experiment_resolves_to_the_paper_settings(dailyomni_run):
-    config = yaml.safe_load((dailyomni_run["run"] / "config.yaml").read_text())
+    config = yaml.safe_load((cell(dailyomni_run["run"]) / "config.yaml").read_text())
     assert config["choices"]["model"] == "qwen2_5_omni_3b" and config["choices"]["benchmark"] == "dailyomni"
     assert config["outro"] == {**config["outro"], "enabled": True, "alpha": 3.0, "temperature": 0.1, "layer": "auto"}
     assert config["benchmark"]["max_new_tokens"] == 1 and config["model"]["use_audio"] is True
@@ -284,7 +291,7 @@ def test_llm_judge_grades_open_answers_and_is_recorded(shared_data, tiny_qwen, t
             continue
         assert set(record["judge"]) == {"output", "verdict", "score"}
         assert isinstance(record["judge"]["output"], str) and record["judge"]["output"]
-    config = yaml.safe_load((run / "config.yaml").read_text())
+    config = yaml.safe_load((cell(run) / "config.yaml").read_text())
     identity = config["judge_identity"]
     assert identity["model"] == "smollm2_135m" and "{prediction}" in identity["prompt"]
     m = metrics(run)

@@ -17,13 +17,21 @@ class IndexedQuestion:
 
 
 class QuestionDataset(Dataset):
-    def __init__(self, questions: list[MCQuestion]) -> None:
+    """The questions at ``indices`` (default: all), in that order; each item keeps its
+    original index into ``questions``, so a resumed or multi-process cell's records are keyed
+    exactly as a single uninterrupted run's."""
+
+    def __init__(self, questions: list[MCQuestion], indices: list[int] | None = None) -> None:
         self.questions = questions
+        self.indices = list(range(len(questions))) if indices is None else [int(i) for i in indices]
+        if any(not 0 <= i < len(questions) for i in self.indices):
+            raise IndexError(f"question indices out of range 0..{len(questions) - 1}")
 
     def __len__(self) -> int:
-        return len(self.questions)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> IndexedQuestion:
+    def __getitem__(self, position: int) -> IndexedQuestion:
+        index = self.indices[position]
         return IndexedQuestion(index, self.questions[index])
 
 
@@ -57,9 +65,17 @@ class PromptCollator:
 
 
 class QuestionDataModule(pl.LightningDataModule):
-    def __init__(self, questions, tokenizer, use_chat_template: bool, batch_size: int, num_workers: int = 0):
+    """``indices``: the questions this process predicts (default: all), already split among
+    the processes of a multi-process cell, so Lightning's own distributed sampler is not used
+    (``use_distributed_sampler=False``); a process may get none."""
+
+    def __init__(self, questions, tokenizer, use_chat_template: bool, batch_size: int, num_workers: int = 0,
+                 indices: list[int] | None = None):
         super().__init__()
-        self.dataset = QuestionDataset(questions)
+        # A multi-process cell near its end may leave a process without questions: it still
+        # takes part in the collectives and writes nothing.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+        self.dataset = QuestionDataset(questions, indices)
         self.collate = PromptCollator(tokenizer, use_chat_template)
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -1,4 +1,29 @@
-"""Run the Lightning predict loop over one cell's questions (text or video), OutRo attached or not."""
+"""Run the Lightning predict loop over one cell's questions (text or video), OutRo attached or not.
+
+Durable, resumable, multi-process:
+
+- every finished batch of every process is one shard file under ``<cell_dir>/shards/``
+  (``ShardPredictionWriter``; atomic, so a SIGKILL loses at most the batches in flight);
+- a cell first reads its shards and predicts only the questions not in any of them, each
+  under its original index; with nothing left the model is not even loaded;
+- a cell may run as N processes (SLURM tasks, local submitit tasks or torchrun; see
+  ``outro_sweep.distributed``): Lightning runs them as one DDP group. Rank 0 reads the shards
+  and broadcasts the questions still to do; the list is cut into batches of
+  ``predict.batch_size`` and each rank takes a contiguous run of whole batches (so every batch
+  is the batch a one-process run would form, padding and all, and a rank may get none);
+  after prediction all ranks meet at a barrier and rank 0 alone merges the shards into
+  ``predictions.jsonl`` and returns the records; the other ranks return ``None`` records.
+
+Returned diagnostics, identical for 1 or N processes:
+
+- the per-layer rotation cosines come from the per-batch sums in the shards' headers,
+  summed over all shards of the cell (every rank, resumed attempts included), so they equal
+  what one uninterrupted process would report (up to float summation order);
+- ``seconds`` (time in ``predict_step``) is summed over the shards written by this run, over
+  all ranks; samples resumed from an earlier attempt do not count (their time was spent by
+  a process that no longer exists), so after a resume it covers fewer samples than the
+  cell holds.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +31,7 @@ import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -14,26 +40,40 @@ from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.benchmarks.base import Benchmark, MCQuestion
 from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.distributed import process_rank, trainer_overrides, world_size
 from outro_sweep.interventions.outro import OutRo
-from outro_sweep.metrics import read_predictions
 from outro_sweep.models.base import ModelLoader
 from outro_sweep.models.video_lm import VideoLMLoader
 from outro_sweep.predict.datamodule import QuestionDataModule
 from outro_sweep.predict.module import MCPredictor
+from outro_sweep.predict.shards import (
+    ShardSet,
+    check_complete,
+    merge,
+    read_shard_set,
+    remove_stale_temporaries,
+    rotation_diagnostics,
+)
 from outro_sweep.predict.video_data import VideoDataModule, VideoQuestionDataset
 from outro_sweep.predict.video_module import VideoPredictor
-from outro_sweep.predict.writer import JsonlPredictionWriter
+from outro_sweep.predict.writer import ShardPredictionWriter
 from outro_sweep.sinks.base import SinkRule
 from outro_sweep.video.cache import FrameCache
 
 log = logging.getLogger(__name__)
 
+# (module, datamodule, outro) for the given question indices; loads the model.
+Setup = Callable[[list[int]], tuple[pl.LightningModule, pl.LightningDataModule, "OutRo | None"]]
+
 
 def _quiet_lightning() -> None:
     """Keep the cell's console readable: Lightning's tips and two known-harmless warnings."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")  # intended: see MCPredictor
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # A process of a multi-process cell whose share is empty (see share_of).
+    warnings.filterwarnings("ignore", message=".*local rank has zero length.*")
 
 
 def _outro(cfg: DictConfig, model, rule: SinkRule) -> OutRo | None:
@@ -45,46 +85,151 @@ def _outro(cfg: DictConfig, model, rule: SinkRule) -> OutRo | None:
                  layer=layer, rotate_decode=cfg.outro.rotate_decode)
 
 
-def _predict(cfg: DictConfig, module: pl.LightningModule, data: pl.LightningDataModule, outro: OutRo | None,
-             predictions_file: Path, expected: int) -> list[dict]:
-    """Lightning's predict loop with OutRo attached; the records as the writer persisted them."""
-    trainer = instantiate(cfg.trainer, callbacks=[JsonlPredictionWriter(predictions_file)])
-    started = time.perf_counter()
-    with outro if outro is not None else contextlib.nullcontext():
-        trainer.predict(module, datamodule=data, return_predictions=False)
-    log.info("predicted %d questions in %.1f s", expected, time.perf_counter() - started)
-    records = read_predictions(predictions_file)
-    if len(records) != expected:
-        raise RuntimeError(f"{predictions_file} holds {len(records)} predictions for {expected} questions")
-    return records
+def share_of(remaining: list[int], batch_size: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s part of ``remaining``: the list is cut into batches of ``batch_size``
+    (as one process would batch it) and rank r takes batches [r*B/W, (r+1)*B/W): contiguous,
+    disjoint, together everything; shares differ by at most one batch, and are empty when
+    there are fewer batches than ranks."""
+    batches = [remaining[i:i + batch_size] for i in range(0, len(remaining), batch_size)]
+    first, last = rank * len(batches) // world, (rank + 1) * len(batches) // world
+    return [index for batch in batches[first:last] for index in batch]
+
+
+def _check_resumable(shard_set: ShardSet, questions: list, shard_dir: Path) -> None:
+    """The shards must be predictions of these very questions: index in range and the same
+    prompt (``prompt_hash``) at that index."""
+    beyond = sorted(i for i in shard_set.indices if i >= len(questions))
+    if beyond:
+        raise RuntimeError(f"{shard_dir} holds predictions for question indices {beyond[:10]} but the cell has only "
+                           f"{len(questions)} questions: these shards belong to another question list")
+    for record in shard_set.records:
+        expected = questions[record["index"]].prompt_hash
+        if record.get("prompt_hash", expected) != expected:
+            raise RuntimeError(
+                f"{shard_dir}: the prediction for question {record['index']} was made for another prompt "
+                f"(prompt_hash {record['prompt_hash']}, the question's is {expected}): the benchmark data changed "
+                "since these shards were written; move the cell folder away to start over"
+            )
+
+
+def _plan(shard_dir: Path, questions: list, trainer: pl.Trainer | None) -> tuple[list[int], ShardSet | None]:
+    """(question indices still to predict, the shards found) on rank 0; the same list on
+    every rank of a multi-process cell (rank 0 broadcasts it, with any error it hit)."""
+    found, plan = None, None
+    if trainer is None or trainer.global_rank == 0:
+        try:
+            found = read_shard_set(shard_dir)
+            _check_resumable(found, questions, shard_dir)
+            plan = [i for i in range(len(questions)) if i not in found.indices]
+        except Exception as err:  # every rank must hear of it, or the others wait at the broadcast
+            if trainer is not None:
+                trainer.strategy.broadcast(f"{type(err).__name__}: {err}", src=0)
+            raise
+    if trainer is not None:
+        plan = trainer.strategy.broadcast(plan, src=0)
+        if isinstance(plan, str):
+            raise RuntimeError(f"rank 0 could not plan the cell: {plan}")
+    return plan, found
+
+
+def _setup_everywhere(setup: Setup, indices: list[int], trainer: pl.Trainer | None):
+    """``setup(indices)`` (loads the model); in a multi-process cell every rank learns whether
+    all ranks managed it, so one rank's failure (say, out of memory) stops them all here
+    instead of leaving the others waiting in Lightning's first collective."""
+    if trainer is None:
+        return setup(indices)
+    try:
+        built, failed = setup(indices), None
+    except Exception as err:  # noqa: BLE001 (re-raised below, after the others are told)
+        built, failed = None, err
+    if not trainer.strategy.reduce_boolean_decision(failed is None, all=True):
+        if failed is not None:
+            raise failed
+        raise RuntimeError("another process of this cell failed to load the model (see its log)")
+    return built
+
+
+def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Setup) -> tuple[list[dict] | None, float,
+                                                                                                dict]:
+    """Resume from the shards, predict the rest (on every process of the cell), merge on rank 0.
+
+    Returns (records sorted by index, seconds of this run, rotation cosines) on rank 0 and
+    ``(None, 0.0, {})`` on the other ranks of a multi-process cell.
+    """
+    shard_dir = predictions_file.parent / "shards"
+    writer = ShardPredictionWriter(shard_dir)
+    overrides = trainer_overrides(cfg.trainer.get("accelerator"))
+    trainer = None
+    if overrides:
+        # Multi-process: the Trainer (and its process group) comes first, so that rank 0 can
+        # tell the others which questions are left before anyone loads the model.
+        trainer = instantiate(cfg.trainer, callbacks=[writer], use_distributed_sampler=False, **overrides)
+        if (trainer.global_rank, trainer.world_size) != (process_rank(), world_size()):
+            raise RuntimeError(f"Lightning sees rank {trainer.global_rank} of {trainer.world_size}, the environment "
+                               f"says {process_rank()} of {world_size()}")
+        trainer.strategy.setup_environment()  # joins the process group (Lightning's predict reuses it)
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    remaining, found = _plan(shard_dir, questions, trainer)
+    resumed = len(questions) - len(remaining)
+    if rank == 0:
+        log.info("%d of %d questions resumed from %d shards in %s; %d to predict now on %d process%s",
+                 resumed, len(questions), len(found.shards), shard_dir, len(remaining), world,
+                 "es" if world > 1 else "")
+    if remaining:
+        mine = share_of(remaining, cfg.predict.batch_size, rank, world)
+        module, data, outro = _setup_everywhere(setup, mine, trainer)
+        if trainer is None:
+            trainer = instantiate(cfg.trainer, callbacks=[writer])
+        started = time.perf_counter()
+        with outro if outro is not None else contextlib.nullcontext():
+            trainer.predict(module, datamodule=data, return_predictions=False)
+        log.info("rank %d predicted %d questions in %.1f s", rank, len(mine), time.perf_counter() - started)
+        trainer.strategy.barrier("outro_sweep: all ranks' shards are written")  # no-op with one process
+    if rank != 0:
+        return None, 0.0, {}
+    merged = read_shard_set(shard_dir)
+    check_complete(merged, len(questions), shard_dir)
+    remove_stale_temporaries(shard_dir)  # every writer has finished
+    merge(merged, predictions_file)
+    new_shards = [s for s in merged.shards if s.path.name not in found.names]
+    log.info("predictions: %d resumed + %d predicted now = %d -> %s", resumed, len(remaining), len(merged.records),
+             predictions_file)
+    return merged.records, sum(s.seconds for s in new_shards), rotation_diagnostics(merged.shards)
 
 
 def predict_cell(cfg: DictConfig, questions: list[MCQuestion], benchmark: Benchmark, loader: ModelLoader,
-                 rule: SinkRule, predictions_file: Path) -> tuple[list[dict], float, dict]:
-    """Text benchmarks. Returns (records sorted by index, seconds in predict_step, per-layer rotation cosines)."""
+                 rule: SinkRule, predictions_file: Path) -> tuple[list[dict] | None, float, dict]:
+    """Text benchmarks. Returns (records sorted by index, seconds in predict_step of this run,
+    per-layer rotation cosines); records are ``None`` on ranks other than 0 (see module doc)."""
     _quiet_lightning()
     pl.seed_everything(cfg.seed, verbose=False)
-    loaded = loader.load()
-    outro = _outro(cfg, loaded.model, rule)
-    module = MCPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens, outro)
-    data = QuestionDataModule(questions, loaded.tokenizer, loaded.use_chat_template,
-                              cfg.predict.batch_size, cfg.predict.num_workers)
-    records = _predict(cfg, module, data, outro, predictions_file, len(questions))
-    return records, module.seconds, outro.cell_diagnostics() if outro is not None else {}
+
+    def setup(indices: list[int]):
+        loaded = loader.load()
+        outro = _outro(cfg, loaded.model, rule)
+        module = MCPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens, outro)
+        data = QuestionDataModule(questions, loaded.tokenizer, loaded.use_chat_template,
+                                  cfg.predict.batch_size, cfg.predict.num_workers, indices=indices)
+        return module, data, outro
+
+    return _predict(cfg, questions, Path(predictions_file), setup)
 
 
 def predict_video_cell(cfg: DictConfig, questions: list[VideoQuestion], benchmark: VideoBenchmark,
                        loader: VideoLMLoader, rule: SinkRule, predictions_file: Path, cache: FrameCache,
-                       wups=None) -> tuple[list[dict], float, dict]:
+                       wups=None) -> tuple[list[dict] | None, float, dict]:
     """Video benchmarks: clips decoded (or loaded from ``cache``) per question, fed through the
     model's processor. Same return value as ``predict_cell``."""
     _quiet_lightning()
     pl.seed_everything(cfg.seed, verbose=False)
-    loaded = loader.load()
-    outro = _outro(cfg, loaded.model, rule)
-    module = VideoPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens, outro,
-                            open_metric=benchmark.open_metric, wups=wups)
-    dataset = VideoQuestionDataset(questions, benchmark, loader, cache)
-    data = VideoDataModule(dataset, loaded, cfg.predict.batch_size, cfg.predict.num_workers)
-    records = _predict(cfg, module, data, outro, predictions_file, len(questions))
-    return records, module.seconds, outro.cell_diagnostics() if outro is not None else {}
+
+    def setup(indices: list[int]):
+        loaded = loader.load()
+        outro = _outro(cfg, loaded.model, rule)
+        module = VideoPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens, outro,
+                                open_metric=benchmark.open_metric, wups=wups)
+        dataset = VideoQuestionDataset(questions, benchmark, loader, cache, indices=indices)
+        data = VideoDataModule(dataset, loaded, cfg.predict.batch_size, cfg.predict.num_workers)
+        return module, data, outro
+
+    return _predict(cfg, questions, Path(predictions_file), setup)

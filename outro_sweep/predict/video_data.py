@@ -33,17 +33,24 @@ class VideoItem:
 
 
 class VideoQuestionDataset(Dataset):
+    """The questions at ``indices`` (default: all), in that order; each item keeps its
+    original index into ``questions`` (the predictions' key)."""
+
     def __init__(self, questions: list[VideoQuestion], benchmark: VideoBenchmark, loader: VideoLMLoader,
-                 cache: FrameCache) -> None:
+                 cache: FrameCache, indices: list[int] | None = None) -> None:
         self.questions = questions
+        self.indices = list(range(len(questions))) if indices is None else [int(i) for i in indices]
+        if any(not 0 <= i < len(questions) for i in self.indices):
+            raise IndexError(f"question indices out of range 0..{len(questions) - 1}")
         self.benchmark = benchmark
         self.sampling = loader.sampling
         self.cache = cache
 
     def __len__(self) -> int:
-        return len(self.questions)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> VideoItem:
+    def __getitem__(self, position: int) -> VideoItem:
+        index = self.indices[position]
         question = self.questions[index]
         sampling = self.sampling
         if question.segment is not None:  # the benchmark bounds the clip (MVBench start/end)
@@ -78,9 +85,12 @@ class VideoCollator:
 
 
 class VideoDataModule(pl.LightningDataModule):
+    """Like ``QuestionDataModule``: the dataset holds this process's share of the questions."""
+
     def __init__(self, dataset: VideoQuestionDataset, loaded: LoadedVideoModel, batch_size: int,
                  num_workers: int = 0) -> None:
         super().__init__()
+        self.allow_zero_length_dataloader_with_multiple_devices = True  # see QuestionDataModule
         self.dataset = dataset
         self.collate = VideoCollator(loaded)
         self.batch_size = batch_size

@@ -1,0 +1,246 @@
+"""Durable prediction shards: one file per finished batch per process, never half written.
+
+A cell's predictions live in ``<cell_dir>/shards/`` as files named
+
+    <first index:08d>-<last index:08d>-r<rank>-<8 hex>.jsonl
+
+(first/last = the smallest and largest question index in the batch, rank = the process that
+wrote it, 8 hex = a random id, so two processes or two attempts never collide). A shard is
+written to a temporary file in the same folder, flushed, fsync'ed, renamed over its final
+name with ``os.replace`` and the folder fsync'ed: a SIGKILL or power cut at any instant
+leaves either the whole shard or none of it (plus, at worst, a stray ``.tmp`` file that
+readers ignore).
+
+Line 1 of a shard is its header, ``{"_shard": {...}}``: the rank, the record count, the
+seconds spent in ``predict_step`` for the batch and the batch's OutRo rotation-cosine sums
+per layer (``[sum before, sum after, count]``), so the cell's diagnostics can be summed over
+shards exactly: across the processes of a multi-process cell and across resumed attempts.
+Every further line is one prediction record, serialised exactly as in ``predictions.jsonl``
+(``json.dumps(record, sort_keys=True)``), so merging copies the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SHARD_NAME = re.compile(r"^(\d{8,})-(\d{8,})-r(\d+)-([0-9a-f]{8})\.jsonl$")
+HEADER_KEY = "_shard"
+TMP_SUFFIX = ".tmp"
+
+
+class ShardConflictError(RuntimeError):
+    """Two shards hold different records for the same question index."""
+
+
+def shard_name(first: int, last: int, rank: int) -> str:
+    return f"{first:08d}-{last:08d}-r{rank}-{uuid.uuid4().hex[:8]}.jsonl"
+
+
+def dumps(record: dict) -> str:
+    """The one serialisation of a record, used by shards and by the merged predictions.jsonl."""
+    return json.dumps(record, sort_keys=True)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where the filesystem refuses)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_lines_atomic(path: Path, lines: list[str]) -> None:
+    """Write ``lines`` (each without its newline) to ``path``: temp file in the same folder,
+    flush + fsync, ``os.replace``, fsync of the folder. Readers see the old file or the new
+    one, never a part."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(line + "\n" for line in lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_shard(shard_dir: Path, records: list[dict], rank: int, seconds: float = 0.0,
+                rotation_sums: dict | None = None) -> Path:
+    """One finished batch -> one durable shard file; returns its path. ``records`` must be
+    JSON-ready (already redacted) and carry distinct ``index`` values."""
+    if not records:
+        raise ValueError("a shard needs at least one record")
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    indices = [int(r["index"]) for r in records]
+    header = {HEADER_KEY: {"rank": rank, "count": len(records), "seconds": seconds,
+                           "rotation_sums": rotation_sums or {}}}
+    path = shard_dir / shard_name(min(indices), max(indices), rank)
+    write_lines_atomic(path, [dumps(header), *(dumps(r) for r in records)])
+    return path
+
+
+@dataclass
+class Shard:
+    path: Path
+    records: list[dict]
+    lines: list[str]  # the records' serialised lines, as written
+    header: dict = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return float(self.header.get("seconds", 0.0))
+
+    @property
+    def rotation_sums(self) -> dict:
+        return self.header.get("rotation_sums", {})
+
+
+@dataclass
+class ShardSet:
+    """Everything a shard folder holds: whole shards, and the names of unreadable ones."""
+
+    shards: list[Shard]
+    corrupt: list[str]
+    records: list[dict]  # deduplicated by index, sorted by index
+    lines: dict[int, str]  # index -> its record's serialised line
+
+    @property
+    def indices(self) -> set[int]:
+        return set(self.lines)
+
+    @property
+    def names(self) -> set[str]:
+        return {shard.path.name for shard in self.shards}
+
+
+def _read_one(path: Path) -> Shard:
+    """Parse one shard; ValueError when it is not whole (bad JSON, bad header, short)."""
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        raise ValueError("does not end with a newline (truncated)")
+    lines = text.splitlines()
+    if not lines:
+        raise ValueError("is empty")
+    header = {}
+    first = json.loads(lines[0])
+    if isinstance(first, dict) and HEADER_KEY in first:
+        header, lines = first[HEADER_KEY], lines[1:]
+    records = [json.loads(line) for line in lines]
+    if not all(isinstance(r, dict) and isinstance(r.get("index"), int) for r in records):
+        raise ValueError("holds a line that is not a record with an integer 'index'")
+    if header and header.get("count") != len(records):
+        raise ValueError(f"header says {header.get('count')} records, file holds {len(records)}")
+    if not records:
+        raise ValueError("holds no records")
+    return Shard(path, records, lines, header)
+
+
+def read_shard_set(shard_dir: Path) -> ShardSet:
+    """Read every whole shard of ``shard_dir`` (missing folder: nothing). Temporary files are
+    ignored; a shard that cannot be parsed is reported by name (log warning, ``corrupt``) and
+    skipped, so its questions count as not yet predicted. Records are deduplicated by
+    ``index``: identical duplicates (e.g. a batch predicted twice) keep one; a duplicate index
+    with a different record raises ``ShardConflictError`` naming both files."""
+    shard_dir = Path(shard_dir)
+    shards, corrupt = [], []
+    if shard_dir.is_dir():
+        for path in sorted(shard_dir.iterdir()):
+            if not SHARD_NAME.match(path.name) or not path.is_file():
+                continue  # temporary files (".<name>.<id>.tmp") and anything else
+            try:
+                shards.append(_read_one(path))
+            except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+                corrupt.append(path.name)
+                log.warning("prediction shard %s is unreadable and is skipped (%s)", path, err)
+    by_index: dict[int, tuple[dict, str, Path]] = {}
+    for shard in shards:
+        for record, line in zip(shard.records, shard.lines):
+            index = record["index"]
+            seen = by_index.get(index)
+            if seen is None:
+                by_index[index] = (record, line, shard.path)
+            elif seen[0] != record:
+                raise ShardConflictError(
+                    f"question index {index} has two different predictions: {seen[2].name} and {shard.path.name} "
+                    f"in {shard_dir} (the cell's shards mix two runs that disagree; remove one of them)"
+                )
+    ordered = sorted(by_index)
+    return ShardSet(shards, corrupt, [by_index[i][0] for i in ordered], {i: by_index[i][1] for i in ordered})
+
+
+def read_shards(shard_dir: Path) -> list[dict]:
+    """All records of ``shard_dir``'s shards, deduplicated by index, sorted by index."""
+    return read_shard_set(shard_dir).records
+
+
+def rotation_diagnostics(shards: list[Shard]) -> dict:
+    """The per-layer rotation cosines of ``OutRo.cell_diagnostics()`` from the shards' sums:
+    ``{layer: {"cos_before", "cos_after", "n"}}``, layers in numeric order; {} without OutRo."""
+    totals: dict[str, list[float]] = {}
+    for shard in shards:
+        for layer, (before, after, count) in shard.rotation_sums.items():
+            sums = totals.setdefault(str(layer), [0.0, 0.0, 0])
+            sums[0] += before
+            sums[1] += after
+            sums[2] += count
+    return {
+        layer: {"cos_before": s[0] / s[2], "cos_after": s[1] / s[2], "n": int(s[2])}
+        for layer, s in sorted(totals.items(), key=lambda item: int(item[0]))
+        if s[2]
+    }
+
+
+def check_complete(shard_set: ShardSet, expected: int, where: Path) -> None:
+    """Exactly one record per question index 0..expected-1, else a RuntimeError naming the
+    missing and the unexpected indices."""
+    have = shard_set.indices
+    missing = sorted(set(range(expected)) - have)
+    extra = sorted(have - set(range(expected)))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing indices {_span(missing)}")
+        if extra:
+            parts.append(f"unexpected indices {_span(extra)}")
+        raise RuntimeError(f"{where} does not hold one prediction per question 0..{expected - 1}: "
+                           + "; ".join(parts))
+
+
+def _span(indices: list[int], limit: int = 20) -> str:
+    shown = ", ".join(map(str, indices[:limit]))
+    return f"[{shown}{', ...' if len(indices) > limit else ''}] ({len(indices)})"
+
+
+def merge(shard_set: ShardSet, path: Path) -> None:
+    """Write every record, in index order, to ``path`` atomically (the shards stay)."""
+    write_lines_atomic(path, [shard_set.lines[i] for i in sorted(shard_set.lines)])
+
+
+def remove_stale_temporaries(shard_dir: Path) -> int:
+    """Delete temporary files left by killed writers. Call only when no process of the cell
+    is writing (after the final barrier)."""
+    removed = 0
+    if Path(shard_dir).is_dir():
+        for path in Path(shard_dir).iterdir():
+            if path.name.startswith(".") and path.name.endswith(TMP_SUFFIX):
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

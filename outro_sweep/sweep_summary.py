@@ -1,0 +1,53 @@
+"""The sweep's last line: how many cells succeeded, were skipped and failed; exit code 1 if any failed.
+
+A Hydra callback (registered in conf/config.yaml under hydra.callbacks), so it runs in the
+submitting process after every launcher, local or SLURM. Each job leaves
+``<job folder>/status.json`` (outro_sweep.cell.write_status); this reads them all.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+def read_statuses(sweep_dir: Path) -> list[dict]:
+    statuses = []
+    for path in sorted(sweep_dir.glob("*/status.json")):
+        try:
+            statuses.append(json.loads(path.read_text()) | {"job": path.parent.name})
+        except (OSError, json.JSONDecodeError):
+            statuses.append({"job": path.parent.name, "status": "failed", "error": f"unreadable {path}"})
+    return statuses
+
+
+def summary_line(statuses: list[dict], jobs: int) -> str:
+    counts = Counter(s["status"] for s in statuses)
+    if counts.get("dry-run"):
+        states = Counter(s.get("state", "?") for s in statuses)
+        listed = ", ".join(f"{states[k]} {k}" for k in ("done", "partial", "failed", "new") if states[k])
+        return f"dry run: {len(statuses)} cells ({listed}); nothing was run"
+    unreported = jobs - len(statuses)  # a job that died before writing its status (killed, no Python)
+    failed = counts["failed"] + max(0, unreported)
+    return (f"sweep: {counts['succeeded']} succeeded, {counts['skipped']} skipped (already done), "
+            f"{failed} failed, of {jobs} cells")
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        statuses = read_statuses(sweep_dir)
+        jobs = max(len(statuses), len([p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()])
+                   if sweep_dir.is_dir() else 0)
+        print(summary_line(statuses, jobs), flush=True)
+        for status in statuses:
+            if status["status"] == "failed":
+                print(f"  failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
+                      f"(marker {status.get('cell')}/FAILED)", flush=True)
+        if any(s["status"] == "failed" for s in statuses) or len(statuses) < jobs:
+            sys.exit(1)
