@@ -2,7 +2,8 @@
 
 A Hydra callback (registered in conf/config.yaml under hydra.callbacks), so it runs in the
 submitting process after every launcher, local or SLURM. Each job leaves
-``<job folder>/status.json`` (outro_sweep.cell.write_status); this reads them all.
+``<job folder>/status.json`` (outro_sweep.cell.write_status); this reads them all, plus the
+cells the sweeper skipped before launching (``skipped.json``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from outro_sweep.sweeper import SKIPPED_FILE
+
 
 def read_statuses(sweep_dir: Path) -> list[dict]:
     statuses = []
@@ -26,7 +29,8 @@ def read_statuses(sweep_dir: Path) -> list[dict]:
     return statuses
 
 
-def summary_line(statuses: list[dict], jobs: int) -> str:
+def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0) -> str:
+    """``jobs``: cells launched; ``skipped_before_launch``: done cells the sweeper never launched."""
     counts = Counter(s["status"] for s in statuses)
     if counts.get("dry-run"):
         states = Counter(s.get("state", "?") for s in statuses)
@@ -34,8 +38,9 @@ def summary_line(statuses: list[dict], jobs: int) -> str:
         return f"dry run: {len(statuses)} cells ({listed}); nothing was run"
     unreported = jobs - len(statuses)  # a job that died before writing its status (killed, no Python)
     failed = counts["failed"] + max(0, unreported)
-    return (f"sweep: {counts['succeeded']} succeeded, {counts['skipped']} skipped (already done), "
-            f"{failed} failed, of {jobs} cells")
+    skipped = counts["skipped"] + skipped_before_launch
+    return (f"sweep: {counts['succeeded']} succeeded, {skipped} skipped (already done), "
+            f"{failed} failed, of {jobs + skipped_before_launch} cells")
 
 
 class SweepSummary(Callback):
@@ -44,7 +49,9 @@ class SweepSummary(Callback):
         statuses = read_statuses(sweep_dir)
         jobs = max(len(statuses), len([p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()])
                    if sweep_dir.is_dir() else 0)
-        print(summary_line(statuses, jobs), flush=True)
+        skipped_file = sweep_dir / SKIPPED_FILE
+        skipped = len(json.loads(skipped_file.read_text())) if skipped_file.is_file() else 0
+        print(summary_line(statuses, jobs, skipped), flush=True)
         for status in statuses:
             if status["status"] == "failed":
                 print(f"  failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "

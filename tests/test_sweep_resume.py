@@ -115,6 +115,10 @@ def test_second_sweep_skips_every_cell_and_runs_nothing(finished_sweep):
         assert (cell / "DONE").stat().st_mtime_ns == mtime and (cell / "predictions.jsonl").read_bytes() == predictions
         assert len(find_runs(cell)) == 1  # no second W&B run
     assert not any(line.startswith("accuracy ") for line in second.stdout.splitlines())  # no cell predicted
+    # The sweeper left both cells out of the launch: no job ran at all.
+    assert not list((finished_sweep["out"] / "sweep2").glob("*/status.json"))
+    skipped = json.loads((finished_sweep["out"] / "sweep2" / "skipped.json").read_text())
+    assert sorted(s["identity"] for s in skipped) == sorted(c.name for c in finished_sweep["cells"])
 
 
 def test_dry_run_lists_cells_with_identity_and_state(finished_sweep, tiny_model_dir):

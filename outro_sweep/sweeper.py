@@ -1,0 +1,97 @@
+"""Hydra's basic sweeper, minus the cells that are already done.
+
+Before each batch goes to the launcher (local processes or a SLURM job array), every cell's
+config is composed here, in the submitting process, exactly as the job will compose it; its
+identity names its folder, and a cell whose folder holds DONE is left out of the launch. A
+re-run of a finished sweep therefore submits nothing, and a re-run after a partial failure
+submits only the missing cells. ``force=true`` and ``+dry_run=true`` launch every cell (the
+cells themselves then recompute, or only list). The skipped cells are written to
+``<sweep dir>/skipped.json`` for the sweep summary.
+
+A subclass of ``BasicSweeper`` rather than a new sweeper: the grid, batching and the job
+numbering stay Hydra's own; only the launcher call is filtered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra.core.plugins import Plugins
+from omegaconf import OmegaConf, open_dict
+
+from outro_sweep.cell_store import CellStore
+from outro_sweep.identity import cell_identity
+from outro_sweep.redaction import redact
+
+# Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper
+# class; scan first, so that the class subclassed here is the one Hydra's own code refers to.
+Plugins.instance()
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
+
+log = logging.getLogger(__name__)
+SKIPPED_FILE = "skipped.json"
+# Hydra instantiates a plugin only if its class is registered under a module name starting with
+# "hydra_plugins." (normally a top-level namespace package, which the project's fixed layout has
+# no room for): the class is registered under this name instead, by register_plugin().
+PLUGIN_MODULE = "hydra_plugins.outro_sweep"
+
+
+class SkipDoneSweeper(BasicSweeper):
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.launcher = _LaunchUnfinished(self.launcher, self)
+        self.skipped: list[dict] = []
+
+    def done_cell(self, overrides: Sequence[str]) -> CellStore | None:
+        """The cell's store if ``overrides`` make a cell that is already done (and not forced)."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                                 sweep_overrides=list(overrides))
+        if cfg.get("force", False) or cfg.get("dry_run", False):
+            return None
+        with open_dict(cfg):
+            del cfg["hydra"]  # the job's config has no hydra node either
+        store = CellStore(cfg.paths.output_dir, cell_identity(redact(OmegaConf.to_container(cfg, resolve=True))))
+        return store if store.state() == "done" else None
+
+    def record_skip(self, store: CellStore, overrides: Sequence[str]) -> None:
+        print(f"skip {store.identity}: {store.describe()} -> {store.dir}", flush=True)
+        self.skipped.append({"identity": store.identity, "overrides": list(overrides), "cell": str(store.dir)})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        temporary = sweep_dir / (SKIPPED_FILE + ".tmp")
+        temporary.write_text(json.dumps(self.skipped, indent=2) + "\n")
+        temporary.replace(sweep_dir / SKIPPED_FILE)
+
+
+class _LaunchUnfinished:
+    """Wraps the configured launcher: ``launch`` gets only the cells that are not done."""
+
+    def __init__(self, launcher, sweeper: SkipDoneSweeper) -> None:
+        self.launcher = launcher
+        self.sweeper = sweeper
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        todo = []
+        for overrides in job_overrides:
+            store = self.sweeper.done_cell(overrides)
+            if store is None:
+                todo.append(overrides)
+            else:
+                self.sweeper.record_skip(store, overrides)
+        if not todo:  # nothing to submit (an empty job array is an error for submitit)
+            return []
+        return self.launcher.launch(todo, initial_job_idx=initial_job_idx)
+
+    def __getattr__(self, name: str):
+        return getattr(self.launcher, name)
+
+
+def register_plugin() -> None:
+    """Make ``hydra/sweeper=skip_done`` instantiable: called by the CLI before Hydra starts."""
+    import sys
+
+    SkipDoneSweeper.__module__ = PLUGIN_MODULE
+    sys.modules.setdefault(PLUGIN_MODULE, sys.modules[__name__])  # so that _target_ imports it
+    Plugins.instance().register(SkipDoneSweeper)
