@@ -22,6 +22,7 @@ IGNORED_KEYS = (
     "trainer.enable_progress_bar",
     "force",
     "dry_run",
+    "baseline",
 )
 IDENTITY_LENGTH = 12  # hex characters: 48 bits, no collision in any realistic sweep history
 
@@ -37,10 +38,17 @@ def _drop(config: dict, dotted: str) -> None:
 
 
 def identity_config(config: dict) -> dict:
-    """The part of a resolved config (plain dict) that the identity hashes."""
+    """The part of a resolved config (plain dict) that the identity hashes.
+
+    With OutRo off, its strength, layers and the sink rule cannot change a prediction: the
+    stock-model cell is the same cell whatever they say, so a sweep over them has ONE baseline.
+    """
     kept = copy.deepcopy(config)
     for dotted in IGNORED_KEYS:
         _drop(kept, dotted)
+    if isinstance(kept.get("outro"), dict) and kept["outro"].get("enabled") is False:
+        kept["outro"] = {"enabled": False}
+        kept.pop("sink", None)
     return kept
 
 

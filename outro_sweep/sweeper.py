@@ -8,6 +8,10 @@ submits only the missing cells. ``force=true`` and ``+dry_run=true`` launch ever
 cells themselves then recompute, or only list). The skipped cells are written to
 ``<sweep dir>/skipped.json`` for the sweep summary.
 
+With ``baseline=true`` (the default) each OutRo cell brings its stock-model baseline
+(``outro=off``, same model, benchmark and settings): since a baseline's identity ignores
+OutRo's strength, layers and sink rule, the grid's cells share ONE baseline, launched once.
+
 A subclass of ``BasicSweeper`` rather than a new sweeper: the grid, batching and the job
 numbering stay Hydra's own; only the launcher call is filtered.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,16 +50,43 @@ class SkipDoneSweeper(BasicSweeper):
         self.launcher = _LaunchUnfinished(self.launcher, self)
         self.skipped: list[dict] = []
 
-    def done_cell(self, overrides: Sequence[str]) -> CellStore | None:
-        """The cell's store if ``overrides`` make a cell that is already done (and not forced)."""
+    def cell_config(self, overrides: Sequence[str]):
+        """The job's config, composed here exactly as the job will compose it."""
         cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
                                                                  sweep_overrides=list(overrides))
-        if cfg.get("force", False) or cfg.get("dry_run", False):
-            return None
         with open_dict(cfg):
             del cfg["hydra"]  # the job's config has no hydra node either
-        store = CellStore(cfg.paths.output_dir, cell_identity(redact(OmegaConf.to_container(cfg, resolve=True))))
-        return store if store.state() == "done" else None
+        return cfg
+
+    def store_of(self, cfg) -> CellStore:
+        return CellStore(cfg.paths.output_dir, cell_identity(redact(OmegaConf.to_container(cfg, resolve=True))))
+
+    def plan(self, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
+        """The jobs to launch: each distinct cell once (cells that differ only in settings that
+        cannot change results are one cell), the OutRo-off baseline of every model x benchmark
+        added once (``baseline=true``), and cells that are done left out (unless forced)."""
+        jobs: list[list[str]] = []
+        seen: set[str] = set()
+        with_baselines: list[tuple[list[str], bool]] = []  # (overrides, added as a baseline)
+        for overrides in (list(o) for o in job_overrides):
+            with_baselines.append((overrides, False))
+            cfg = self.cell_config(overrides)
+            if cfg.get("baseline", False) and cfg.outro.enabled:
+                with_baselines.append((baseline_overrides(overrides), True))
+        for overrides, is_baseline in with_baselines:
+            cfg = self.cell_config(overrides)
+            store = self.store_of(cfg)
+            if store.identity in seen:
+                if not is_baseline:  # e.g. only predict.num_workers differs: one cell, run once
+                    print(f"same cell {store.identity} as an earlier job: not launching {' '.join(overrides)}",
+                          flush=True)
+                continue
+            seen.add(store.identity)
+            if not (cfg.get("force", False) or cfg.get("dry_run", False)) and store.state() == "done":
+                self.record_skip(store, overrides)
+                continue
+            jobs.append(overrides)
+        return jobs
 
     def record_skip(self, store: CellStore, overrides: Sequence[str]) -> None:
         print(f"skip {store.identity}: {store.describe()} -> {store.dir}", flush=True)
@@ -65,6 +97,12 @@ class SkipDoneSweeper(BasicSweeper):
         temporary.replace(sweep_dir / SKIPPED_FILE)
 
 
+def baseline_overrides(overrides: Sequence[str]) -> list[str]:
+    """A cell's overrides for its stock-model baseline: OutRo and sink settings dropped, outro=off."""
+    kept = [o for o in overrides if not re.match(r"^[+~]*(outro|sink)([./=]|$)", o)]
+    return [*kept, "outro=off"]
+
+
 class _LaunchUnfinished:
     """Wraps the configured launcher: ``launch`` gets only the cells that are not done."""
 
@@ -73,13 +111,7 @@ class _LaunchUnfinished:
         self.sweeper = sweeper
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
-        todo = []
-        for overrides in job_overrides:
-            store = self.sweeper.done_cell(overrides)
-            if store is None:
-                todo.append(overrides)
-            else:
-                self.sweeper.record_skip(store, overrides)
+        todo = self.sweeper.plan(job_overrides)
         if not todo:  # nothing to submit (an empty job array is an error for submitit)
             return []
         return self.launcher.launch(todo, initial_job_idx=initial_job_idx)

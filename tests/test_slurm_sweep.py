@@ -53,7 +53,8 @@ def records(cell: Path) -> list[dict]:
 
 def tiny_args(tiny_model_dir: Path) -> list[str]:
     return ["model=hf_causal_lm", f"model.path={tiny_model_dir}", "benchmark.limit=3", "benchmark.scoring=logits",
-            "outro.layer=1,2", "outro.alpha=0.1,0.3", "logger.mode=offline"]
+            "outro.layer=1,2", "outro.alpha=0.1,0.3", "logger.mode=offline",
+            "baseline=false"]  # the user's 2x2 form exactly (the baseline cell is tested elsewhere)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,8 @@ def test_a_failing_cell_on_slurm_leaves_the_others_complete(slurm_cluster, tiny_
         data = b"not a safetensors file" if name.endswith(".safetensors") else (tiny_model_dir / name).read_bytes()
         (broken / name).write_bytes(data)
     result = submit(slurm_cluster, ["model=hf_causal_lm", f"model.path={tiny_model_dir},{broken}", "benchmark.limit=2",
-                                    "benchmark.scoring=logits", "outro.layer=1", "logger.mode=offline"],
+                                    "benchmark.scoring=logits", "outro.layer=1", "logger.mode=offline",
+                                    "baseline=false"],
                     tmp_path, tmp_path / "sweep")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
     assert "sweep: 1 succeeded, 0 skipped (already done), 1 failed, of 2 cells" in result.stdout
@@ -127,7 +129,7 @@ def test_a_failing_cell_on_slurm_leaves_the_others_complete(slurm_cluster, tiny_
 def test_requeued_task_resumes_and_counts_every_sample_once(slurm_cluster, tmp_path):  # noqa: F811
     """The real SmolLM2 answers 8 questions one per batch; once some batches are in, the task is
     requeued with scontrol. It restarts, resumes from its shards and completes."""
-    args = ["outro.alpha=1.0", "benchmark.limit=8", "predict.batch_size=1", "benchmark.max_new_tokens=8",
+    args = ["outro.alpha=1.0", "baseline=false", "benchmark.limit=8", "predict.batch_size=1", "benchmark.max_new_tokens=8",
             "logger.mode=offline"]
     process = submit(slurm_cluster, args, tmp_path, tmp_path / "sweep", wait=False)
     try:

@@ -34,7 +34,7 @@ def sweep(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     sweep_dir = tmp / "multirun"
     result = run_cli(
-        ["-m", "outro.layer=1,2", "outro.alpha=0.1,0.3", "benchmark.limit=3", "benchmark.max_new_tokens=3",
+        ["-m", "outro.layer=1,2", "outro.alpha=0.1,0.3", "baseline=false", "benchmark.limit=3", "benchmark.max_new_tokens=3",
          "predict.batch_size=2", f"hydra.sweep.dir={sweep_dir}"],
         tmp, extra_env=SECRETS,
     )

@@ -13,7 +13,7 @@ def test_sweep_over_model_benchmark_and_sink(tmp_path, tiny_model_dir, shared_da
     result = run_cli(
         ["-m", "model=hf_causal_lm", f"model.path={tiny_model_dir}", "benchmark=mmlu",
          f"benchmark.data_dir={shared_data / 'text_mc' / 'mmlu'}", "benchmark.subjects=[anatomy]",
-         "benchmark.limit=3", "benchmark.scoring=logits", "sink=first_k,attention_mass", "outro.layer=1",
+         "benchmark.limit=3", "benchmark.scoring=logits", "sink=first_k,attention_mass", "outro.layer=1", "baseline=false",
          "logger.mode=disabled", f"hydra.sweep.dir={sweep_dir}"],
         tmp_path,
     )

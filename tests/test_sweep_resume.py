@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from outro_sweep.identity import cell_identity, identity_config
 from tests.wandb_offline import find_runs, read_run
@@ -68,6 +69,24 @@ def test_identity_is_stable_and_ignores_what_cannot_change_results():
     assert "paths" not in identity_config(BASE) and BASE["paths"] == {"output_dir": "a"}  # input untouched
 
 
+def test_a_stock_model_cell_ignores_outro_settings_and_sink_rule():
+    """With OutRo off, alpha/layer/temperature and the sink rule cannot change a prediction: every
+    such variant is the one baseline cell."""
+    off = variant(outro__alpha=1.0)
+    off["outro"]["enabled"] = False
+    off["sink"] = {"_target_": "first_k", "k": 1}
+    reference = cell_identity(off)
+    other = json.loads(json.dumps(off))
+    other["outro"].update(alpha=3.0, layer="auto")
+    other["sink"] = {"_target_": "massive_activation"}
+    assert cell_identity(other) == reference
+    on = json.loads(json.dumps(other))
+    on["outro"]["enabled"] = True
+    assert cell_identity(on) != reference
+    other["model"]["path"] = "/elsewhere"  # a different model is a different baseline
+    assert cell_identity(other) != reference
+
+
 # ---------------------------------------------------------------------------- sweeps
 
 
@@ -90,8 +109,8 @@ def finished_sweep(tiny_model_dir, tmp_path_factory) -> dict:
 
 def test_first_sweep_completes_every_cell(finished_sweep):
     first, cells = finished_sweep["first"], finished_sweep["cells"]
-    assert last_line(first) == "sweep: 2 succeeded, 0 skipped (already done), 0 failed, of 2 cells"
-    assert len(cells) == 2
+    assert last_line(first) == "sweep: 3 succeeded, 0 skipped (already done), 0 failed, of 3 cells"
+    assert len(cells) == 3  # the two OutRo cells and their one stock-model baseline
     for cell in cells:
         done = json.loads((cell / "DONE").read_text())
         metrics = json.loads((cell / "metrics.json").read_text())
@@ -103,12 +122,17 @@ def test_first_sweep_completes_every_cell(finished_sweep):
         assert read_run(run_file).run_id == cell.name  # the W&B run id is the cell identity
     links = sorted(os.readlink(p) for p in (finished_sweep["out"] / "sweep1").glob("*/cell"))
     assert [Path(link).name for link in links] == sorted(c.name for c in cells)
+    # The baseline was added by the sweep itself, once, as outro=off with the grid's other settings.
+    configs = [yaml.safe_load((c / "config.yaml").read_text()) for c in cells]
+    baselines = [c for c in configs if not c["outro"]["enabled"]]
+    assert len(baselines) == 1 and baselines[0]["choices"]["outro"] == "off"
+    assert {c["outro"]["alpha"] for c in configs if c["outro"]["enabled"]} == {0.1, 0.3}
 
 
 def test_second_sweep_skips_every_cell_and_runs_nothing(finished_sweep):
     second = finished_sweep["second"]
     assert second.returncode == 0, second.stderr[-3000:]
-    assert last_line(second) == "sweep: 0 succeeded, 2 skipped (already done), 0 failed, of 2 cells"
+    assert last_line(second) == "sweep: 0 succeeded, 3 skipped (already done), 0 failed, of 3 cells"
     for cell in finished_sweep["cells"]:
         assert f"skip {cell.name}: done" in second.stdout
         mtime, predictions = finished_sweep["stamps"][cell.name]
@@ -128,12 +152,12 @@ def test_dry_run_lists_cells_with_identity_and_state(finished_sweep, tiny_model_
     result = run_cli(args, out, out / "dry")
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("cell ")]
-    assert len(lines) == 3
+    assert len(lines) == 4  # three OutRo cells and the baseline
     done = {c.name for c in finished_sweep["cells"]}
-    assert sum(line.split()[1] in done and "[done (accuracy" in line for line in lines) == 2
+    assert sum(line.split()[1] in done and "[done (accuracy" in line for line in lines) == 3
     assert sum("[new]" in line for line in lines) == 1
-    assert last_line(result) == "dry run: 3 cells (2 done, 1 new); nothing was run"
-    assert len(list((out / "cells").iterdir())) == 2  # nothing created
+    assert last_line(result) == "dry run: 4 cells (3 done, 1 new); nothing was run"
+    assert len(list((out / "cells").iterdir())) == 3  # nothing created
 
 
 def test_force_recomputes_a_done_cell(finished_sweep, tiny_model_dir, tmp_path):
@@ -160,7 +184,7 @@ def test_a_failing_cell_does_not_stop_the_sweep(tiny_model_dir, tmp_path):
         else:
             target.write_bytes((tiny_model_dir / name).read_bytes())
     args = ["-m", "model=hf_causal_lm", f"model.path={tiny_model_dir},{broken}", "benchmark.limit=3",
-            "benchmark.scoring=logits", "outro.layer=1", "logger.mode=offline"]
+            "benchmark.scoring=logits", "outro.layer=1", "logger.mode=offline", "baseline=false"]
     result = run_cli(args, tmp_path, tmp_path / "sweep")
     assert result.returncode == 1, result.stderr[-3000:]
     assert "sweep: 1 succeeded, 0 skipped (already done), 1 failed, of 2 cells" in result.stdout
