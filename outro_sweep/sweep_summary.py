@@ -56,5 +56,21 @@ class SweepSummary(Callback):
             if status["status"] == "failed":
                 print(f"  failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
                       f"(marker {status.get('cell')}/FAILED)", flush=True)
+        write_sweep_report(sweep_dir, statuses, str(config.logger.mode))
         if any(s["status"] == "failed" for s in statuses) or len(statuses) < jobs:
             sys.exit(1)
+
+
+def write_sweep_report(sweep_dir: Path, statuses: list[dict], wandb_mode: str) -> None:
+    """The comparison report (outro_sweep.report) of a sweep that ran cells, logged to W&B the way
+    the cells were (``logger.mode``); never fails the sweep."""
+    if any(s["status"] == "dry-run" for s in statuses):
+        return
+    try:
+        from outro_sweep.report import write_report
+
+        out = write_report([sweep_dir], wandb_mode=wandb_mode)
+        print(f"report: {out}", flush=True)
+    except Exception as err:  # a report problem must not turn a finished sweep into a failed one
+        print(f"report: not written ({type(err).__name__}: {err}); run python -m outro_sweep.report {sweep_dir}",
+              flush=True)

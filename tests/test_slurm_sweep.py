@@ -127,9 +127,11 @@ def test_a_failing_cell_on_slurm_leaves_the_others_complete(slurm_cluster, tiny_
 
 
 def test_requeued_task_resumes_and_counts_every_sample_once(slurm_cluster, tmp_path):  # noqa: F811
-    """The real SmolLM2 answers 8 questions one per batch; once some batches are in, the task is
-    requeued with scontrol. It restarts, resumes from its shards and completes."""
-    args = ["outro.alpha=1.0", "baseline=false", "benchmark.limit=8", "predict.batch_size=1", "benchmark.max_new_tokens=8",
+    """The real SmolLM2 answers 16 questions one per batch; once two batches are in, the task is
+    requeued with scontrol (far from its end, so it cannot finish during SLURM's kill wait). It
+    restarts, resumes from its shards and completes."""
+    args = ["outro.alpha=1.0", "baseline=false", "benchmark.limit=16", "predict.batch_size=1",
+            "benchmark.max_new_tokens=8",
             "logger.mode=offline"]
     process = submit(slurm_cluster, args, tmp_path, tmp_path / "sweep", wait=False)
     try:
@@ -144,11 +146,16 @@ def test_requeued_task_resumes_and_counts_every_sample_once(slurm_cluster, tmp_p
     finally:
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    if process.returncode != 0:  # say everything that explains it: the task logs and every attempt's state
+        task_logs = "".join(f"--- {p}\n{p.read_text(errors='replace')[-3000:]}"
+                            for p in sorted((tmp_path / "sweep" / ".submitit").rglob("*.*")) if p.suffix in (".out", ".err"))
+        attempts = slurm_cluster.run("sacct", "-j", job_id, "-D", "-n", "-P", "-o", "JobID,State,Start,End",
+                                     check=False).stdout
+        pytest.fail(f"sweep exited {process.returncode}\n{stdout[-2000:]}\n{stderr[-3000:]}\n{attempts}\n{task_logs}")
     assert "sweep: 1 succeeded" in stdout
     (cell,) = cells(tmp_path)
     assert (cell / "DONE").is_file()
-    assert [r["index"] for r in records(cell)] == list(range(8))  # each sample exactly once
+    assert [r["index"] for r in records(cell)] == list(range(16))  # each sample exactly once
     slurm_cluster.wait_until(lambda: set(slurm_cluster.sacct_states(job_id).values()) == {"COMPLETED"}, timeout=60,
                              what=f"sacct to show job {job_id} COMPLETED")  # sacct trails the job by a second or two
     assert "REQUEUED" in slurm_cluster.run("sacct", "-j", job_id, "-D", "-n", "-P", "-X", "-o", "State").stdout

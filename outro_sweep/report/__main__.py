@@ -1,0 +1,68 @@
+"""``python -m outro_sweep.report SWEEP_DIR [SWEEP_DIR ...] [--cells CELL ...] [--out DIR] [--holm]
+[--wandb-mode offline|online|disabled] [--bootstrap N] [--seed S]``"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+from outro_sweep.report.paired import DEFAULT_RESAMPLES, DEFAULT_SEED
+from outro_sweep.report.wandb_report import MODES
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m outro_sweep.report",
+        description="Report on finished or partial sweeps: accuracy with Wilson CIs, the paired difference from "
+                    "each cell's OutRo-off baseline (bootstrap CI, exact McNemar), heatmaps, per-category and "
+                    "sink figures, and a W&B report run.")
+    parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders (outputs/multirun/<date>/<time>)")
+    parser.add_argument("--cells", nargs="+", type=Path, default=[],
+                        help="cell folders (outputs/cells/<identity>); put sweep folders before --cells")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report folder (default: <first sweep>/report, or <output_dir>/reports/cells-<hash>)")
+    parser.add_argument("--holm", action="store_true",
+                        help="Holm-adjust the McNemar p-values over every comparison in the report")
+    parser.add_argument("--wandb-mode", choices=MODES, default="offline", help="the W&B report run (default offline)")
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 10000)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default 0)")
+    args = parser.parse_args(argv)
+    if not args.sweeps and not args.cells:
+        parser.error("give at least one sweep folder or --cells")
+    if args.bootstrap < 1:
+        parser.error("--bootstrap must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from outro_sweep.report.build import TABLE_CSV, ReportError, write_report
+
+    try:
+        out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells,
+                           n_resamples=args.bootstrap, seed=args.seed)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    table = out / TABLE_CSV
+    if table.is_file():
+        with open(table, encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        states = Counter(r["state"] for r in rows)
+        compared = sum(1 for r in rows if r["diff"] != "")
+        significant = sum(1 for r in rows if r["significant"] == "true")
+        listed = ", ".join(f"{states[s]} {s}" for s in ("done", "partial", "failed", "missing") if states[s])
+        print(f"report: {len(rows)} cells ({listed}); {compared} compared with a baseline, {significant} significant "
+              f"(p < 0.05{', Holm' if args.holm else ''}) -> {out}", flush=True)
+    else:
+        print(f"report: could not be built, see {out / 'table.md'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

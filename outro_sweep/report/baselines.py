@@ -1,0 +1,56 @@
+"""Each OutRo cell's baseline: the OutRo-off cell with the same baseline key.
+
+Looked for first among the report's own cells, then (for keys still without a done
+baseline) among the DONE cells of the shared store ``<output_dir>/cells/*/`` of every
+output folder the report's cells live in. Several candidates: a done one from the report's
+cells first, then the first by identity (deterministic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from outro_sweep.report.collect import ReportCell, Store
+from outro_sweep.report.settings import baseline_key, outro_enabled
+
+
+@dataclass
+class BaselineMatch:
+    baseline: ReportCell | None  # a DONE baseline, or None
+    note: str = ""  # why there is none, or where it came from
+
+
+def _pick(candidates: list[ReportCell]) -> ReportCell | None:
+    done = [c for c in candidates if c.state == "done"]
+    return min(done, key=lambda c: c.identity or "") if done else None
+
+
+def find_baselines(cells: list[ReportCell], store: Store) -> dict[str, BaselineMatch]:
+    """``{baseline key: match}`` for every key of an OutRo-on cell among ``cells``."""
+    wanted = {baseline_key(c.config) for c in cells if c.config is not None and outro_enabled(c.config)}
+    own: dict[str, list[ReportCell]] = {}
+    for cell in cells:
+        if cell.config is not None and not outro_enabled(cell.config):
+            own.setdefault(baseline_key(cell.config), []).append(cell)
+    matches: dict[str, BaselineMatch] = {}
+    for key in wanted:
+        chosen = _pick(own.get(key, []))
+        if chosen is not None:
+            matches[key] = BaselineMatch(chosen)
+    missing = wanted - set(matches)
+    if missing:
+        stored: dict[str, list[ReportCell]] = {}
+        for cell in store.done_cells():
+            if not outro_enabled(cell.config):
+                stored.setdefault(baseline_key(cell.config), []).append(cell)
+        for key in missing:
+            chosen = _pick(stored.get(key, []))
+            if chosen is not None:
+                matches[key] = BaselineMatch(chosen, f"baseline {chosen.identity} from the cell store {chosen.dir}")
+            else:
+                unfinished = [c for c in own.get(key, []) if c.state != "done"]
+                why = (f"baseline {unfinished[0].identity} is {unfinished[0].state}" if unfinished
+                       else "no OutRo-off cell with the same model, benchmark, seed and predict settings "
+                            "in this report or the cell store")
+                matches[key] = BaselineMatch(None, why)
+    return matches

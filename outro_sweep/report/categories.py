@@ -1,0 +1,116 @@
+"""Accuracy per category per cell, and the paired difference from the baseline per category.
+
+A record's categories: video benchmarks record ``categories`` ({name: value}, e.g. type,
+duration, task; the record's ``category`` is the first of them, so it is not repeated); text
+benchmarks record one ``category`` string, shown under the name ``category``.
+
+Per category the difference is paired on (id, prompt_hash) exactly as for the whole cell;
+the exact McNemar p-value is given uncorrected (exploratory: many small categories, no
+multiple-comparison correction) and no bootstrap interval is computed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from outro_sweep.report.analysis import Analysis
+from outro_sweep.report.paired import discordant_counts, mcnemar_exact, pair_records
+from outro_sweep.report.tables import md_escape, p_text, pct, signed_pp
+
+COLUMNS = [
+    "identity", "model", "benchmark", "sink", "outro_enabled", "outro_alpha", "outro_layer", "outro_temperature",
+    "category", "value", "n", "correct", "accuracy",
+    "baseline", "paired_n", "baseline_accuracy", "outro_accuracy_paired", "diff",
+    "b_baseline_only", "c_outro_only", "p_mcnemar_uncorrected",
+]
+
+
+def record_categories(record: dict) -> list[tuple[str, str]]:
+    named = record.get("categories")
+    if isinstance(named, dict) and named:
+        return [(str(k), str(v)) for k, v in named.items()]
+    if record.get("category") not in (None, ""):
+        return [("category", str(record["category"]))]
+    return []
+
+
+def by_category(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups = defaultdict(list)
+    for record in records:
+        for label in record_categories(record):
+            groups[label].append(record)
+    return dict(sorted(groups.items()))
+
+
+def category_rows(analysis: Analysis, main_rows: list[dict]) -> list[dict]:
+    """Long form: one row per (cell, category name, value), for done cells with categories."""
+    out = []
+    for result, main in zip(analysis.results, main_rows):
+        records = result.cell.records() if result.cell.state == "done" else None
+        if not records:
+            continue
+        base_groups = {}
+        if result.paired is not None and result.baseline is not None:
+            base_groups = by_category(result.baseline.records() or [])
+        for (name, value), group in by_category(records).items():
+            correct = sum(bool(r["correct"]) for r in group)
+            entry = {k: main.get(k, "") for k in COLUMNS}
+            entry.update(category=name, value=value, n=len(group), correct=correct, accuracy=correct / len(group),
+                         baseline="", paired_n="", baseline_accuracy="", outro_accuracy_paired="", diff="",
+                         b_baseline_only="", c_outro_only="", p_mcnemar_uncorrected="")
+            if result.paired is not None:
+                pairing = pair_records(base_groups.get((name, value), []), group)
+                n = pairing.paired_n
+                entry.update(baseline=result.baseline.identity, paired_n=n)
+                if n:
+                    b, c = discordant_counts(pairing.baseline, pairing.treatment)
+                    entry.update(baseline_accuracy=float(pairing.baseline.mean()),
+                                 outro_accuracy_paired=float(pairing.treatment.mean()), diff=(c - b) / n,
+                                 b_baseline_only=b, c_outro_only=c, p_mcnemar_uncorrected=mcnemar_exact(b, c))
+            out.append(entry)
+    return out
+
+
+def cell_title(entry: dict) -> str:
+    if entry["outro_enabled"] != "true":
+        return "baseline"
+    extra = f" {entry['sink']}" if entry.get("sink") else ""
+    return f"L{entry['outro_layer']} α{entry['outro_alpha']} T{entry['outro_temperature']}{extra}"
+
+
+def write_markdown(path, table: list[dict], notes: list[str]) -> None:
+    """Per (model, benchmark): categories as rows, cells as columns; each entry is the cell's
+    accuracy (%) and, for OutRo cells, its paired Δ (pp) against the baseline."""
+    lines = ["# Accuracy per category", "",
+             ("Each entry: accuracy % over the cell's questions in that category; for OutRo cells also the paired "
+              "difference from the baseline in percentage points over the questions both answered, and the exact "
+              "McNemar p (uncorrected: exploratory). Full numbers: `categories.csv`."), ""]
+    lines += [f"- {md_escape(n)}" for n in notes] + ([""] if notes else [])
+    if not table:
+        lines.append("No done cell recorded categories.")
+    groups = defaultdict(list)
+    for entry in table:
+        groups[(entry["model"], entry["benchmark"])].append(entry)
+    for (model, benchmark), entries in groups.items():
+        cells = list(dict.fromkeys(e["identity"] for e in entries))
+        titles = {e["identity"]: cell_title(e) for e in entries}
+        labels = list(dict.fromkeys((e["category"], e["value"]) for e in entries))
+        lookup = {(e["identity"], e["category"], e["value"]): e for e in entries}
+        lines += [f"## {md_escape(model)} · {md_escape(benchmark)}", "",
+                  "| category | " + " | ".join(f"{md_escape(titles[c])} `{c}`" for c in cells) + " |",
+                  "|---|" + "|".join("---" for _ in cells) + "|"]
+        for name, value in labels:
+            out = []
+            for identity in cells:
+                entry = lookup.get((identity, name, value))
+                if entry is None:
+                    out.append("")
+                    continue
+                text = f"{pct(entry['accuracy'])} (n={entry['n']})"
+                if entry["diff"] != "":
+                    text += f"; Δ {signed_pp(entry['diff'])}, p={p_text(entry['p_mcnemar_uncorrected'])}"
+                out.append(text)
+            label = value if name == "category" else f"{name}={value}"
+            lines.append(f"| {md_escape(label)} | " + " | ".join(out) + " |")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
