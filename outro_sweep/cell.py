@@ -21,6 +21,8 @@ from outro_sweep.cell_store import CellStore
 from outro_sweep.distributed import process_rank
 from outro_sweep.errors import ConfigError
 from outro_sweep.identity import cell_identity
+from outro_sweep.interruption import interrupted
+from outro_sweep.interruption import watch as watch_for_interruption
 from outro_sweep.interventions.settings import check_strengths, relaxation_layers
 from outro_sweep.judge import judge_summary
 from outro_sweep.metrics import summarise, write_json_atomic, write_jsonl_atomic
@@ -82,10 +84,12 @@ def run_cell(cfg: DictConfig) -> dict:
     if rank == 0:
         store.prepare(force)
         store.link_from(job_dir)
+    watch_for_interruption()
     try:
         metrics = _run_checked(cfg, config, store, job_dir, rank)
     except BaseException as err:
-        if rank == 0 and not isinstance(err, KeyboardInterrupt):
+        # Interrupted (requeue, preemption, time limit): not failed; its shards resume it.
+        if rank == 0 and not isinstance(err, (KeyboardInterrupt, SystemExit)) and not interrupted():
             store.mark_failed(err, job_log(job_dir))
             write_status(job_dir, store, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
         raise
@@ -158,8 +162,8 @@ def _run_checked(cfg: DictConfig, config: dict, store: CellStore, job_dir: Path,
         if tracker is not None:
             tracker.finish(metrics, records if cfg.logger.log_predictions else None)
     except BaseException:
-        if tracker is not None:
-            tracker.fail()
+        if tracker is not None and not interrupted():
+            tracker.fail()  # (an interrupted cell's run is continued by the requeued task)
         raise
     extra = f", video errors={metrics['errors']}, skipped missing={metrics['skipped_missing']}" if video else ""
     print(

@@ -65,6 +65,7 @@ def _run(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from outro_sweep.cell import run_cell  # imported here: torch/transformers load after arg checks
+    from outro_sweep.interruption import interrupted
 
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -75,6 +76,11 @@ def _run(cfg: DictConfig) -> float | None:
             return None
         sys.exit(2)
     except Exception:
+        if interrupted():
+            # Requeued, preempted or timed out: leave without a result, so that submitit does
+            # not report the task as finished; the requeued task resumes the cell.
+            log.warning("cell interrupted (requeue, preemption or time limit): its shards are kept for the resume")
+            raise SystemExit(-1) from None
         if sweeping:  # the cell wrote its FAILED marker; the other cells go on
             log.exception("cell failed")
             return None

@@ -126,10 +126,17 @@ def test_a_failing_cell_on_slurm_leaves_the_others_complete(slurm_cluster, tiny_
     assert read_run(run_file).exit_code == 1
 
 
-def test_requeued_task_resumes_and_counts_every_sample_once(slurm_cluster, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("interrupt", ["scontrol_requeue", "time_limit_signal"])
+def test_requeued_task_resumes_and_counts_every_sample_once(slurm_cluster, tmp_path, interrupt):  # noqa: F811
     """The real SmolLM2 answers 16 questions one per batch; once two batches are in, the task is
-    requeued with scontrol (far from its end, so it cannot finish during SLURM's kill wait). It
-    restarts, resumes from its shards and completes."""
+    interrupted (far from its end, so it cannot finish during SLURM's kill wait):
+
+    * ``scontrol_requeue``: an operator (or a preempting job) requeues it;
+    * ``time_limit_signal``: it gets SIGUSR2, the signal SLURM sends ``signal_delay_s`` before the
+      time limit; submitit then checkpoints (hydra-submitit-launcher's ``checkpoint``) and
+      requeues the task itself, the path a real timeout takes.
+
+    It restarts, resumes from its shards and completes."""
     args = ["outro.alpha=1.0", "baseline=false", "benchmark.limit=16", "predict.batch_size=1",
             "benchmark.max_new_tokens=8",
             "logger.mode=offline"]
@@ -141,7 +148,10 @@ def test_requeued_task_resumes_and_counts_every_sample_once(slurm_cluster, tmp_p
                                  what="two finished batches")
         assert not (shard_dir.parent / "DONE").exists(), "the cell finished before it could be requeued"
         (job_id,) = array_job_ids(tmp_path / "sweep")
-        slurm_cluster.run("scontrol", "requeue", job_id)  # (a one-cell sweep is a plain job, not an array)
+        if interrupt == "scontrol_requeue":  # (a one-cell sweep is a plain job, not an array)
+            slurm_cluster.run("scontrol", "requeue", job_id)
+        else:  # to the job's processes, not the batch shell: submitit's handler runs in python
+            slurm_cluster.run("scancel", "--signal=USR2", job_id)
         stdout, stderr = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
