@@ -37,46 +37,8 @@ RUN="$PREFIX/run"
 export SLURM_CONF="$PREFIX/etc/slurm.conf"
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
-# proc_is NAME PID (same test as slurm_up.sh): PID is a live, non-zombie process called
-# NAME that slurm_up.sh started (an argument under our prefix, or OUTRO_SLURM_DAEMON=<prefix>
-# in its environment).
-proc_is() {
-  local name="$1" pid="$2" comm="" state blob
-  [ -n "$pid" ] || return 1
-  read -r comm 2>/dev/null < "/proc/$pid/comm" || return 1
-  [ "$comm" = "$name" ] || return 1
-  state="$(sed -e 's/^.*) //' 2>/dev/null < "/proc/$pid/stat")" || return 1
-  state="${state%% *}"
-  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] || return 1
-  # started by us: an argument names a path under our prefix (slurmd/slurmctld -f,
-  # munged --key-file, mariadbd --datadir) or the environment has our marker (slurmdbd)
-  blob="$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null || true)"
-  [[ "$blob" == *"$PREFIX/"* ]] && return 0
-  blob="$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null || true)"
-  [[ $'\n'"$blob"$'\n' == *$'\n'"OUTRO_SLURM_DAEMON=$PREFIX"$'\n'* ]]
-}
-
-# our_pid NAME PIDFILE: the pid of our NAME daemon, from PIDFILE or a scan of /proc.
-our_pid() {
-  local name="$1" pidfile="$2" pid="" p
-  if [ -s "$pidfile" ]; then
-    pid="$(tr -dc '0-9' < "$pidfile" 2>/dev/null || true)"
-    if proc_is "$name" "$pid"; then echo "$pid"; return 0; fi
-  fi
-  for p in /proc/[0-9]*; do
-    p="${p#/proc/}"
-    if proc_is "$name" "$p"; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
-# alive PID: the process exists and is not a zombie (PID 1 here may never reap it).
-alive() {
-  local state
-  state="$(sed -e 's/^.*) //' 2>/dev/null < "/proc/$1/stat")" || return 1
-  state="${state%% *}"
-  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
-}
+# proc_is, our_pid, alive: which processes are ours (the same test as slurm_up.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/slurm_procs.sh"
 
 stopped=""
 stop() {

@@ -22,8 +22,9 @@
 #   OUTRO_SLURM_CRED_EXPIRE  credential lifetime in s; also how long a requeued job
 #                            waits before it may start again  (default 10, minimum 5)
 #
-# Exit codes: 0 up; 1 a daemon failed to start (the logs are named); 2 not root, or not
-# Debian with apt; 3 the packages are missing and cannot be installed.
+# Exit codes: 0 up; 1 a daemon failed to start (the logs are named); 20 not root, or not
+# Debian with apt; 21 the packages are missing and cannot be installed. (Not 2: bash itself
+# exits 2 on a syntax error, which must never read as "this machine cannot have a cluster".)
 set -euo pipefail
 
 PREFIX="${OUTRO_SLURM_DIR:-/tmp/outro_slurm}"
@@ -42,11 +43,11 @@ say() { echo "slurm_up: $*"; }
 die() { echo "slurm_up: ERROR: $1" >&2; exit "${2:-1}"; }
 elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
 
-case "$PREFIX" in /?*) ;; *) die "OUTRO_SLURM_DIR must be an absolute path (got '$PREFIX')" 2 ;; esac
+case "$PREFIX" in /?*) ;; *) die "OUTRO_SLURM_DIR must be an absolute path (got '$PREFIX')" 20 ;; esac
 PREFIX="${PREFIX%/}"
-[ "$(id -u)" = 0 ] || die "must run as root (the daemons run as root, munge and mysql); current uid is $(id -u)" 2
+[ "$(id -u)" = 0 ] || die "must run as root (the daemons run as root, munge and mysql); current uid is $(id -u)" 20
 [ -r /etc/debian_version ] && command -v apt-get >/dev/null && command -v dpkg-query >/dev/null \
-  || die "needs Debian with apt-get and dpkg (no /etc/debian_version or apt-get here)" 2
+  || die "needs Debian with apt-get and dpkg (no /etc/debian_version or apt-get here)" 20
 
 ETC="$PREFIX/etc" RUN="$PREFIX/run" LOG="$PREFIX/log" STATE="$PREFIX/state"
 SPOOL="$PREFIX/spool" MUNGE="$PREFIX/munge" DBDATA="$PREFIX/mysql" DBRUN="$PREFIX/mysql-run"
@@ -57,39 +58,8 @@ export SLURM_CONF="$CONF"
 export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 # --- helpers ------------------------------------------------------------------------
-# proc_is NAME PID: PID is a live (not zombie) process called NAME that this script
-# started: an argument names our prefix, or its environment has OUTRO_SLURM_DAEMON=<prefix>
-# (set only on the daemons we start; a user's shell with SLURM_CONF exported never matches).
-proc_is() {
-  local name="$1" pid="$2" comm="" state blob
-  [ -n "$pid" ] || return 1
-  read -r comm 2>/dev/null < "/proc/$pid/comm" || return 1
-  [ "$comm" = "$name" ] || return 1
-  state="$(sed -e 's/^.*) //' 2>/dev/null < "/proc/$pid/stat")" || return 1
-  state="${state%% *}"
-  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ] || return 1
-  # started by us: an argument names a path under our prefix (slurmd/slurmctld -f,
-  # munged --key-file, mariadbd --datadir) or the environment has our marker (slurmdbd)
-  blob="$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null || true)"
-  [[ "$blob" == *"$PREFIX/"* ]] && return 0
-  blob="$(tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null || true)"
-  [[ $'\n'"$blob"$'\n' == *$'\n'"OUTRO_SLURM_DAEMON=$PREFIX"$'\n'* ]]
-}
-
-# our_pid NAME PIDFILE: print the pid of our NAME daemon, from PIDFILE or, when that is
-# missing or stale, from a scan of /proc (same test). Fails when none runs.
-our_pid() {
-  local name="$1" pidfile="$2" pid="" p
-  if [ -s "$pidfile" ]; then
-    pid="$(tr -dc '0-9' < "$pidfile" 2>/dev/null || true)"
-    if proc_is "$name" "$pid"; then echo "$pid"; return 0; fi
-  fi
-  for p in /proc/[0-9]*; do
-    p="${p#/proc/}"
-    if proc_is "$name" "$p"; then echo "$p"; return 0; fi
-  done
-  return 1
-}
+# proc_is, our_pid, alive: which processes are ours (shared with slurm_down.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/slurm_procs.sh"
 
 # running NAME PIDFILE: our NAME daemon runs (its pid file is rewritten if it was lost).
 running() {
@@ -167,15 +137,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   [ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
   if [ "$ok" = 0 ]; then
     tail -n 15 "$LOG/apt.log" >&2 || true
-    die "cannot install the Debian packages ${missing[*]} with apt-get (no apt access?); see $LOG/apt.log" 3
+    die "cannot install the Debian packages ${missing[*]} with apt-get (no apt access?); see $LOG/apt.log" 21
   fi
 fi
 for c in munged mungekey munge unmunge slurmctld slurmd slurmdbd sbatch sacct sacctmgr sinfo \
          mariadbd mariadb-install-db mariadb runuser setsid; do
-  command -v "$c" >/dev/null || die "command '$c' not found after installing ${PACKAGES[*]}" 3
+  command -v "$c" >/dev/null || die "command '$c' not found after installing ${PACKAGES[*]}" 21
 done
-getent passwd munge >/dev/null || die "user 'munge' missing (package munge did not create it)" 3
-getent passwd mysql >/dev/null || die "user 'mysql' missing (package mariadb-server did not create it)" 3
+getent passwd munge >/dev/null || die "user 'munge' missing (package munge did not create it)" 21
+getent passwd mysql >/dev/null || die "user 'mysql' missing (package mariadb-server did not create it)" 21
 
 # --- 2. folders, configs --------------------------------------------------------------
 install -d -m 755 "$PREFIX" "$ETC" "$RUN" "$LOG" "$SPOOL"

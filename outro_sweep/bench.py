@@ -51,15 +51,25 @@ def paired_ratio(run_stock, run_outro, repeats: int) -> tuple[float, float, floa
     return statistics.median(stock), statistics.median(edited), ratio
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+def add_timing_arguments(parser: argparse.ArgumentParser, batch_sizes: list[int]) -> None:
+    """The options every OutRo-vs-stock benchmark takes."""
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=batch_sizes)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=3.0)
     parser.add_argument("--layer", default="auto", help="auto, null or an int")
+
+
+def parse_layer(text: str):
+    """--layer: "auto", "null" (no relaxation) or one layer index."""
+    return None if text == "null" else ("auto" if text == "auto" else int(text))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_timing_arguments(parser, batch_sizes=[1, 8])
     args = parser.parse_args(argv)
-    layer = None if args.layer == "null" else ("auto" if args.layer == "auto" else int(args.layer))
+    layer = parse_layer(args.layer)
 
     from outro_sweep.interventions.outro import OutRo
     from outro_sweep.models.smollm2 import SmolLM2

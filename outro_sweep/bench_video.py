@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from outro_sweep.bench import paired_ratio
+from outro_sweep.bench import add_timing_arguments, paired_ratio, parse_layer
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 PROMPT = "Describe what happens in this video, step by step."
@@ -58,13 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: model=<video model> model.path=...")
     parser.add_argument("--videos", type=Path, nargs="*", default=None)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--alpha", type=float, default=3.0)
-    parser.add_argument("--layer", default="auto", help="auto, null or an int")
+    add_timing_arguments(parser, batch_sizes=[1, 4])
     args = parser.parse_args(argv)
-    layer = None if args.layer == "null" else ("auto" if args.layer == "auto" else int(args.layer))
+    layer = parse_layer(args.layer)
     os.environ["HF_HUB_OFFLINE"] = "1"
 
     from outro_sweep.benchmarks.video_base import VideoQuestion

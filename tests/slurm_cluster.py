@@ -39,7 +39,7 @@ SLURM_UP = REPO_ROOT / "launchers" / "slurm_up.sh"
 SLURM_DOWN = REPO_ROOT / "launchers" / "slurm_down.sh"
 DEFAULT_PREFIX = "/tmp/outro_slurm"
 # slurm_up.sh's exit codes that mean "this machine cannot have the cluster" (skip)
-_EXIT_UNSUPPORTED = {2: "not root or not Debian with apt", 3: "Debian packages cannot be installed"}
+_EXIT_UNSUPPORTED = {20: "not root or not Debian with apt", 21: "Debian packages cannot be installed"}
 # pid files slurm_up.sh writes, relative to the prefix
 _DAEMONS = {
     "munged": "munge/munged.pid",
