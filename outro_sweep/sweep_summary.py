@@ -51,12 +51,12 @@ class SweepSummary(Callback):
                    if sweep_dir.is_dir() else 0)
         skipped_file = sweep_dir / SKIPPED_FILE
         skipped = len(json.loads(skipped_file.read_text())) if skipped_file.is_file() else 0
-        print(summary_line(statuses, jobs, skipped), flush=True)
+        write_sweep_report(sweep_dir, statuses, str(config.logger.mode))
         for status in statuses:
             if status["status"] == "failed":
-                print(f"  failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
+                print(f"failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
                       f"(marker {status.get('cell')}/FAILED)", flush=True)
-        write_sweep_report(sweep_dir, statuses, str(config.logger.mode))
+        print(summary_line(statuses, jobs, skipped), flush=True)  # the sweep's last line
         if any(s["status"] == "failed" for s in statuses) or len(statuses) < jobs:
             sys.exit(1)
 

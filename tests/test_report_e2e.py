@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
-LIMIT = 24
+LIMIT = 12
 
 
 def run_sweep(args: list[str], output_dir: Path, sweep_dir: Path | None = None) -> subprocess.CompletedProcess:
