@@ -17,10 +17,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.judge import LLMJudge, judge_summary, parse_judgement
+from outro_sweep.scoring.judge import LLMJudge, judge_summary, parse_judgement
 from outro_sweep.models.hf_causal_lm import HFCausalLM
 from outro_sweep.models.smollm2 import SmolLM2
-from outro_sweep.stats import wilson_interval
+from outro_sweep.scoring.stats import wilson_interval
 from tests.conftest import REPO_ROOT
 
 CONF_DIR = REPO_ROOT / "conf"
@@ -131,7 +131,7 @@ def test_render_prompt_substitutes_once_and_keeps_other_braces():
 
 def test_importing_the_judge_does_not_import_torch():
     # Building an LLMJudge is a config check; it must not cost the seconds of importing torch.
-    code = "import sys, outro_sweep.judge; print('torch' in sys.modules, 'lightning' in sys.modules)"
+    code = "import sys, outro_sweep.scoring.judge; print('torch' in sys.modules, 'lightning' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert result.stdout.split() == ["False", "False"]
 
@@ -149,7 +149,7 @@ def compose_with_judge_llm(*overrides: str, config_dir: Path = CONF_DIR):
 def test_compose_judge_llm_brings_the_smollm2_loader():
     cfg = compose_with_judge_llm()
     assert cfg.judge.enabled is True
-    assert cfg.judge._target_ == "outro_sweep.judge.LLMJudge"
+    assert cfg.judge._target_ == "outro_sweep.scoring.judge.LLMJudge"
     assert cfg.judge.model._target_ == "outro_sweep.models.smollm2.SmolLM2"
     assert cfg.judge.model.cache_dir == cfg.paths.cache_dir  # interpolations resolve from the root
     assert all("{" + p + "}" in cfg.judge.prompt for p in ("question", "answer", "prediction"))

@@ -19,9 +19,9 @@ import torch
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.attention_hook import ACTIVE_EDITORS
 from outro_sweep.interventions.outro import OutRo, relaxation_layers
-from outro_sweep.sinks.attention_mass import AttentionMass
-from outro_sweep.sinks.first_k import FirstK
-from outro_sweep.sinks.massive_activation import MassiveActivation
+from outro_sweep.interventions.sinks.attention_mass import AttentionMass
+from outro_sweep.interventions.sinks.first_k import FirstK
+from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 
 PROMPTS = [
     "Hello there",

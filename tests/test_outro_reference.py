@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_outro import reference_decode, reference_outro, reference_relax_layers  # noqa: E402
 
 from outro_sweep.interventions.outro import OutRo  # noqa: E402
-from outro_sweep.sinks.attention_mass import AttentionMass  # noqa: E402
-from outro_sweep.sinks.first_k import FirstK  # noqa: E402
-from outro_sweep.sinks.massive_activation import MassiveActivation  # noqa: E402
-from outro_sweep.sinks.sink_dims import SinkDims  # noqa: E402
+from outro_sweep.interventions.sinks.attention_mass import AttentionMass  # noqa: E402
+from outro_sweep.interventions.sinks.first_k import FirstK  # noqa: E402
+from outro_sweep.interventions.sinks.massive_activation import MassiveActivation  # noqa: E402
+from outro_sweep.interventions.sinks.sink_dims import SinkDims  # noqa: E402
 
 TOL = 1e-5
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from outro_sweep.identity import identity_config
+from outro_sweep.cell.identity import identity_config
 from tests.wandb_offline import find_runs, read_run
 
 pytestmark = pytest.mark.slow

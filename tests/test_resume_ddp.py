@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from outro_sweep import distributed
+from outro_sweep.predict import distributed
 from outro_sweep.predict import shards
 from outro_sweep.predict.run import share_of
 from outro_sweep.predict.writer import ShardPredictionWriter

@@ -7,7 +7,7 @@ import torch
 
 from outro_sweep.benchmarks.builtin_mc import BuiltinMC
 from outro_sweep.errors import ConfigError
-from outro_sweep.scoring import choose_by_logits, letter_token_ids, parse_choice
+from outro_sweep.scoring.letters import choose_by_logits, letter_token_ids, parse_choice
 
 ABCD = ("A", "B", "C", "D")
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.sinks.attention_mass import AttentionMass
-from outro_sweep.sinks.first_k import FirstK
-from outro_sweep.sinks.massive_activation import MassiveActivation
-from outro_sweep.sinks.sink_dims import SinkDims
+from outro_sweep.interventions.sinks.attention_mass import AttentionMass
+from outro_sweep.interventions.sinks.first_k import FirstK
+from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
+from outro_sweep.interventions.sinks.sink_dims import SinkDims
 
 
 def flags(mask: torch.Tensor) -> list[bool]:

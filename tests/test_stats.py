@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from outro_sweep.stats import accuracy_summary, wilson_interval
+from outro_sweep.scoring.stats import accuracy_summary, wilson_interval
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from outro_sweep.identity import cell_identity, identity_config
+from outro_sweep.cell.identity import cell_identity, identity_config
 from tests.wandb_offline import find_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]

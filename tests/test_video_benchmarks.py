@@ -29,7 +29,7 @@ from outro_sweep.benchmarks.tgif_qa import TGIFQA
 from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
 from outro_sweep.benchmarks.videomme import VideoMME
 from outro_sweep.errors import ConfigError
-from outro_sweep.scoring_open import (
+from outro_sweep.scoring.open_answers import (
     exact_match,
     nextoe_score,
     normalize_answer,

@@ -1,4 +1,4 @@
-"""outro_sweep.video: frame sampling, GIFs, audio, errors and the frame cache.
+"""outro_sweep.media: frame sampling, GIFs, audio, errors and the frame cache.
 
 Synthetic clips are written with PyAV into a temporary folder: every frame is one flat grey
 level, 8 + 15 * index, so a decoded frame tells which source frame it is (libx264 at crf 0
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.video import (
+from outro_sweep.media import (
     DecodedVideo,
     FrameCache,
     VideoDecodeError,
@@ -27,7 +27,7 @@ from outro_sweep.video import (
     decode_video,
     missing_videos_message,
 )
-from outro_sweep.video.decode import fps_indices, uniform_indices
+from outro_sweep.media.decode import fps_indices, uniform_indices
 
 WIDTH, HEIGHT = 64, 48
 NUM_FRAMES, FPS = 16, 8  # 2.0 s
@@ -258,7 +258,7 @@ def test_missing_videos_check_and_message(clips, tmp_path):
 def test_cache_decodes_once_and_returns_the_fresh_result(clips, tmp_path, caplog, compress):
     cache = FrameCache(tmp_path / "cache", compress=compress)
     settings = {"num_frames": 4, "max_side": 32, "audio": True}
-    with caplog.at_level(logging.DEBUG, logger="outro_sweep.video.cache"):
+    with caplog.at_level(logging.DEBUG, logger="outro_sweep.media.cache"):
         first = cache.get_or_decode(clips["tone"], **settings)
     assert (cache.decodes, cache.hits) == (1, 0)
     assert any("decoded" in r.getMessage() and "tone.mp4" in r.getMessage() for r in caplog.records)

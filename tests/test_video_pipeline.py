@@ -238,7 +238,7 @@ def test_omni_audio_reaches_the_model_as_audio_tokens(dailyomni_run, tiny_omni, 
     from outro_sweep.benchmarks.dailyomni import DailyOmni
     from outro_sweep.models.qwen2_5_omni import Qwen2_5Omni
     from outro_sweep.predict.video_data import VideoCollator, VideoQuestionDataset
-    from outro_sweep.video.cache import FrameCache
+    from outro_sweep.media.cache import FrameCache
 
     examples = dailyomni_run["examples"]
     bench = DailyOmni(data_dir=str(examples), qa_file="qa_for_these_3_videos.json", video_dir=str(examples))

@@ -46,8 +46,8 @@ from outro_sweep.models.qwen2_vl import Qwen2VL
 from outro_sweep.models.qwen3_vl import Qwen3VL
 from outro_sweep.models.videollama3 import VideoLLaMA3
 from outro_sweep.predict.video_data import VideoCollator, VideoItem
-from outro_sweep.sinks.first_k import FirstK
-from outro_sweep.video.decode import DecodedVideo
+from outro_sweep.interventions.sinks.first_k import FirstK
+from outro_sweep.media.decode import DecodedVideo
 
 LAYERS = 4
 AUDIO_RATE = 16000

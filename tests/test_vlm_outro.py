@@ -33,7 +33,7 @@ import tiny_vlms  # noqa: E402
 from reference_outro import reference_outro_embeds  # noqa: E402
 
 from outro_sweep.interventions.outro import OutRo  # noqa: E402
-from outro_sweep.sinks.first_k import FirstK  # noqa: E402
+from outro_sweep.interventions.sinks.first_k import FirstK  # noqa: E402
 
 TOL = 1e-5
 LAYERS = 4

@@ -25,7 +25,7 @@ from outro_sweep.interventions.attention_hook import ACTIVE_EDITORS, register_at
 from outro_sweep.interventions.decoder import attention_module, config_path, find_decoder
 from outro_sweep.interventions.settings import LayerSpec, check_strengths, relaxation_layers  # noqa: F401
 from outro_sweep.interventions.rotation import cosine, rotate_toward, unmasked_attention_rows
-from outro_sweep.sinks.base import SinkRule
+from outro_sweep.interventions.sinks.base import SinkRule
 
 class OutRo:
     """Context manager that applies OutRo to ``model`` while inside ``with``.

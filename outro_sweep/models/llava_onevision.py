@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from outro_sweep.models.row_batching import encode_by_row
 from outro_sweep.models.video_lm import VideoLMLoader, reject_pixel_limits
-from outro_sweep.video.decode import DecodedVideo
+from outro_sweep.media.decode import DecodedVideo
 
 
 class RaggedVideoFeatures:

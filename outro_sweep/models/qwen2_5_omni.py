@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from outro_sweep.models.video_lm import VideoLMLoader
-from outro_sweep.video.decode import DecodedVideo
+from outro_sweep.media.decode import DecodedVideo
 
 AUDIO_SAMPLE_RATE = 16000  # Hz: WhisperFeatureExtractor's rate in every Qwen2.5-Omni checkpoint
 

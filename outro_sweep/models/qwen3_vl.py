@@ -29,7 +29,7 @@ import numpy as np
 
 from outro_sweep.models.row_batching import encode_by_row
 from outro_sweep.models.video_lm import VideoLMLoader, call_processor
-from outro_sweep.video.decode import DecodedVideo
+from outro_sweep.media.decode import DecodedVideo
 
 
 class Qwen3VL(VideoLMLoader):

@@ -4,7 +4,7 @@ InternVL, LLaVA-OneVision, LLaVA-NeXT-Video)."""
 
 from __future__ import annotations
 
-from outro_sweep.video.decode import DecodedVideo
+from outro_sweep.media.decode import DecodedVideo
 
 # 2-D (batch, sequence) tensors of a processor batch, and the value that pads each on the left.
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")

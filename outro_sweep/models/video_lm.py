@@ -5,7 +5,7 @@ A family (Qwen2.5-VL, LLaVA-OneVision, ...) is one subclass in its own module th
 ``model_class`` and overrides only what its processor needs differently; the prompt always
 goes through the processor's own chat template, the pixels through its own video processor.
 
-Frames are sampled by ``outro_sweep.video`` (PyAV, cached on disk), never by the processor:
+Frames are sampled by ``outro_sweep.media`` (PyAV, cached on disk), never by the processor:
 ``do_sample_frames=False`` is passed so the processor uses exactly the frames given, and the
 clip's real frame indices and fps go along as ``VideoMetadata`` (Qwen3-VL and VideoLLaMA3
 write timestamps into the prompt from them).
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.base import ModelLoader
-from outro_sweep.video.decode import DecodedVideo, VideoSampling
+from outro_sweep.media.decode import DecodedVideo, VideoSampling
 
 
 @dataclass

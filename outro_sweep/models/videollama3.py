@@ -24,7 +24,7 @@ from __future__ import annotations
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.row_batching import encode_by_row
 from outro_sweep.models.video_lm import VideoLMLoader, call_processor
-from outro_sweep.video.decode import DecodedVideo
+from outro_sweep.media.decode import DecodedVideo
 
 NATIVE_MODEL_TYPE = "video_llama_3"
 REMOTE_CODE_MODEL_TYPES = ("videollama3_qwen2",)  # DAMO-NLP-SG/VideoLLaMA3-{2B,7B}[-Image]

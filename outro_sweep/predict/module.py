@@ -13,7 +13,7 @@ import torch
 
 from outro_sweep.interventions.outro import OutRo
 from outro_sweep.models.base import LoadedModel
-from outro_sweep.scoring import choose_by_logits, letter_token_ids, parse_choice
+from outro_sweep.scoring.letters import choose_by_logits, letter_token_ids, parse_choice
 
 
 class MCPredictor(pl.LightningModule):

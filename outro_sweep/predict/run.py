@@ -7,7 +7,7 @@ Durable, resumable, multi-process:
 - a cell first reads its shards and predicts only the questions not in any of them, each
   under its original index; with nothing left the model is not even loaded;
 - a cell may run as N processes (SLURM tasks, local submitit tasks or torchrun; see
-  ``outro_sweep.distributed``): Lightning runs them as one DDP group. Rank 0 reads the shards
+  ``outro_sweep.predict.distributed``): Lightning runs them as one DDP group. Rank 0 reads the shards
   and broadcasts the questions still to do; the list is cut into batches of
   ``predict.batch_size`` and each rank takes a contiguous run of whole batches (so every batch
   is the batch a one-process run would form, padding and all, and a rank may get none);
@@ -40,7 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.benchmarks.base import Benchmark, MCQuestion
 from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
-from outro_sweep.distributed import process_rank, trainer_overrides, world_size
+from outro_sweep.predict.distributed import process_rank, trainer_overrides, world_size
 from outro_sweep.interventions.outro import OutRo
 from outro_sweep.models.base import ModelLoader
 from outro_sweep.models.video_lm import VideoLMLoader
@@ -57,8 +57,8 @@ from outro_sweep.predict.shards import (
 from outro_sweep.predict.video_data import VideoDataModule, VideoQuestionDataset
 from outro_sweep.predict.video_module import VideoPredictor
 from outro_sweep.predict.writer import ShardPredictionWriter
-from outro_sweep.sinks.base import SinkRule
-from outro_sweep.video.cache import FrameCache
+from outro_sweep.interventions.sinks.base import SinkRule
+from outro_sweep.media.cache import FrameCache
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
 from outro_sweep.models.video_lm import LoadedVideoModel, VideoLMLoader
-from outro_sweep.video.cache import FrameCache
-from outro_sweep.video.decode import DecodedVideo, VideoError
+from outro_sweep.media.cache import FrameCache
+from outro_sweep.media.decode import DecodedVideo, VideoError
 
 
 @dataclass

@@ -15,8 +15,8 @@ import torch
 from outro_sweep.interventions.outro import OutRo
 from outro_sweep.models.video_lm import LoadedVideoModel
 from outro_sweep.predict.video_data import VideoItem
-from outro_sweep.scoring import choose_by_logits, letter_token_ids
-from outro_sweep.scoring_video import Score, score_answer
+from outro_sweep.scoring.letters import choose_by_logits, letter_token_ids
+from outro_sweep.scoring.answers import Score, score_answer
 
 
 class VideoPredictor(pl.LightningModule):

@@ -13,7 +13,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from outro_sweep.predict.shards import write_shard
-from outro_sweep.redaction import redact
+from outro_sweep.cell.redaction import redact
 
 
 def rotation_sums(outro) -> dict:

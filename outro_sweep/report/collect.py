@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outro_sweep.cell_store import CellStore
-from outro_sweep.metrics import read_predictions
+from outro_sweep.cell.store import CellStore
+from outro_sweep.scoring.metrics import read_predictions
 
 log = logging.getLogger(__name__)
 
-SKIPPED_FILE = "skipped.json"  # outro_sweep.sweeper.SKIPPED_FILE (not imported: that module loads Hydra plugins)
+SKIPPED_FILE = "skipped.json"  # outro_sweep.sweep.sweeper.SKIPPED_FILE (not imported: that module loads Hydra plugins)
 MULTIRUN_FILE = "multirun.yaml"
 STATES = ("done", "partial", "failed", "missing")
 RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories")
@@ -161,7 +161,7 @@ def job_dirname(overrides: list[str], multirun: dict) -> str:
     folder-safe by the CLI's ``cell_dirname`` resolver."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from outro_sweep.cli import _cell_dirname
+    from outro_sweep.sweep.cli import _cell_dirname
 
     settings = ((((multirun.get("hydra") or {}).get("job") or {}).get("config") or {})
                 .get("override_dirname") or {})
@@ -319,7 +319,7 @@ def merge_cells(cells: list[ReportCell]) -> list[ReportCell]:
 
 
 def sweep_group(sweep_dir: Path) -> str:
-    """The sweep's W&B group, as ``outro_sweep.cell.wandb_group_and_name`` names it."""
+    """The sweep's W&B group, as ``outro_sweep.cell.recipe.wandb_group_and_name`` names it."""
     return "sweep-" + "_".join(Path(sweep_dir).resolve().parts[-2:])
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from outro_sweep.stats import Z_95, wilson_interval
+from outro_sweep.scoring.stats import Z_95, wilson_interval
 
 DEFAULT_RESAMPLES = 10_000
 DEFAULT_SEED = 0
@@ -40,7 +40,7 @@ __all__ = [
 
 
 def wilson(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval (``outro_sweep.stats.wilson_interval``):
+    """Wilson score interval (``outro_sweep.scoring.stats.wilson_interval``):
 
         centre = (p + z^2/2n) / (1 + z^2/n),  half = z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n)
 

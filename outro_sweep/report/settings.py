@@ -1,7 +1,7 @@
 """What a cell's resolved config says about it: its settings as labels, and its baseline key.
 
 The baseline of an OutRo cell is the OutRo-off cell that shares everything else that can
-change a prediction: the cell identity's config (``outro_sweep.identity.identity_config``)
+change a prediction: the cell identity's config (``outro_sweep.cell.identity.identity_config``)
 without ``outro`` (the intervention) and ``sink`` (sink detection only matters when OutRo is
 on; the baseline of a ``sink=a,b`` sweep is the same stock model). The judge stays in the
 key: a different judge grades the same answers differently, so such cells are not paired.
@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections import defaultdict
 
-from outro_sweep.identity import identity_config
+from outro_sweep.cell.identity import identity_config
 
 # Keys of config.yaml that are bookkeeping, not settings.
 BOOKKEEPING = ("identity", "judge_identity")

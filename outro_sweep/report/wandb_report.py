@@ -1,7 +1,7 @@
 """The report as one W&B run of the sweep's group (job_type="report"): the main table and the
 category table as ``wandb.Table``s, every figure as a ``wandb.Image``, the counts in the summary.
 
-Like the cells' runs (outro_sweep/tracking.py): offline by default (no account needed; upload
+Like the cells' runs (outro_sweep/cell/tracking.py): offline by default (no account needed; upload
 later with ``wandb sync <report>/wandb/offline-run-*``), quiet settings, and
 reinit="finish_previous" so that a sweep's last cell run in the same process is closed first.
 With mode "online", ``cross_check`` also reads the sweep's cell runs through ``wandb.Api()``

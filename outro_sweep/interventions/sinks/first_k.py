@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.sinks.base import SinkRule
+from outro_sweep.interventions.sinks.base import SinkRule
 
 
 class FirstK(SinkRule):

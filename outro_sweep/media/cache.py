@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outro_sweep.video.decode import (
+from outro_sweep.media.decode import (
     DecodedVideo,
     VideoMissingError,
     VideoSampling,

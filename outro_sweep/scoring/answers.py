@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from outro_sweep.benchmarks.video_base import VideoQuestion
-from outro_sweep.scoring import parse_choice
-from outro_sweep.scoring_open import exact_match, normalize_answer, parse_yes_no
+from outro_sweep.scoring.letters import parse_choice
+from outro_sweep.scoring.open_answers import exact_match, normalize_answer, parse_yes_no
 
 
 @dataclass(frozen=True)

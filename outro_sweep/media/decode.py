@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.video.audio import DEFAULT_SAMPLE_RATE, MonoAudioCollector
+from outro_sweep.media.audio import DEFAULT_SAMPLE_RATE, MonoAudioCollector
 
 log = logging.getLogger(__name__)
 

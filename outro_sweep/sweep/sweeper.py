@@ -27,9 +27,9 @@ from pathlib import Path
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from outro_sweep.cell_store import CellStore
-from outro_sweep.identity import cell_identity
-from outro_sweep.redaction import redact
+from outro_sweep.cell.store import CellStore
+from outro_sweep.cell.identity import cell_identity
+from outro_sweep.cell.redaction import redact
 
 # Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper
 # class; scan first, so that the class subclassed here is the one Hydra's own code refers to.

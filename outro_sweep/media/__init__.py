@@ -5,13 +5,13 @@
   checks for a benchmark's clip list.
 - ``audio``: an audio track -> mono float32 at a fixed rate.
 - ``cache``: ``FrameCache``, decode each (file, settings) once, then load ``.npz``.
-- ``bench_decode``: ``python -m outro_sweep.video.bench_decode``, cached vs fresh decode time.
+- ``bench_decode``: ``python -m outro_sweep.bench.decode``, cached vs fresh decode time.
 
 Importing this package loads neither PyAV nor any file; FFmpeg loads on the first decode.
 """
 
-from outro_sweep.video.cache import FrameCache
-from outro_sweep.video.decode import (
+from outro_sweep.media.cache import FrameCache
+from outro_sweep.media.decode import (
     DecodedVideo,
     VideoDecodeError,
     VideoError,

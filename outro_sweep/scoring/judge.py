@@ -31,8 +31,8 @@ import warnings
 from dataclasses import dataclass
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.scoring_open import NO_WORDS, YES_WORDS, parse_yes_no
-from outro_sweep.stats import accuracy_summary
+from outro_sweep.scoring.open_answers import NO_WORDS, YES_WORDS, parse_yes_no
+from outro_sweep.scoring.stats import accuracy_summary
 
 log = logging.getLogger(__name__)
 

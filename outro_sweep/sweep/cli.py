@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from outro_sweep.errors import ConfigError
 
 log = logging.getLogger(__name__)
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Hydra flags that take a value (the value is not an override).
 _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-i", "--info",
                      "--experimental-rerun"}
@@ -64,8 +64,8 @@ def _run(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from outro_sweep.cell import run_cell  # imported here: torch/transformers load after arg checks
-    from outro_sweep.interruption import interrupted
+    from outro_sweep.cell.recipe import run_cell  # imported here: torch/transformers load after arg checks
+    from outro_sweep.cell.interruption import interrupted
 
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -104,7 +104,7 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *_with_dry_run_launcher(sys.argv[1:])]
-    from outro_sweep.sweeper import register_plugin
+    from outro_sweep.sweep.sweeper import register_plugin
 
     register_plugin()
     if not OmegaConf.has_resolver("cell_dirname"):

@@ -1,6 +1,6 @@
 """Benchmark: OutRo's generate() time as a ratio to the stock model, measured side by side.
 
-    python -m outro_sweep.bench [--batch-sizes 1 8] [--repeats 7] [--new-tokens 16]
+    python -m outro_sweep.bench.overhead [--batch-sizes 1 8] [--repeats 7] [--new-tokens 16]
 
 Stock and OutRo runs alternate within each repeat (order flipped every repeat), so machine
 noise hits both alike; the reported figure is the median of the per-repeat ratios. Both
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from outro_sweep.interventions.outro import OutRo
     from outro_sweep.models.smollm2 import SmolLM2
-    from outro_sweep.sinks.massive_activation import MassiveActivation
+    from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 
     cache = os.environ.get("OUTRO_SWEEP_CACHE", os.path.expanduser("~/.cache/outro_sweep"))
     loaded = SmolLM2(cache_dir=cache).load()

@@ -1,6 +1,6 @@
 """Benchmark: loading a clip from the FrameCache as a ratio to decoding it fresh, per video.
 
-    python -m outro_sweep.video.bench_decode [--video-dir ../shared/data/videos]
+    python -m outro_sweep.bench.decode [--video-dir ../shared/data/videos]
         [--mode uniform --num-frames 16 | --mode fps --fps 2 --max-frames 32]
         [--max-side 448] [--audio] [--compress] [--repeats 3]
 
@@ -21,11 +21,11 @@ import time
 from functools import partial
 from pathlib import Path
 
-from outro_sweep.video.cache import FrameCache
-from outro_sweep.video.decode import VideoError, VideoSampling, decode_with
+from outro_sweep.media.cache import FrameCache
+from outro_sweep.media.decode import VideoError, VideoSampling, decode_with
 
 VIDEO_SUFFIXES = {".mp4", ".gif", ".webm", ".mkv", ".avi", ".mov"}
-DEFAULT_VIDEO_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "videos"
+DEFAULT_VIDEO_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "videos"
 
 
 def _timed(fn) -> tuple[float, object]:

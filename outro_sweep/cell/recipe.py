@@ -17,21 +17,21 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.benchmarks.video_base import VideoBenchmark
-from outro_sweep.cell_store import CellStore
-from outro_sweep.distributed import process_rank
+from outro_sweep.cell.store import CellStore
+from outro_sweep.predict.distributed import process_rank
 from outro_sweep.errors import ConfigError
-from outro_sweep.identity import cell_identity
-from outro_sweep.interruption import interrupted
-from outro_sweep.interruption import watch as watch_for_interruption
+from outro_sweep.cell.identity import cell_identity
+from outro_sweep.cell.interruption import interrupted
+from outro_sweep.cell.interruption import watch as watch_for_interruption
 from outro_sweep.interventions.settings import check_strengths, relaxation_layers
-from outro_sweep.judge import judge_summary
-from outro_sweep.metrics import summarise, write_json_atomic, write_jsonl_atomic
+from outro_sweep.scoring.judge import judge_summary
+from outro_sweep.scoring.metrics import summarise, write_json_atomic, write_jsonl_atomic
 from outro_sweep.models.video_lm import VideoLMLoader
-from outro_sweep.redaction import redact
-from outro_sweep.scoring_open import nextoe_score, wordnet_similarity
-from outro_sweep.tracking import MODES, CellRun
-from outro_sweep.video.cache import FrameCache
-from outro_sweep.video.decode import missing_videos_message
+from outro_sweep.cell.redaction import redact
+from outro_sweep.scoring.open_answers import nextoe_score, wordnet_similarity
+from outro_sweep.cell.tracking import MODES, CellRun
+from outro_sweep.media.cache import FrameCache
+from outro_sweep.media.decode import missing_videos_message
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def video_model_choices() -> list[str]:
     import importlib
 
     found = []
-    for path in sorted((Path(__file__).resolve().parent.parent / "conf" / "model").glob("*.yaml")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "conf" / "model").glob("*.yaml")):
         target = OmegaConf.load(path).get("_target_", "")
         module, _, name = target.rpartition(".")
         try:

@@ -8,8 +8,8 @@ import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from outro_sweep.redaction import redact
-from outro_sweep.stats import accuracy_summary
+from outro_sweep.cell.redaction import redact
+from outro_sweep.scoring.stats import accuracy_summary
 
 
 def read_predictions(path: Path) -> list[dict]:

@@ -2,7 +2,7 @@
 
 A Hydra callback (registered in conf/config.yaml under hydra.callbacks), so it runs in the
 submitting process after every launcher, local or SLURM. Each job leaves
-``<job folder>/status.json`` (outro_sweep.cell.write_status); this reads them all, plus the
+``<job folder>/status.json`` (outro_sweep.cell.recipe.write_status); this reads them all, plus the
 cells the sweeper skipped before launching (``skipped.json``).
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from outro_sweep.sweeper import SKIPPED_FILE
+from outro_sweep.sweep.sweeper import SKIPPED_FILE
 
 
 def read_statuses(sweep_dir: Path) -> list[dict]:
