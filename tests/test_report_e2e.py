@@ -60,7 +60,7 @@ def load_config(cell: Path) -> dict:
 def pairing_key(config: dict) -> str:
     """Independently of the report: the identity config without OutRo, sink and bookkeeping."""
     kept = identity_config(config)
-    for key in ("outro", "sink", "identity", "judge_identity"):
+    for key in ("outro", "sink", "identity", "baseline_identity", "judge_identity"):
         kept.pop(key, None)
     return json.dumps(kept, sort_keys=True, default=str)
 
@@ -144,10 +144,11 @@ def test_table_numbers_match_an_independent_recomputation(full_report):
     table = {row["identity"]: row for row in read_table(full_report["dir"] / "table.csv")}
     for cell in full_report["outro_cells"]:
         row = table[cell.name]
-        assert row["state"] == "done" and row["outro_enabled"] == "true"
+        assert row["state"] == "done" and row["interventions"] == "outro"
         config = load_config(cell)
-        assert row["outro_layer"] == str(config["outro"]["layer"])
-        assert float(row["outro_alpha"]) == float(config["outro"]["alpha"])
+        assert row["grid_row"] == str(config["outro"]["layer"])
+        assert float(row["grid_column"]) == float(config["outro"]["alpha"])
+        assert row["baseline"] == config["baseline_identity"]
         assert row["sink"] == "first_k" and row["model"] == "smollm2_135m" and row["benchmark"] == "builtin_mc"
         # accuracy and Wilson interval: the cell's own metrics.json, written by the pipeline
         metrics = json.loads((cell / "metrics.json").read_text())
@@ -166,7 +167,7 @@ def test_table_numbers_match_an_independent_recomputation(full_report):
         b = sum(1 for i in shared if base[i]["correct"] and not mine[i]["correct"])
         c = sum(1 for i in shared if mine[i]["correct"] and not base[i]["correct"])
         assert int(row["paired_n"]) == len(shared)
-        assert (int(row["b_baseline_only"]), int(row["c_outro_only"])) == (b, c)
+        assert (int(row["b_baseline_only"]), int(row["c_intervention_only"])) == (b, c)
         assert float(row["diff"]) == pytest.approx((c - b) / len(shared))
         assert float(row["baseline_accuracy"]) == pytest.approx(sum(base[i]["correct"] for i in shared) / len(shared))
         assert float(row["p_mcnemar"]) == pytest.approx(mcnemar_closed_form(b, c))
@@ -174,7 +175,7 @@ def test_table_numbers_match_an_independent_recomputation(full_report):
         assert low <= float(row["diff"]) <= high
         assert row["significant"] == str(float(row["p_mcnemar"]) < 0.05).lower()
         assert row["p_holm"] == ""  # no --holm
-    baseline_rows = [r for r in table.values() if r["outro_enabled"] == "false"]
+    baseline_rows = [r for r in table.values() if r["interventions"] == "off"]
     assert baseline_rows and all(r["diff"] == "" and r["state"] == "done" for r in baseline_rows)
 
 
@@ -212,7 +213,7 @@ def test_report_is_a_wandb_run_of_the_sweep_group(full_report):
 def test_holm_option_fills_the_adjusted_column(full_report, tmp_path):
     result = run_report(full_report["sweep"], "--holm", "--wandb-mode", "disabled", "--out", tmp_path / "holm")
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [r for r in read_table(tmp_path / "holm" / "table.csv") if r["outro_enabled"] == "true"]
+    rows = [r for r in read_table(tmp_path / "holm" / "table.csv") if r["interventions"] == "outro"]
     raw = sorted(float(r["p_mcnemar"]) for r in rows)
     for row in rows:
         assert float(row["p_mcnemar"]) <= float(row["p_holm"]) <= 1.0
@@ -250,13 +251,13 @@ def partial_report(tiny_model_dir, tmp_path_factory) -> dict:
 def test_partial_sweep_lists_every_cell_with_its_state(partial_report):
     report = partial_report["report"]
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-3000:]
-    rows = [r for r in read_table(partial_report["dir"] / "table.csv") if r["outro_enabled"] != "false"]
+    rows = [r for r in read_table(partial_report["dir"] / "table.csv") if r["interventions"] != "off"]
     states = {r["identity"] or "?": r["state"] for r in rows}
     assert states[partial_report["done"]] == "done"
     assert states[partial_report["partial"]] == "partial"
     assert states[partial_report["failed"]] == "failed"
     missing = [r for r in rows if r["state"] == "missing"]
-    assert len(missing) == 1 and missing[0]["outro_alpha"] == "2" and "outro.alpha=2" in missing[0]["note"]
+    assert len(missing) == 1 and "outro.alpha=2" in missing[0]["other_settings"] and "outro.alpha=2" in missing[0]["note"]
     failed = next(r for r in rows if r["state"] == "failed")
     assert "alpha" in failed["note"] and failed["accuracy"] == ""
     for row in rows:
@@ -300,7 +301,7 @@ def make_cell(output_dir: Path, identity: str, enabled: bool, correct: list[bool
     records = [{"index": i, "id": f"q{i}", "prompt_hash": (hashes or {}).get(i, f"h{i}"), "correct": c,
                 "category": "even" if i % 2 == 0 else "odd"} for i, c in enumerate(correct)]
     (cell / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (cell / "metrics.json").write_text(json.dumps({"sinks": {}}))
+    (cell / "metrics.json").write_text(json.dumps({"diagnostics": {}}))
     (cell / "DONE").write_text("{}")
     return cell
 
@@ -333,7 +334,7 @@ def test_write_report_pairs_what_it_can_and_never_raises(tmp_path):
     assert base["state"] == "done" and "from the cell store" in base["note"]
     row = rows["paired000000"]
     assert row["baseline"] == "base00000000" and int(row["paired_n"]) == 18 and int(row["n"]) == 19
-    assert (int(row["b_baseline_only"]), int(row["c_outro_only"])) == (0, 3)
+    assert (int(row["b_baseline_only"]), int(row["c_intervention_only"])) == (0, 3)
     assert float(row["p_mcnemar"]) == pytest.approx(mcnemar_closed_form(0, 3)) == pytest.approx(0.25)
     assert float(row["p_holm"]) == pytest.approx(0.25)  # the only comparison
     assert "question sets differ" in row["note"] and "q18" in row["note"]

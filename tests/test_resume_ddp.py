@@ -44,12 +44,12 @@ def shard_files(shard_dir: Path) -> list[Path]:
 
 def test_shard_is_written_whole_under_its_name(tmp_path):
     path = shards.write_shard(tmp_path / "shards", [record(5), record(3)], rank=1, seconds=0.5,
-                              rotation_sums={"2": [1.0, 2.0, 4]})
+                              diagnostic_sums={"outro": {"n/2": 4.0}})
     match = shards.SHARD_NAME.match(path.name)
     assert match and match.groups()[:3] == ("00000003", "00000005", "1")
     lines = path.read_text().splitlines()
     assert json.loads(lines[0]) == {"_shard": {"rank": 1, "count": 2, "seconds": 0.5,
-                                               "rotation_sums": {"2": [1.0, 2.0, 4]}}}
+                                               "diagnostic_sums": {"outro": {"n/2": 4.0}}}}
     assert lines[1:] == [json.dumps(record(5), sort_keys=True), json.dumps(record(3), sort_keys=True)]
     assert [p.name for p in (tmp_path / "shards").iterdir()] == [path.name]  # no temporary left behind
 
@@ -121,51 +121,45 @@ def test_merge_copies_the_shard_lines_in_index_order(tmp_path):
 # ----------------------------------------------------------------------------- the writer
 
 
-class FakeOutRo:
-    """Running per-layer cosine sums, like OutRo's, exposed through cell_diagnostics()."""
+class FakeAttached:
+    """Running additive diagnostic sums of one intervention, like an attached stack's."""
 
     def __init__(self):
         self.sums = {}
 
-    def add(self, layer, before, after, n):
-        s = self.sums.setdefault(layer, [0.0, 0.0, 0])
-        s[0], s[1], s[2] = s[0] + before, s[1] + after, s[2] + n
+    def add(self, key, value):
+        self.sums[key] = self.sums.get(key, 0.0) + value
 
-    def cell_diagnostics(self):
-        return {str(k): {"cos_before": s[0] / s[2], "cos_after": s[1] / s[2], "n": s[2]}
-                for k, s in sorted(self.sums.items())}
+    def running_sums(self):
+        return {"outro": dict(self.sums)}
 
 
 def test_writer_puts_each_batch_and_its_diagnostics_in_its_own_shard(tmp_path):
     class Module:
         seconds = 0.0
-        outro = FakeOutRo()
+        interventions = FakeAttached()
 
     class Trainer:
         global_rank = 3
 
     module, writer = Module(), ShardPredictionWriter(tmp_path / "shards")
     writer.on_predict_start(Trainer(), module)
-    batches = [([record(0), record(1)], [(1, 0.1, 0.3, 10), (4, 0.2, 0.6, 7)]),
-               ([record(2)], [(1, 0.25, 0.5, 3)]),
+    batches = [([record(0), record(1)], [("cos_before/1", 1.0), ("n/1", 10.0), ("n/4", 7.0)]),
+               ([record(2)], [("cos_before/1", 0.75), ("n/1", 3.0)]),
                ([record(3), record(4)], [])]  # a batch where no token was rotated
-    for step, (records, cosines) in enumerate(batches):
+    for step, (records, added) in enumerate(batches):
         module.seconds += 0.25
-        for layer, before, after, n in cosines:
-            module.outro.add(layer, before * n, after * n, n)
+        for key, value in added:
+            module.interventions.add(key, value)
         writer.write_on_batch_end(Trainer(), module, records, None, None, step, 0)
     assert len(writer.written) == 3 and all("-r3-" in p.name for p in writer.written)
     found = shards.read_shard_set(tmp_path / "shards")
     assert [r["index"] for r in found.records] == [0, 1, 2, 3, 4]
     assert sum(s.seconds for s in found.shards) == pytest.approx(0.75)
-    assert [s.rotation_sums for s in found.shards if s.records[0]["index"] == 3] == [{}]
-    merged = shards.rotation_diagnostics(found.shards)
-    expected = module.outro.cell_diagnostics()
-    assert merged.keys() == expected.keys()
-    for layer in expected:
-        assert merged[layer]["n"] == expected[layer]["n"]
-        for key in ("cos_before", "cos_after"):
-            assert merged[layer][key] == pytest.approx(expected[layer][key], abs=1e-12)
+    assert [s.diagnostic_sums for s in found.shards if s.records[0]["index"] == 3] == [{}]
+    assert [s.diagnostic_sums for s in found.shards if s.records[0]["index"] == 2] == [
+        {"outro": {"cos_before/1": 0.75, "n/1": 3.0}}]  # the batch's delta, not the running total
+    assert shards.diagnostic_sums(found.shards) == {"outro": {"cos_before/1": 1.75, "n/1": 13.0, "n/4": 7.0}}
 
 
 # ----------------------------------------------------------------------------- splitting work
@@ -354,7 +348,8 @@ def assert_same_metrics(run_dir: Path, reference: Path) -> None:
     want = json.loads((cell(reference) / "metrics.json").read_text())
     for metrics in (got, want):
         metrics.pop("seconds_per_sample")
-    got_cos, want_cos = got["sinks"].pop("rotation_cosine_per_layer"), want["sinks"].pop("rotation_cosine_per_layer")
+    got_cos = got["diagnostics"]["outro"].pop("rotation_cosine_per_layer")
+    want_cos = want["diagnostics"]["outro"].pop("rotation_cosine_per_layer")
     assert got == want
     assert got_cos.keys() == want_cos.keys() and want_cos
     for layer, values in want_cos.items():

@@ -35,7 +35,9 @@ def sweep(tmp_path_factory):
     sweep_dir = tmp / "multirun"
     result = run_cli(
         ["-m", "outro.layer=1,2", "outro.alpha=0.1,0.3", "baseline=false", "benchmark.limit=3", "benchmark.max_new_tokens=3",
-         "predict.batch_size=2", f"hydra.sweep.dir={sweep_dir}"],
+         "predict.batch_size=2", f"hydra.sweep.dir={sweep_dir}",
+         # A credential inside a resolved config value: config.yaml and the W&B run must mask it.
+         "+note=token ${oc.env:HF_TOKEN}"],
         tmp, extra_env=SECRETS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -55,7 +57,7 @@ def test_four_cells_each_complete(sweep):
     for folder in folders:
         records = [json.loads(line) for line in (folder / "cell" / "predictions.jsonl").read_text().splitlines()]
         assert [r["index"] for r in records] == [0, 1, 2]
-        assert all(len(r["prompt_hash"]) == 16 and r["sinks"]["sink_positions"] for r in records)
+        assert all(len(r["prompt_hash"]) == 16 and r["diagnostics"]["outro"]["sink_positions"] for r in records)
         metrics = json.loads((folder / "cell" / "metrics.json").read_text())
         assert metrics["n"] == 3
         assert metrics["accuracy"] == sum(r["correct"] for r in records) / 3
@@ -90,8 +92,10 @@ def test_one_wandb_run_per_cell(sweep):
 
 
 def test_secrets_never_written(sweep):
-    tmp, _, result = sweep
+    tmp, sweep_dir, result = sweep
     needles = [value.encode() for value in SECRETS.values()]
+    for folder in cells(sweep_dir):  # the secret reached the config, masked
+        assert yaml.safe_load((folder / "cell" / "config.yaml").read_text())["note"] == "token ***"
     files = [p for p in tmp.rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files)
     for path in files:

@@ -39,7 +39,10 @@ def last_line(result: subprocess.CompletedProcess) -> str:
 # ---------------------------------------------------------------------------- identity
 
 
-BASE = {"model": {"name": "m", "path": "/x"}, "outro": {"alpha": 1.0, "layer": 2}, "seed": 0,
+BASE = {"model": {"name": "m", "path": "/x", "cache_dir": "/home/a/.cache"},
+        "outro": {"_target_": "outro_sweep.interventions.outro.OutRoIntervention", "enabled": True, "alpha": 1.0,
+                  "layer": 2},
+        "sink": {"_target_": "first_k", "k": 1}, "seed": 0,
         "predict": {"batch_size": 8, "num_workers": 0}, "paths": {"output_dir": "a"},
         "logger": {"mode": "offline"}, "choices": {"model": "m"}, "force": False}
 
@@ -55,16 +58,26 @@ def variant(**changes) -> dict:
     return config
 
 
+def test_identity_does_not_depend_on_the_environment(monkeypatch):
+    """Secrets are masked in what is written, never in what is hashed: a credential whose value
+    appears in the config (here the model path) must not change the identity."""
+    reference = cell_identity(BASE)
+    monkeypatch.setenv("SOME_API_KEY", "/x")
+    monkeypatch.setenv("HOME", "/elsewhere")
+    assert cell_identity(BASE) == reference
+
+
 def test_identity_is_stable_and_ignores_what_cannot_change_results():
     reference = cell_identity(BASE)
     assert len(reference) == 12 and int(reference, 16) >= 0
     reordered = dict(reversed(list(BASE.items())))
     assert cell_identity(reordered) == reference
     for ignored in ({"paths__output_dir": "elsewhere"}, {"logger__mode": "disabled"},
-                    {"predict__num_workers": 4}, {"force": True}, {"choices__model": "renamed"}):
+                    {"predict__num_workers": 4}, {"force": True}, {"choices__model": "renamed"},
+                    {"model__cache_dir": "/other/home/.cache"}):  # the cache folder comes from $HOME
         assert cell_identity(variant(**ignored)) == reference, ignored
     for relevant in ({"outro__alpha": 3.0}, {"outro__layer": 4}, {"model__path": "/y"}, {"seed": 1},
-                     {"predict__batch_size": 4}):
+                     {"predict__batch_size": 4}, {"sink__k": 4}):
         assert cell_identity(variant(**relevant)) != reference, relevant
     assert "paths" not in identity_config(BASE) and BASE["paths"] == {"output_dir": "a"}  # input untouched
 
@@ -125,7 +138,12 @@ def test_first_sweep_completes_every_cell(finished_sweep):
     # The baseline was added by the sweep itself, once, as outro=off with the grid's other settings.
     configs = [yaml.safe_load((c / "config.yaml").read_text()) for c in cells]
     baselines = [c for c in configs if not c["outro"]["enabled"]]
-    assert len(baselines) == 1 and baselines[0]["choices"]["outro"] == "off"
+    assert len(baselines) == 1 and baselines[0]["outro"]["enabled"] is False
+    assert {c["baseline_identity"] for c in configs} == {baselines[0]["identity"]}
+    # The identity the submitting process planned is the identity each job computed.
+    planned = json.loads((finished_sweep["out"] / "sweep1" / "plan.json").read_text())
+    jobs = [json.loads(p.read_text()) for p in (finished_sweep["out"] / "sweep1").glob("*/status.json")]
+    assert sorted(e["identity"] for e in planned) == sorted(j["identity"] for j in jobs) == sorted(c.name for c in cells)
     assert {c["outro"]["alpha"] for c in configs if c["outro"]["enabled"]} == {0.1, 0.3}
 
 

@@ -229,7 +229,7 @@ def test_dailyomni_real_clips_decoded_fed_with_audio_and_scored(dailyomni_run):
         assert record["correct"] == (record["prediction"] == record["target"])
     m = metrics(dailyomni_run["run"])
     assert m["n"] == 9 and m["video_cache"]["decoded"] == 3 and m["video_cache"]["hit"] == 6
-    assert m["sinks"]["samples"] == 9  # OutRo ran on every answered question
+    assert m["diagnostics"]["outro"]["samples"] == 9  # OutRo ran on every answered question
 
 
 def test_omni_audio_reaches_the_model_as_audio_tokens(dailyomni_run, tiny_omni, tmp_path):

@@ -20,10 +20,10 @@ from outro_sweep.benchmarks.video_base import VideoBenchmark
 from outro_sweep.cell.store import CellStore
 from outro_sweep.predict.distributed import process_rank
 from outro_sweep.errors import ConfigError
-from outro_sweep.cell.identity import cell_identity
+from outro_sweep.cell.identity import defines_cell, identity_of
 from outro_sweep.cell.interruption import interrupted
 from outro_sweep.cell.interruption import watch as watch_for_interruption
-from outro_sweep.interventions.settings import check_strengths, relaxation_layers
+from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.scoring.judge import judge_summary
 from outro_sweep.scoring.metrics import summarise, write_json_atomic, write_jsonl_atomic
 from outro_sweep.models.video_lm import VideoLMLoader
@@ -32,6 +32,7 @@ from outro_sweep.scoring.open_answers import nextoe_score, wordnet_similarity
 from outro_sweep.cell.tracking import MODES, CellRun
 from outro_sweep.media.cache import FrameCache
 from outro_sweep.media.decode import missing_videos_message
+from outro_sweep.sweep.baseline import baseline_identity
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,17 @@ def wandb_group_and_name(cfg: DictConfig) -> tuple[str, str]:
         group = "sweep-" + "_".join(Path(hydra_cfg.sweep.dir).parts[-2:])
     else:
         group = "run-" + "_".join(Path(hydra_cfg.runtime.output_dir).parts[-2:])
-    excluded = set(hydra_cfg.job.config.override_dirname.exclude_keys)
-    overrides = [o for o in hydra_cfg.overrides.task if o.split("=", 1)[0].lstrip("+~") not in excluded]
+    overrides = [o for o in hydra_cfg.overrides.task if defines_cell(o.split("=", 1)[0])]
     return group, ",".join(overrides) or "defaults"
 
 
 def resolved_config(cfg: DictConfig) -> dict:
+    """The cell's config.yaml: the resolved config, the group choices, its identity and its
+    baseline's identity (both hashed before redaction), with credentials masked."""
     config = OmegaConf.to_container(cfg, resolve=True)
+    bookkeeping = {"identity": identity_of(cfg), "baseline_identity": baseline_identity(config)}
     config["choices"] = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
-    return redact(config)
+    return redact({**config, **bookkeeping})
 
 
 def run_cell(cfg: DictConfig) -> dict:
@@ -70,7 +73,7 @@ def run_cell(cfg: DictConfig) -> dict:
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     rank = process_rank()
     config = resolved_config(cfg)
-    store = CellStore(cfg.paths.output_dir, cell_identity(config))
+    store = CellStore(cfg.paths.output_dir, config["identity"])
     force, dry_run = bool(cfg.get("force", False)), bool(cfg.get("dry_run", False))
     if dry_run:
         return dry_run_line(store, job_dir)
@@ -104,8 +107,7 @@ def _run_checked(cfg: DictConfig, config: dict, store: CellStore, job_dir: Path,
         raise ConfigError(f"logger.mode={cfg.logger.mode!r} is invalid: valid values are {', '.join(MODES)}")
     if not isinstance(cfg.predict.batch_size, int) or cfg.predict.batch_size < 1:
         raise ConfigError(f"predict.batch_size={cfg.predict.batch_size!r} is invalid: valid values are integers >= 1")
-    if cfg.outro.enabled:
-        check_strengths(cfg.outro.alpha, cfg.outro.temperature)
+    interventions = InterventionStack.from_config(cfg)
     benchmark = build(cfg.benchmark)
     questions = benchmark.load()
     loader = build(cfg.model)
@@ -117,11 +119,9 @@ def _run_checked(cfg: DictConfig, config: dict, store: CellStore, job_dir: Path,
         wups = wups_scorer() if benchmark.open_metric == "wups" else None
     judge = build_judge(cfg)
     rule = build(cfg.sink)
-    if cfg.outro.enabled:
-        layer = cfg.outro.layer
-        relaxation_layers(OmegaConf.to_object(layer) if OmegaConf.is_config(layer) else layer, loader.num_layers())
+    interventions.check_model(loader.num_layers())
+    if interventions.needs_sink_rule:
         rule.configure(loader.sink_dims)
-    config = dict(config, identity=store.identity)
     if judge is not None:
         config["judge_identity"] = judge.identity()  # who graded, with which exact prompt
     if rank == 0:
@@ -143,16 +143,17 @@ def _run_checked(cfg: DictConfig, config: dict, store: CellStore, job_dir: Path,
 
         if video:
             cache = FrameCache(Path(cfg.paths.cache_dir) / "frames")
-            records, seconds, cosines = predict_video_cell(cfg, questions, benchmark, loader, rule,
-                                                           store.predictions, cache, wups)
+            records, seconds, sums = predict_video_cell(cfg, questions, benchmark, loader, interventions, rule,
+                                                        store.predictions, cache, wups)
         else:
-            records, seconds, cosines = predict_cell(cfg, questions, benchmark, loader, rule, store.predictions)
+            records, seconds, sums = predict_cell(cfg, questions, benchmark, loader, interventions, rule,
+                                                  store.predictions)
         if records is None:  # not rank 0 of a multi-process cell: rank 0 merges, scores and logs
             return {}
         if judge is not None:
             records = judge.judge(records)
             write_jsonl_atomic(store.predictions, records)  # the judged records replace the file whole
-        metrics = summarise(records, seconds, cosines)
+        metrics = summarise(records, seconds, interventions.summarise([r.get("diagnostics") for r in records], sums))
         if video:
             metrics["skipped_missing"] = benchmark.skipped_missing
         if judge is not None:

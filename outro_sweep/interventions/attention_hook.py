@@ -2,7 +2,7 @@
 
 Two names are registered, ``outro_sdpa`` and ``outro_eager``. Each calls the stock kernel
 (sdpa from the registry; eager from the model's own modeling file) and then hands the
-per-head output to the OutRo instance attached to that attention module, if any. Each
+per-head output to the editors attached to that attention module, if any, in order. Each
 name is registered with the matching stock *mask* function too: without it transformers
 would build no causal mask for an unknown name and causality would silently vanish.
 """
@@ -31,9 +31,22 @@ class AttentionEditor(Protocol):
     ) -> torch.Tensor: ...
 
 
-# id(attention module) -> the editor acting on it. Filled and emptied by the intervention's
-# context manager; a module with no entry runs the stock kernel untouched.
-ACTIVE_EDITORS: dict[int, AttentionEditor] = {}
+# id(attention module) -> the editors acting on it, applied in the order they were attached
+# (interventions stack). Filled and emptied by each intervention's context manager; a module
+# with no entry runs the stock kernel untouched.
+ACTIVE_EDITORS: dict[int, list[AttentionEditor]] = {}
+
+
+def attach_editor(module: torch.nn.Module, editor: AttentionEditor) -> None:
+    ACTIVE_EDITORS.setdefault(id(module), []).append(editor)
+
+
+def detach_editor(module: torch.nn.Module, editor: AttentionEditor) -> None:
+    editors = ACTIVE_EDITORS.get(id(module), [])
+    if editor in editors:
+        editors.remove(editor)
+    if not editors:
+        ACTIVE_EDITORS.pop(id(module), None)
 
 
 def _eager_kernel(module: torch.nn.Module) -> Callable:
@@ -46,10 +59,11 @@ def _eager_kernel(module: torch.nn.Module) -> Callable:
 def _make(kernel_of: Callable[[torch.nn.Module], Callable]) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         out, weights = kernel_of(module)(module, query, key, value, attention_mask, **kwargs)
-        editor = ACTIVE_EDITORS.get(id(module))
-        if editor is not None:
+        editors = ACTIVE_EDITORS.get(id(module))
+        if editors:
             scaling = kwargs.get("scaling") or getattr(module, "scaling", query.shape[-1] ** -0.5)
-            out = editor.edit(module, out, weights, query, key, value, scaling)
+            for editor in editors:
+                out = editor.edit(module, out, weights, query, key, value, scaling)
         return out, weights
 
     return attention

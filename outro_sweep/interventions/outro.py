@@ -16,14 +16,22 @@ mean of that layer) is ``rotate_decode``.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 import torch
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.attention_hook import ACTIVE_EDITORS, register_attention_functions
+from outro_sweep.interventions.attention_hook import attach_editor, detach_editor, register_attention_functions
 from outro_sweep.interventions.decoder import attention_module, config_path, find_decoder
-from outro_sweep.interventions.settings import LayerSpec, check_strengths, relaxation_layers  # noqa: F401
+from outro_sweep.interventions.base import Intervention
+from outro_sweep.interventions.settings import (
+    LayerSpec,
+    check_layer_syntax,
+    check_rotate_decode,
+    check_strengths,
+    relaxation_layers,
+)
 from outro_sweep.interventions.rotation import cosine, rotate_toward, unmasked_attention_rows
 from outro_sweep.interventions.sinks.base import SinkRule
 
@@ -64,20 +72,26 @@ class OutRo:
     # ---- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "OutRo":
         register_attention_functions()
-        self._saved_impl = self.parts.config._attn_implementation
-        base = "eager" if self.rule.needs_attention_probs else self._saved_impl
-        if base not in ("sdpa", "eager"):
-            raise ConfigError(
-                f"model.attn_implementation={base!r} is not supported by OutRo: valid values are sdpa, eager"
-            )
-        self._set_impl(f"outro_{base}")
+        current = self.parts.config._attn_implementation
+        if current.startswith("outro_"):  # another intervention already routes attention: stack on it
+            if self.rule.needs_attention_probs and current != "outro_eager":
+                raise ConfigError(f"sink={self.rule.name} needs eager attention but another intervention runs "
+                                  f"{current}: valid values are model.attn_implementation=eager")
+        else:
+            base = "eager" if self.rule.needs_attention_probs else current
+            if base not in ("sdpa", "eager"):
+                raise ConfigError(
+                    f"model.attn_implementation={base!r} is not supported by OutRo: valid values are sdpa, eager"
+                )
+            self._saved_impl = current
+            self._set_impl(f"outro_{base}")
         try:
             self._handles.append(
                 self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True)
             )
             for index, layer in enumerate(self.parts.layers):
                 self._handles.append(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
-                ACTIVE_EDITORS[id(attention_module(layer))] = self
+                attach_editor(attention_module(layer), self)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -88,7 +102,7 @@ class OutRo:
             handle.remove()
         self._handles.clear()
         for layer in self.parts.layers:
-            ACTIVE_EDITORS.pop(id(attention_module(layer)), None)
+            detach_editor(attention_module(layer), self)
         if self._saved_impl is not None:
             self._set_impl(self._saved_impl)
             self._saved_impl = None
@@ -267,8 +281,93 @@ class OutRo:
             )
         return samples
 
+    def running_sums(self) -> dict[str, float]:
+        """The rotation-cosine sums since construction as flat additive keys:
+        ``cos_before/<layer>``, ``cos_after/<layer>`` and ``n/<layer>`` ((token, head) pairs)."""
+        sums = {}
+        for layer, (before, after, count) in sorted(self._cos.items()):
+            sums.update({f"cos_before/{layer}": before, f"cos_after/{layer}": after, f"n/{layer}": float(count)})
+        return sums
+
     def cell_diagnostics(self) -> dict:
         return {
             str(layer): {"cos_before": s[0] / s[2], "cos_after": s[1] / s[2], "n": s[2]}
             for layer, s in sorted(self._cos.items())
         }
+
+
+class OutRoIntervention(Intervention):
+    """OutRo as a plug-in: ``conf/outro/*.yaml`` (``outro=off`` is the stock model)."""
+
+    sweep_axes = ("layer", "alpha")
+    edits = frozenset({"attention_output"})
+    needs_sink_rule = True
+
+    def __init__(self, group: str = "outro", enabled: bool = True, alpha: float = 3.0, temperature: float = 0.1,
+                 layer: LayerSpec = "auto", rotate_decode: bool | str = True) -> None:
+        super().__init__(group, enabled)
+        if isinstance(layer, Sequence) and not isinstance(layer, str):  # a ListConfig from the YAML
+            layer = list(layer)
+        check_strengths(alpha, temperature)
+        check_layer_syntax(layer)
+        check_rotate_decode(rotate_decode)
+        self.alpha, self.temperature, self.layer, self.rotate_decode = alpha, temperature, layer, rotate_decode
+
+    def check_model(self, num_layers: int) -> None:
+        relaxation_layers(self.layer, num_layers)
+
+    def attach(self, model, sink_rule: SinkRule) -> OutRo:
+        return OutRo(model, sink_rule, alpha=self.alpha, temperature=self.temperature, layer=self.layer,
+                     rotate_decode=self.rotate_decode)
+
+    def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:
+        return summarise_outro(samples, sums)
+
+
+def rotation_cosines(sums: dict[str, float]) -> dict:
+    """``{layer: {"cos_before", "cos_after", "n"}}`` (numeric layer order) from summed
+    ``OutRo.running_sums()``; layers without rotated tokens are left out."""
+    layers = sorted({int(key.split("/", 1)[1]) for key in sums}, key=int)
+    out = {}
+    for layer in layers:
+        count = sums.get(f"n/{layer}", 0.0)
+        if count:
+            out[str(layer)] = {"cos_before": sums[f"cos_before/{layer}"] / count,
+                               "cos_after": sums[f"cos_after/{layer}"] / count, "n": int(count)}
+    return out
+
+
+def summarise_outro(samples: list[dict | None], sums: dict[str, float]) -> dict:
+    """Aggregate OutRo's per-sample sink diagnostics and its rotation cosines; {} when no
+    sample recorded any."""
+    infos = [s for s in samples if s is not None]
+    if not infos:
+        return {}
+    per_layer = Counter()  # layer -> samples with a sink there
+    positions = Counter()  # position -> (sample, layer) pairs where it was a sink
+    relaxed = Counter()  # layer -> tokens relaxed there
+    relax_without_sinks = Counter()  # layer -> samples where a relaxation layer found no sink
+    first_layers = Counter()
+    for info in infos:
+        for layer, found in info["sink_positions"].items():
+            per_layer[layer] += 1
+            positions.update(found)
+        for layer, found in info["relaxed"].items():
+            relaxed[layer] += len(found)
+        relax_without_sinks.update(str(layer) for layer in info["relax_layers_without_sinks"])
+        first_layers[str(info["first_sink_layer"])] += 1
+    n = len(infos)
+
+    def by_layer(counter: Counter) -> dict:
+        return {k: counter[k] for k in sorted(counter, key=int)}
+
+    return {
+        "samples": n,
+        "samples_with_sinks": sum(1 for info in infos if info["first_sink_layer"] is not None),
+        "first_sink_layer_counts": dict(sorted(first_layers.items())),
+        "sink_rate_per_layer": {k: v / n for k, v in by_layer(per_layer).items()},
+        "sink_position_counts": {str(k): v for k, v in sorted(positions.items())},
+        "relaxed_tokens_per_layer": by_layer(relaxed),
+        "relax_layers_without_sinks": by_layer(relax_without_sinks),
+        "rotation_cosine_per_layer": rotation_cosines(sums),
+    }

@@ -36,7 +36,28 @@ def relaxation_layers(layer: LayerSpec, num_layers: int) -> list[int]:
 
 
 def check_strengths(alpha: float, temperature: float) -> None:
-    if not isinstance(alpha, (int, float)) or math.isnan(alpha) or math.isinf(alpha) or alpha < 0:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or math.isnan(alpha) or math.isinf(alpha) or alpha < 0:
         raise ConfigError(f"outro.alpha={alpha} is invalid: valid values are finite numbers >= 0 (paper: 3.0)")
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise ConfigError(f"outro.temperature={temperature} is invalid: valid values are finite numbers > 0 (paper: 0.1)")
+
+
+def check_layer_syntax(layer: LayerSpec) -> None:
+    """``outro.layer`` before the model's depth is known: an int >= 0, a non-empty list of them,
+    auto or null (``relaxation_layers`` checks the range against the model)."""
+    if layer is None or layer == "auto":
+        return
+    values = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+    if isinstance(layer, str) or not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                                     for v in values):
+        raise ConfigError(f"outro.layer={layer!r} is invalid: valid values are integers >= 0, a list of them, "
+                          "auto or null")
+
+
+def check_rotate_decode(value) -> None:
+    """``outro.rotate_decode``: true, false or "official" (the released decode rule, spec §4)."""
+    if not any(value is mode or value == mode and isinstance(value, str) for mode in ROTATE_DECODE_MODES):
+        raise ConfigError(f"outro.rotate_decode={value!r} is invalid: valid values are true, false, official")
+
+
+ROTATE_DECODE_MODES = (True, False, "official")

@@ -11,7 +11,6 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from outro_sweep.interventions.outro import OutRo
 from outro_sweep.models.base import LoadedModel
 from outro_sweep.scoring.letters import choose_by_logits, letter_token_ids, parse_choice
 
@@ -22,14 +21,13 @@ class MCPredictor(pl.LightningModule):
         loaded: LoadedModel,
         scoring: str,
         max_new_tokens: int,
-        outro: OutRo | None,
     ) -> None:
         super().__init__()
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.scoring = scoring
         self.max_new_tokens = max_new_tokens
-        self.outro = outro
+        self.interventions = None  # the attached InterventionStack (outro_sweep.interventions.stack.Attached)
         self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
         self.seconds = 0.0  # wall time spent in predict_step, all batches of this process
 
@@ -75,10 +73,11 @@ class MCPredictor(pl.LightningModule):
             logits = self._answer_logits(input_ids, attention_mask)
             chosen = [choose_by_logits(logits[i], self._letters(item.question.letters)) for i, item in enumerate(items)]
             outputs = list(chosen)
-        sinks = self.outro.take_sample_diagnostics() if self.outro is not None else [None] * len(items)
+        diagnostics = self.interventions.sample_diagnostics() if self.interventions is not None else []
+        diagnostics = diagnostics or [{}] * len(items)
         self.seconds += time.perf_counter() - started
         records = []
-        for item, output, answer, sink_info in zip(items, outputs, chosen, sinks):
+        for item, output, answer, diagnostic in zip(items, outputs, chosen, diagnostics):
             question = item.question
             records.append(
                 {
@@ -91,7 +90,7 @@ class MCPredictor(pl.LightningModule):
                     "target": question.answer,
                     "valid": answer is not None,
                     "correct": answer == question.answer,
-                    "sinks": sink_info,
+                    "diagnostics": diagnostic,
                 }
             )
         return records

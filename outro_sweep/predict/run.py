@@ -27,7 +27,6 @@ Returned diagnostics, identical for 1 or N processes:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import warnings
@@ -36,12 +35,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from outro_sweep.benchmarks.base import Benchmark, MCQuestion
 from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
 from outro_sweep.predict.distributed import process_rank, trainer_overrides, world_size
-from outro_sweep.interventions.outro import OutRo
+from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.models.base import ModelLoader
 from outro_sweep.models.video_lm import VideoLMLoader
 from outro_sweep.predict.datamodule import QuestionDataModule
@@ -52,7 +51,7 @@ from outro_sweep.predict.shards import (
     merge,
     read_shard_set,
     remove_stale_temporaries,
-    rotation_diagnostics,
+    diagnostic_sums,
 )
 from outro_sweep.predict.video_data import VideoDataModule, VideoQuestionDataset
 from outro_sweep.predict.video_module import VideoPredictor
@@ -62,8 +61,8 @@ from outro_sweep.media.cache import FrameCache
 
 log = logging.getLogger(__name__)
 
-# (module, datamodule, outro) for the given question indices; loads the model.
-Setup = Callable[[list[int]], tuple[pl.LightningModule, pl.LightningDataModule, "OutRo | None"]]
+# (module, datamodule) for the given question indices; loads the model.
+Setup = Callable[[list[int]], tuple[pl.LightningModule, pl.LightningDataModule]]
 
 
 def _quiet_lightning() -> None:
@@ -74,15 +73,6 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
     # A process of a multi-process cell whose share is empty (see share_of).
     warnings.filterwarnings("ignore", message=".*local rank has zero length.*")
-
-
-def _outro(cfg: DictConfig, model, rule: SinkRule) -> OutRo | None:
-    if not cfg.outro.enabled:
-        return None
-    layer = cfg.outro.layer
-    layer = OmegaConf.to_object(layer) if OmegaConf.is_config(layer) else layer
-    return OutRo(model, rule, alpha=cfg.outro.alpha, temperature=cfg.outro.temperature,
-                 layer=layer, rotate_decode=cfg.outro.rotate_decode)
 
 
 def share_of(remaining: list[int], batch_size: int, rank: int, world: int) -> list[int]:
@@ -149,11 +139,11 @@ def _setup_everywhere(setup: Setup, indices: list[int], trainer: pl.Trainer | No
     return built
 
 
-def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Setup) -> tuple[list[dict] | None, float,
-                                                                                                dict]:
+def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Setup,
+             interventions: InterventionStack, rule: SinkRule) -> tuple[list[dict] | None, float, dict]:
     """Resume from the shards, predict the rest (on every process of the cell), merge on rank 0.
 
-    Returns (records sorted by index, seconds of this run, rotation cosines) on rank 0 and
+    Returns (records sorted by index, seconds of this run, summed intervention diagnostics) on rank 0 and
     ``(None, 0.0, {})`` on the other ranks of a multi-process cell.
     """
     shard_dir = predictions_file.parent / "shards"
@@ -177,11 +167,12 @@ def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Se
                  "es" if world > 1 else "")
     if remaining:
         mine = share_of(remaining, cfg.predict.batch_size, rank, world)
-        module, data, outro = _setup_everywhere(setup, mine, trainer)
+        module, data = _setup_everywhere(setup, mine, trainer)
         if trainer is None:
             trainer = instantiate(cfg.trainer, callbacks=[writer])
         started = time.perf_counter()
-        with outro if outro is not None else contextlib.nullcontext():
+        with interventions.attach(module.model, rule) as attached:
+            module.interventions = attached
             trainer.predict(module, datamodule=data, return_predictions=False)
         log.info("rank %d predicted %d questions in %.1f s", rank, len(mine), time.perf_counter() - started)
         trainer.strategy.barrier("outro_sweep: all ranks' shards are written")  # no-op with one process
@@ -194,29 +185,30 @@ def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Se
     new_shards = [s for s in merged.shards if s.path.name not in found.names]
     log.info("predictions: %d resumed + %d predicted now = %d -> %s", resumed, len(remaining), len(merged.records),
              predictions_file)
-    return merged.records, sum(s.seconds for s in new_shards), rotation_diagnostics(merged.shards)
+    return merged.records, sum(s.seconds for s in new_shards), diagnostic_sums(merged.shards)
 
 
 def predict_cell(cfg: DictConfig, questions: list[MCQuestion], benchmark: Benchmark, loader: ModelLoader,
-                 rule: SinkRule, predictions_file: Path) -> tuple[list[dict] | None, float, dict]:
+                 interventions: InterventionStack, rule: SinkRule,
+                 predictions_file: Path) -> tuple[list[dict] | None, float, dict]:
     """Text benchmarks. Returns (records sorted by index, seconds in predict_step of this run,
-    per-layer rotation cosines); records are ``None`` on ranks other than 0 (see module doc)."""
+    the interventions' diagnostic sums); records are ``None`` on ranks other than 0 (see module doc)."""
     _quiet_lightning()
     pl.seed_everything(cfg.seed, verbose=False)
 
     def setup(indices: list[int]):
         loaded = loader.load()
-        outro = _outro(cfg, loaded.model, rule)
-        module = MCPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens, outro)
+        module = MCPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens)
         data = QuestionDataModule(questions, loaded.tokenizer, loaded.use_chat_template,
                                   cfg.predict.batch_size, cfg.predict.num_workers, indices=indices)
-        return module, data, outro
+        return module, data
 
-    return _predict(cfg, questions, Path(predictions_file), setup)
+    return _predict(cfg, questions, Path(predictions_file), setup, interventions, rule)
 
 
 def predict_video_cell(cfg: DictConfig, questions: list[VideoQuestion], benchmark: VideoBenchmark,
-                       loader: VideoLMLoader, rule: SinkRule, predictions_file: Path, cache: FrameCache,
+                       loader: VideoLMLoader, interventions: InterventionStack, rule: SinkRule,
+                       predictions_file: Path, cache: FrameCache,
                        wups=None) -> tuple[list[dict] | None, float, dict]:
     """Video benchmarks: clips decoded (or loaded from ``cache``) per question, fed through the
     model's processor. Same return value as ``predict_cell``."""
@@ -225,11 +217,10 @@ def predict_video_cell(cfg: DictConfig, questions: list[VideoQuestion], benchmar
 
     def setup(indices: list[int]):
         loaded = loader.load()
-        outro = _outro(cfg, loaded.model, rule)
-        module = VideoPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens, outro,
+        module = VideoPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens,
                                 open_metric=benchmark.open_metric, wups=wups)
         dataset = VideoQuestionDataset(questions, benchmark, loader, cache, indices=indices)
         data = VideoDataModule(dataset, loaded, cfg.predict.batch_size, cfg.predict.num_workers)
-        return module, data, outro
+        return module, data
 
-    return _predict(cfg, questions, Path(predictions_file), setup)
+    return _predict(cfg, questions, Path(predictions_file), setup, interventions, rule)

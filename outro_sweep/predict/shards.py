@@ -12,9 +12,10 @@ leaves either the whole shard or none of it (plus, at worst, a stray ``.tmp`` fi
 readers ignore).
 
 Line 1 of a shard is its header, ``{"_shard": {...}}``: the rank, the record count, the
-seconds spent in ``predict_step`` for the batch and the batch's OutRo rotation-cosine sums
-per layer (``[sum before, sum after, count]``), so the cell's diagnostics can be summed over
-shards exactly: across the processes of a multi-process cell and across resumed attempts.
+seconds spent in ``predict_step`` for the batch and what the batch added to the interventions'
+diagnostic sums (``{group: {key: float}}``, e.g. OutRo's rotation cosines), so the cell's
+diagnostics can be summed over shards exactly: across the processes of a multi-process cell and
+across resumed attempts.
 Every further line is one prediction record, serialised exactly as in ``predictions.jsonl``
 (``json.dumps(record, sort_keys=True)``), so merging copies the bytes.
 """
@@ -28,6 +29,8 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from outro_sweep.interventions.stack import add_sums
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ def write_lines_atomic(path: Path, lines: list[str]) -> None:
 
 
 def write_shard(shard_dir: Path, records: list[dict], rank: int, seconds: float = 0.0,
-                rotation_sums: dict | None = None) -> Path:
+                diagnostic_sums: dict | None = None) -> Path:
     """One finished batch -> one durable shard file; returns its path. ``records`` must be
     JSON-ready (already redacted) and carry distinct ``index`` values."""
     if not records:
@@ -91,7 +94,7 @@ def write_shard(shard_dir: Path, records: list[dict], rank: int, seconds: float 
     shard_dir.mkdir(parents=True, exist_ok=True)
     indices = [int(r["index"]) for r in records]
     header = {HEADER_KEY: {"rank": rank, "count": len(records), "seconds": seconds,
-                           "rotation_sums": rotation_sums or {}}}
+                           "diagnostic_sums": diagnostic_sums or {}}}
     path = shard_dir / shard_name(min(indices), max(indices), rank)
     write_lines_atomic(path, [dumps(header), *(dumps(r) for r in records)])
     return path
@@ -109,8 +112,8 @@ class Shard:
         return float(self.header.get("seconds", 0.0))
 
     @property
-    def rotation_sums(self) -> dict:
-        return self.header.get("rotation_sums", {})
+    def diagnostic_sums(self) -> dict:
+        return self.header.get("diagnostic_sums", {})
 
 
 @dataclass
@@ -191,21 +194,12 @@ def read_shards(shard_dir: Path) -> list[dict]:
     return read_shard_set(shard_dir).records
 
 
-def rotation_diagnostics(shards: list[Shard]) -> dict:
-    """The per-layer rotation cosines of ``OutRo.cell_diagnostics()`` from the shards' sums:
-    ``{layer: {"cos_before", "cos_after", "n"}}``, layers in numeric order; {} without OutRo."""
-    totals: dict[str, list[float]] = {}
+def diagnostic_sums(shards: list[Shard]) -> dict:
+    """The interventions' diagnostic sums ``{group: {key: float}}`` over ``shards``."""
+    total: dict = {}
     for shard in shards:
-        for layer, (before, after, count) in shard.rotation_sums.items():
-            sums = totals.setdefault(str(layer), [0.0, 0.0, 0])
-            sums[0] += before
-            sums[1] += after
-            sums[2] += count
-    return {
-        layer: {"cos_before": s[0] / s[2], "cos_after": s[1] / s[2], "n": int(s[2])}
-        for layer, s in sorted(totals.items(), key=lambda item: int(item[0]))
-        if s[2]
-    }
+        add_sums(total, shard.diagnostic_sums)
+    return total
 
 
 def check_complete(shard_set: ShardSet, expected: int, where: Path) -> None:

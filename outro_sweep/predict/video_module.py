@@ -12,7 +12,6 @@ import time
 import lightning.pytorch as pl
 import torch
 
-from outro_sweep.interventions.outro import OutRo
 from outro_sweep.models.video_lm import LoadedVideoModel
 from outro_sweep.predict.video_data import VideoItem
 from outro_sweep.scoring.letters import choose_by_logits, letter_token_ids
@@ -20,7 +19,7 @@ from outro_sweep.scoring.answers import Score, score_answer
 
 
 class VideoPredictor(pl.LightningModule):
-    def __init__(self, loaded: LoadedVideoModel, scoring: str, max_new_tokens: int, outro: OutRo | None,
+    def __init__(self, loaded: LoadedVideoModel, scoring: str, max_new_tokens: int,
                  open_metric: str = "exact_match", wups=None) -> None:
         super().__init__()
         self.model = loaded.model
@@ -28,7 +27,7 @@ class VideoPredictor(pl.LightningModule):
         self.tokenizer = loaded.tokenizer
         self.scoring = scoring  # "generate" | "logits" (mc-only benchmarks)
         self.max_new_tokens = max_new_tokens
-        self.outro = outro
+        self.interventions = None  # the attached InterventionStack (outro_sweep.interventions.stack.Attached)
         self.open_metric = open_metric
         self.wups = wups
         self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
@@ -82,16 +81,16 @@ class VideoPredictor(pl.LightningModule):
         usable, records = batch["usable"], []
         if usable:
             answers = self._answers(batch["inputs"], usable)
-            sinks = self.outro.take_sample_diagnostics() if self.outro is not None else [None] * len(usable)
-            for item, (output, score), sink_info in zip(usable, answers, sinks):
-                records.append(video_record(item, output, score, sink_info))
+            diagnostics = self.interventions.sample_diagnostics() if self.interventions is not None else []
+            for item, (output, score), diagnostic in zip(usable, answers, diagnostics or [{}] * len(usable)):
+                records.append(video_record(item, output, score, diagnostic))
         for item in batch["failed"]:
-            records.append(video_record(item, "", None, None))
+            records.append(video_record(item, "", None, {}))
         self.seconds += time.perf_counter() - started
         return records
 
 
-def video_record(item: VideoItem, output: str, score: Score | None, sink_info: dict | None) -> dict:
+def video_record(item: VideoItem, output: str, score: Score | None, diagnostics: dict) -> dict:
     """One line of predictions.jsonl for a video question (``score`` None: the clip failed)."""
     question, clip = item.question, item.clip
     return {
@@ -114,5 +113,5 @@ def video_record(item: VideoItem, output: str, score: Score | None, sink_info: d
         "frames": None if clip is None else clip.num_frames,
         "audio_seconds": None if clip is None or clip.audio is None else clip.audio.size / clip.audio_sample_rate,
         "video_cache": item.cache,
-        "sinks": sink_info,
+        "diagnostics": diagnostics,
     }

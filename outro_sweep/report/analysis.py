@@ -23,11 +23,13 @@ from outro_sweep.report.paired import (
 )
 from outro_sweep.report.settings import (
     Labeller,
-    baseline_key,
+    axis_value,
+    baseline_of,
     choice_name,
+    grid_axes,
+    intervention_enabled,
     layer_label,
     layer_sort_key,
-    outro_enabled,
 )
 
 SIGNIFICANCE = 0.05
@@ -49,7 +51,7 @@ class CellResult:
 
     @property
     def enabled(self) -> bool:
-        return self.cell.config is not None and outro_enabled(self.cell.config)
+        return self.cell.config is not None and intervention_enabled(self.cell.config)
 
     def p_value(self, use_holm: bool) -> float | None:
         """The p-value significance is judged on: Holm-adjusted or raw exact McNemar."""
@@ -81,14 +83,14 @@ def sort_key(cell: ReportCell, labeller: Labeller):
     config = cell.config
     if config is None:
         return (1, "", "", "", 0, "", "", (0, 0, ""), math.inf, ",".join(cell.overrides))
-    outro = config.get("outro") or {}
-    on = outro_enabled(config)
-    alpha = outro.get("alpha")
+    on = intervention_enabled(config)
+    axes = grid_axes(config)
+    row, column = (axis_value(config, axes[0]), axis_value(config, axes[1])) if axes else (None, None)
     return (0, labeller.group_label(config, "model"), labeller.group_label(config, "benchmark"),
             labeller.other_settings(config), int(on), labeller.group_label(config, "sink") if on else "",
-            str(outro.get("temperature")) if on else "",
-            layer_sort_key(layer_label(outro.get("layer"))) if on else (0, 0, ""),
-            float(alpha) if on and isinstance(alpha, (int, float)) else math.inf, cell.identity or "")
+            labeller.intervention_settings(config) if on else "",
+            layer_sort_key(layer_label(row)) if on else (0, 0, ""),
+            float(column) if on and isinstance(column, (int, float)) else math.inf, cell.identity or "")
 
 
 def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False,
@@ -119,7 +121,7 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False,
                                                                   metrics.get("ci_high"))
                 result.notes.append("accuracy from metrics.json (predictions unreadable)")
         if result.enabled:
-            match = baselines.get(baseline_key(cell.config))
+            match = baselines.get(baseline_of(cell.config))
             if match is not None:
                 result.baseline, result.baseline_note = match.baseline, match.note
             base_records = match.baseline.records() if match is not None and match.baseline is not None else None
@@ -141,11 +143,11 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False,
     for key, match in baselines.items():
         if match.baseline is None:
             example = next(r.cell.config for r in results if r.cell.config is not None and r.enabled
-                           and baseline_key(r.cell.config) == key)
+                           and baseline_of(r.cell.config) == key)
             analysis.notes.append(
                 f"no baseline for model {labeller.group_label(example, 'model')} on benchmark "
                 f"{labeller.group_label(example, 'benchmark')}: {match.note}; no differences computed "
-                "(run the same cells with outro=off)")
+                "(run the same cells with every intervention off, e.g. outro=off)")
         elif match.note:
             analysis.notes.append(match.note)
     return analysis

@@ -1,4 +1,5 @@
-"""Each OutRo cell's baseline: the OutRo-off cell with the same baseline key.
+"""Each cell's baseline: the cell whose identity is the one ``baseline_of`` names (every
+intervention off, everything else the same; ``outro_sweep.sweep.baseline``).
 
 Looked for first among the report's own cells, then (for keys still without a done
 baseline) among the DONE cells of the shared store ``<output_dir>/cells/*/`` of every
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from outro_sweep.report.collect import ReportCell, Store
-from outro_sweep.report.settings import baseline_key, outro_enabled
+from outro_sweep.report.settings import baseline_of, intervention_enabled
 
 
 @dataclass
@@ -26,12 +27,12 @@ def _pick(candidates: list[ReportCell]) -> ReportCell | None:
 
 
 def find_baselines(cells: list[ReportCell], store: Store) -> dict[str, BaselineMatch]:
-    """``{baseline key: match}`` for every key of an OutRo-on cell among ``cells``."""
-    wanted = {baseline_key(c.config) for c in cells if c.config is not None and outro_enabled(c.config)}
+    """``{baseline identity: match}`` for every cell among ``cells`` with an intervention on."""
+    wanted = {baseline_of(c.config) for c in cells if c.config is not None and intervention_enabled(c.config)}
     own: dict[str, list[ReportCell]] = {}
     for cell in cells:
-        if cell.config is not None and not outro_enabled(cell.config):
-            own.setdefault(baseline_key(cell.config), []).append(cell)
+        if cell.config is not None and not intervention_enabled(cell.config):
+            own.setdefault(baseline_of(cell.config), []).append(cell)
     matches: dict[str, BaselineMatch] = {}
     for key in wanted:
         chosen = _pick(own.get(key, []))
@@ -41,8 +42,8 @@ def find_baselines(cells: list[ReportCell], store: Store) -> dict[str, BaselineM
     if missing:
         stored: dict[str, list[ReportCell]] = {}
         for cell in store.done_cells():
-            if not outro_enabled(cell.config):
-                stored.setdefault(baseline_key(cell.config), []).append(cell)
+            if not intervention_enabled(cell.config):
+                stored.setdefault(baseline_of(cell.config), []).append(cell)
         for key in missing:
             chosen = _pick(stored.get(key, []))
             if chosen is not None:
@@ -50,7 +51,7 @@ def find_baselines(cells: list[ReportCell], store: Store) -> dict[str, BaselineM
             else:
                 unfinished = [c for c in own.get(key, []) if c.state != "done"]
                 why = (f"baseline {unfinished[0].identity} is {unfinished[0].state}" if unfinished
-                       else "no OutRo-off cell with the same model, benchmark, seed and predict settings "
-                            "in this report or the cell store")
+                       else f"no cell {key} (every intervention off, the same model, benchmark, seed and "
+                            "predict settings) in this report or the cell store")
                 matches[key] = BaselineMatch(None, why)
     return matches

@@ -20,7 +20,8 @@ from outro_sweep.report.collect import (
     sweep_group,
 )
 from outro_sweep.report.paired import DEFAULT_RESAMPLES, DEFAULT_SEED
-from outro_sweep.report.settings import short_hash
+from outro_sweep.report.plots import sink_diagnostics
+from outro_sweep.report.settings import reads_sinks, short_hash
 from outro_sweep.report.wandb_report import MODES
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,10 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
                     figures.append(path)
             except Exception as err:  # noqa: BLE001
                 notes.append(f"sink figure of {result.cell.identity} failed: {_short_error(err)}")
-    if any(r.enabled and r.cell.state == "done" and not r.cell.metrics().get("sinks") for r in analysis.results):
-        notes.append("some OutRo cells recorded no sink diagnostics (metrics.json has no 'sinks'): no sink figure")
+    if any(r.enabled and r.cell.state == "done" and reads_sinks(r.cell.config) and not sink_diagnostics(r.cell.metrics())[1]
+           for r in analysis.results):
+        notes.append("some cells whose intervention reads sinks recorded no sink diagnostics (metrics.json "
+                     "'diagnostics'): no sink figure")
 
     if sweep_dirs:
         group = sweep_group(sweep_dirs[0])

@@ -18,10 +18,10 @@ from outro_sweep.report.paired import discordant_counts, mcnemar_exact, pair_rec
 from outro_sweep.report.tables import md_escape, p_text, pct, signed_pp
 
 COLUMNS = [
-    "identity", "model", "benchmark", "sink", "outro_enabled", "outro_alpha", "outro_layer", "outro_temperature",
+    "identity", "model", "benchmark", "sink", "interventions", "grid_row", "grid_column", "intervention_settings",
     "category", "value", "n", "correct", "accuracy",
-    "baseline", "paired_n", "baseline_accuracy", "outro_accuracy_paired", "diff",
-    "b_baseline_only", "c_outro_only", "p_mcnemar_uncorrected",
+    "baseline", "paired_n", "baseline_accuracy", "intervention_accuracy_paired", "diff",
+    "b_baseline_only", "c_intervention_only", "p_mcnemar_uncorrected",
 ]
 
 
@@ -56,8 +56,8 @@ def category_rows(analysis: Analysis, main_rows: list[dict]) -> list[dict]:
             correct = sum(bool(r["correct"]) for r in group)
             entry = {k: main.get(k, "") for k in COLUMNS}
             entry.update(category=name, value=value, n=len(group), correct=correct, accuracy=correct / len(group),
-                         baseline="", paired_n="", baseline_accuracy="", outro_accuracy_paired="", diff="",
-                         b_baseline_only="", c_outro_only="", p_mcnemar_uncorrected="")
+                         baseline="", paired_n="", baseline_accuracy="", intervention_accuracy_paired="", diff="",
+                         b_baseline_only="", c_intervention_only="", p_mcnemar_uncorrected="")
             if result.paired is not None:
                 pairing = pair_records(base_groups.get((name, value), []), group)
                 n = pairing.paired_n
@@ -65,24 +65,24 @@ def category_rows(analysis: Analysis, main_rows: list[dict]) -> list[dict]:
                 if n:
                     b, c = discordant_counts(pairing.baseline, pairing.treatment)
                     entry.update(baseline_accuracy=float(pairing.baseline.mean()),
-                                 outro_accuracy_paired=float(pairing.treatment.mean()), diff=(c - b) / n,
-                                 b_baseline_only=b, c_outro_only=c, p_mcnemar_uncorrected=mcnemar_exact(b, c))
+                                 intervention_accuracy_paired=float(pairing.treatment.mean()), diff=(c - b) / n,
+                                 b_baseline_only=b, c_intervention_only=c, p_mcnemar_uncorrected=mcnemar_exact(b, c))
             out.append(entry)
     return out
 
 
 def cell_title(entry: dict) -> str:
-    if entry["outro_enabled"] != "true":
+    if entry["interventions"] == "off":
         return "baseline"
-    extra = f" {entry['sink']}" if entry.get("sink") else ""
-    return f"L{entry['outro_layer']} α{entry['outro_alpha']} T{entry['outro_temperature']}{extra}"
+    parts = [entry["grid_row"], entry["grid_column"], entry["intervention_settings"], entry.get("sink", "")]
+    return " ".join(p for p in parts if p)
 
 
 def write_markdown(path, table: list[dict], notes: list[str]) -> None:
     """Per (model, benchmark): categories as rows, cells as columns; each entry is the cell's
-    accuracy (%) and, for OutRo cells, its paired Δ (pp) against the baseline."""
+    accuracy (%) and, for cells with an intervention on, its paired Δ (pp) against the baseline."""
     lines = ["# Accuracy per category", "",
-             ("Each entry: accuracy % over the cell's questions in that category; for OutRo cells also the paired "
+             ("Each entry: accuracy % over the cell's questions in that category; for intervention cells also the paired "
               "difference from the baseline in percentage points over the questions both answered, and the exact "
               "McNemar p (uncorrected: exploratory). Full numbers: `categories.csv`."), ""]
     lines += [f"- {md_escape(n)}" for n in notes] + ([""] if notes else [])

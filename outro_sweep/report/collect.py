@@ -20,6 +20,7 @@ from outro_sweep.scoring.metrics import read_predictions
 log = logging.getLogger(__name__)
 
 SKIPPED_FILE = "skipped.json"  # outro_sweep.sweep.sweeper.SKIPPED_FILE (not imported: that module loads Hydra plugins)
+PLAN_FILE = "plan.json"  # outro_sweep.sweep.sweeper.PLAN_FILE: every planned cell's overrides and identity
 MULTIRUN_FILE = "multirun.yaml"
 STATES = ("done", "partial", "failed", "missing")
 RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories")
@@ -157,34 +158,18 @@ def expected_jobs(multirun: dict) -> list[list[str]] | None:
 
 
 def job_dirname(overrides: list[str], multirun: dict) -> str:
-    """The folder name Hydra gives a job (after ``<n>_``): its override_dirname, made
-    folder-safe by the CLI's ``cell_dirname`` resolver."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    """The folder name a job gets (after ``<n>_``), by the CLI's ``cell_dirname`` resolver."""
+    from outro_sweep.sweep.cli import cell_dirname
 
-    from outro_sweep.sweep.cli import _cell_dirname
-
-    settings = ((((multirun.get("hydra") or {}).get("job") or {}).get("config") or {})
-                .get("override_dirname") or {})
-    exclude = set(settings.get("exclude_keys") or [])
-    item_sep, kv_sep = settings.get("item_sep", ","), settings.get("kv_sep", "=")
-    lines = sorted(o.input_line for o in OverridesParser.create().parse_overrides(overrides)
-                   if o.key_or_group not in exclude)
-    return _cell_dirname(item_sep.join(lines).replace("=", kv_sep))
+    return cell_dirname(overrides)
 
 
 def plan_key(overrides: list[str], multirun: dict | None) -> tuple[str, ...]:
-    """Overrides that make the same cell compare equal: keys the job folder name leaves out
-    (hydra.job.config.override_dirname.exclude_keys) dropped, and for an OutRo-off cell also
-    OutRo's and the sink rule's settings (its identity ignores them: the sweeper launches such
-    cells once)."""
-    settings = ((((multirun or {}).get("hydra") or {}).get("job") or {}).get("config") or {}).get(
-        "override_dirname") or {}
-    exclude = set(settings.get("exclude_keys") or [])
-    pairs = [(o.split("=", 1)[0].lstrip("+~"), o) for o in overrides]
-    kept = [(k, o) for k, o in pairs if k not in exclude]
-    if any(o.lstrip("+~") in ("outro=off", "outro.enabled=false", "outro.enabled=False") for _, o in kept):
-        kept = [(k, o) for k, o in kept if not (k.startswith(("outro.", "sink")) and k != "outro.enabled")]
-    return tuple(sorted(o for _, o in kept))
+    """Overrides that make the same cell compare equal: the keys that define a cell, sorted
+    (a planned cell without a job folder is matched to the launched jobs by this key)."""
+    from outro_sweep.cell.identity import defines_cell
+
+    return tuple(sorted(o for o in overrides if defines_cell(o.split("=", 1)[0])))
 
 
 def _job_suffix(name: str) -> str:
@@ -293,7 +278,17 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
             cell.notes.append("dry run: nothing was run")
         cells.append(cell)
 
-    if plan is not None:
+    planned = _read_plan(sweep_dir)
+    if planned is not None:  # the sweeper's own plan: a cell is missing when its identity is
+        known = {c.identity for c in cells if c.identity}
+        for entry in planned:
+            if entry["identity"] not in known:
+                known.add(entry["identity"])
+                cells.append(ReportCell(identity=entry["identity"], dir=None, state="missing",
+                                        overrides=list(entry["overrides"]),
+                                        notes=[("expected by the sweep; no job folder and not skipped as done "
+                                                "(not started yet, or its job never ran)")]))
+    elif plan is not None:
         for overrides in plan:
             key = plan_key(overrides, multirun)
             if key not in seen_plans:
@@ -304,6 +299,15 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
     if not cells:
         notes.append(f"{sweep_dir}: no cells found")
     return cells, notes
+
+
+def _read_plan(sweep_dir: Path) -> list[dict] | None:
+    path = sweep_dir / PLAN_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError) as err:
+        log.warning("unreadable %s: %s", path, err)
+        return None
 
 
 def merge_cells(cells: list[ReportCell]) -> list[ReportCell]:

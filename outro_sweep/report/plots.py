@@ -28,7 +28,8 @@ from outro_sweep.report.analysis import Analysis, CellResult
 from outro_sweep.report.categories import by_category
 from outro_sweep.report.paired import discordant_counts, pair_records
 from outro_sweep.report.settings import (
-    GRID_AXES,
+    axis_value,
+    grid_axes,
     choice_name,
     differing_keys,
     flatten,
@@ -62,7 +63,8 @@ def slug(text: str, limit: int = 60) -> str:
 
 
 class Group:
-    """OutRo cells that differ only in outro.layer and outro.alpha (one heatmap)."""
+    """Cells that differ only in their intervention's grid axes (one heatmap), e.g.
+    outro.layer x outro.alpha."""
 
     def __init__(self, key: str, results: list[CellResult], analysis: Analysis) -> None:
         self.key = key
@@ -72,6 +74,7 @@ class Group:
         self.model = labeller.group_label(config, "model")
         self.benchmark = labeller.group_label(config, "benchmark")
         self.baseline = next((r.baseline for r in results if r.baseline is not None), None)
+        self.axes = grid_axes(config)  # (rows, columns)
         self.extras = ""
         self.bound: float | None = None  # the colour limit shared by every heatmap of this model x benchmark
 
@@ -83,7 +86,7 @@ class Group:
 def grid_groups(analysis: Analysis) -> list[Group]:
     grouped: dict[str, list[CellResult]] = defaultdict(list)
     for result in analysis.results:
-        if result.enabled:
+        if result.enabled and grid_axes(result.cell.config):
             grouped[grid_group_key(result.cell.config)].append(result)
     groups = [Group(key, results, analysis) for key, results in grouped.items()]
     # What tells apart groups of the same model and benchmark goes into the title and file name.
@@ -94,7 +97,7 @@ def grid_groups(analysis: Analysis) -> list[Group]:
         flats = []
         for group in members:
             flat = flatten(settings(group.config))
-            for axis in GRID_AXES:
+            for axis in group.axes:
                 flat.pop(axis, None)
             flats.append(flat)
         keys = differing_keys(flats)
@@ -209,9 +212,8 @@ def heatmap(group: Group, analysis: Analysis, out_dir: Path) -> Path:
     layers, alphas = [], []
     grid: dict[tuple[str, float | str], CellResult] = {}
     for result in group.results:
-        outro = result.cell.config.get("outro") or {}
-        layer = layer_label(outro.get("layer"))
-        alpha = outro.get("alpha")
+        layer, alpha = _grid_values(result.cell.config, group.axes)
+        layer = layer_label(layer)
         alpha_key = float(alpha) if isinstance(alpha, (int, float)) else str(alpha)
         if (layer, alpha_key) in grid and grid[(layer, alpha_key)].cell.state == "done":
             continue  # same point twice (alpha 3 and 3.0): the first done one
@@ -246,8 +248,9 @@ def heatmap(group: Group, analysis: Analysis, out_dir: Path) -> Path:
     if compared and base is not None:
         records = base.records() or []
         base_accuracy = sum(bool(r["correct"]) for r in records) / len(records) if records else math.nan
-        subtitle = (f"OutRo − baseline accuracy, percentage points\n"
-                    f"baseline (OutRo off): {100 * base_accuracy:.1f}% of n={len(records)} (cell {base.identity})")
+        subtitle = (f"{group.axes[0].split('.')[0]} − baseline accuracy, percentage points\n"
+                    f"baseline (every intervention off): {100 * base_accuracy:.1f}% of n={len(records)} "
+                    f"(cell {base.identity})")
         correction = (f"Holm-adjusted over {len(analysis.compared)} comparisons" if analysis.holm
                       else "uncorrected")
         footer = (f"* and bold border: p < 0.05, exact McNemar test ({correction}). "
@@ -256,7 +259,7 @@ def heatmap(group: Group, analysis: Analysis, out_dir: Path) -> Path:
     else:
         why = "baseline not done" if base_result is not None else "no baseline found"
         subtitle = f"{why}: accuracy (%) shown, NOT a difference"
-        footer = "Run the same cells with outro=off to compare against the stock model."
+        footer = f"Run the same cells with {group.axes[0].split('.')[0]}.enabled=false to compare against the stock model."
         label = "accuracy (%)"
     title = f"{group.model} · {group.benchmark}\n{subtitle}"
     if group.extras:
@@ -264,20 +267,23 @@ def heatmap(group: Group, analysis: Analysis, out_dir: Path) -> Path:
     path = out_dir / group_filename("heatmap", group)
     return draw_grid(path, values=values, texts=texts, marks=marks, row_labels=layers,
                      col_labels=[number_label(a) for a in alphas], title=title, colorbar_label=label,
-                     diverging=compared, xlabel="outro.alpha (rotation strength)",
-                     ylabel="outro.layer (relaxation layer)", footer=footer,
+                     diverging=compared, xlabel=group.axes[1], ylabel=group.axes[0], footer=footer,
                      limits=(-group.bound, group.bound) if compared and group.bound else None)
 
 
 # ----------------------------------------------------------------------------- categories
 
 
+def _grid_values(config: dict, axes: tuple[str, ...]) -> tuple:
+    """The cell's (row, column) values on its heatmap's axes."""
+    return axis_value(config, axes[0]), axis_value(config, axes[1])
+
+
 def _grid_position(config: dict):
-    """(layer, alpha) order: layers as in the heatmap's rows, alphas numerically."""
-    outro = config.get("outro") or {}
-    alpha = outro.get("alpha")
+    """(row, column) order: rows as in the heatmap, columns numerically."""
+    layer, alpha = _grid_values(config, grid_axes(config))
     numeric = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
-    return layer_sort_key(layer_label(outro.get("layer"))), (0, float(alpha)) if numeric else (1, 0.0), str(alpha)
+    return layer_sort_key(layer_label(layer)), (0, float(alpha)) if numeric else (1, 0.0), str(alpha)
 
 
 def category_heatmap(group: Group, analysis: Analysis, out_dir: Path) -> Path | None:
@@ -325,11 +331,12 @@ def category_heatmap(group: Group, analysis: Analysis, out_dir: Path) -> Path | 
 
     columns = []
     for result in results:
-        outro = result.cell.config.get("outro") or {}
-        columns.append(f"L{layer_label(outro.get('layer'))}\nα={number_label(outro.get('alpha'))}")
+        layer, alpha = _grid_values(result.cell.config, group.axes)
+        columns.append(f"{group.axes[0].split('.')[-1]}={layer_label(layer)}\n"
+                       f"{group.axes[1].split('.')[-1]}={number_label(alpha)}")
     if compared:
         title = (f"{group.model} · {group.benchmark} — per category\n"
-                 "OutRo − baseline accuracy (pp), paired per question")
+                 "cell − baseline accuracy (pp), paired per question")
         label, footer = "Δ accuracy vs baseline (pp)", "Uncorrected per-category p-values: categories.csv."
     else:
         title = f"{group.model} · {group.benchmark} — per category\nno baseline: accuracy (%) shown, NOT a difference"
@@ -339,7 +346,7 @@ def category_heatmap(group: Group, analysis: Analysis, out_dir: Path) -> Path | 
     path = out_dir / group_filename("categories", group)
     return draw_grid(path, values=values, texts=texts, marks=np.zeros(values.shape, dtype=bool),
                      row_labels=[row_label(label) for label in labels], col_labels=columns, title=title,
-                     colorbar_label=label, diverging=compared, xlabel="cell (outro.layer, outro.alpha)",
+                     colorbar_label=label, diverging=compared, xlabel=f"cell ({', '.join(group.axes)})",
                      ylabel="category", footer=footer, cell_width=0.95, cell_height=0.42)
 
 
@@ -365,13 +372,23 @@ def _pad_bars(axes, count: int) -> None:
     axes.set_xlim(-0.5 - pad, count - 0.5 + pad)
 
 
+def sink_diagnostics(metrics: dict) -> tuple[str, dict]:
+    """(intervention group, its summary) of the first intervention whose cell-level diagnostics
+    describe sinks (OutRo's: ``sink_rate_per_layer`` and friends); ("", {}) when none did."""
+    for group, summary in (metrics.get("diagnostics") or {}).items():
+        if isinstance(summary, dict) and "sink_rate_per_layer" in summary:
+            return group, summary
+    return "", {}
+
+
 def sink_figure(result: CellResult, analysis: Analysis, out_dir: Path) -> Path | None:
-    """Three panels from metrics.json["sinks"]; None when the cell recorded none (OutRo off)."""
-    sinks = result.cell.metrics().get("sinks") or {}
+    """Three panels from the cell's sink diagnostics (``sink_diagnostics``); None when it
+    recorded none."""
+    group, sinks = sink_diagnostics(result.cell.metrics())
     if not sinks:
         return None
     config = result.cell.config
-    outro = config.get("outro") or {}
+    knobs = config.get(group) or {}
     labeller = analysis.labeller
     figure = _figure(15.5, 4.6)
     first, positions, cosine = figure.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1.2, 1.3]})
@@ -437,8 +454,8 @@ def sink_figure(result: CellResult, analysis: Analysis, out_dir: Path) -> Path |
 
     figure.suptitle(
         f"Sink diagnostics · {labeller.group_label(config, 'model')} · {labeller.group_label(config, 'benchmark')} · "
-        f"sink={labeller.group_label(config, 'sink')} · layer={layer_label(outro.get('layer'))} "
-        f"α={number_label(outro.get('alpha'))} T={number_label(outro.get('temperature'))}"
+        f"sink={labeller.group_label(config, 'sink')} · {group}: "
+        + ", ".join(f"{k}={short_value(v)}" for k, v in knobs.items() if k not in ("_target_", "enabled"))
         f"  (cell {result.cell.identity})",
         fontsize=11.5)
     figure.tight_layout()

@@ -1,10 +1,9 @@
-"""What a cell's resolved config says about it: its settings as labels, and its baseline key.
+"""What a cell's resolved config says about it: its settings as labels, its interventions,
+the axes of its heatmap, and the identity of its baseline.
 
-The baseline of an OutRo cell is the OutRo-off cell that shares everything else that can
-change a prediction: the cell identity's config (``outro_sweep.cell.identity.identity_config``)
-without ``outro`` (the intervention) and ``sink`` (sink detection only matters when OutRo is
-on; the baseline of a ``sink=a,b`` sweep is the same stock model). The judge stays in the
-key: a different judge grades the same answers differently, so such cells are not paired.
+The baseline of a cell with an intervention on is the cell ``outro_sweep.sweep.baseline``
+defines: the same config with every intervention off (the sink rule then does not count; the
+judge does: a different judge grades the same answers differently, so such cells are not paired).
 """
 
 from __future__ import annotations
@@ -13,14 +12,12 @@ import hashlib
 import json
 from collections import defaultdict
 
-from outro_sweep.cell.identity import identity_config
+from outro_sweep.cell.identity import defines_cell, identity_config  # noqa: F401 (defines_cell: re-exported)
+from outro_sweep.interventions.stack import intervention_groups, is_active
+from outro_sweep.sweep.baseline import baseline_identity, is_baseline
 
 # Keys of config.yaml that are bookkeeping, not settings.
-BOOKKEEPING = ("identity", "judge_identity")
-# Left out of the baseline key (besides what the identity already ignores).
-NOT_IN_BASELINE_KEY = ("outro", "sink", *BOOKKEEPING)
-# The axes of a heatmap: the rest of an OutRo cell's settings name its heatmap.
-GRID_AXES = ("outro.layer", "outro.alpha")
+BOOKKEEPING = ("identity", "baseline_identity", "judge_identity")
 
 
 def canonical(value) -> str:
@@ -49,30 +46,56 @@ def flatten(value, prefix: str = "") -> dict:
     return {prefix: value}
 
 
-def baseline_key(config: dict) -> str:
-    """Cells with the same key answer the same questions with the same model, benchmark
-    settings, seed, prediction settings and judge: canonical JSON of the identity config
-    without outro, sink and bookkeeping."""
-    kept = settings(config)
-    for key in NOT_IN_BASELINE_KEY:
-        kept.pop(key, None)
-    return canonical(kept)
+def baseline_of(config: dict) -> str:
+    """The identity of the cell's baseline: as the cell recorded it, else derived."""
+    return str(config.get("baseline_identity") or baseline_identity(_without_bookkeeping(config)))
+
+
+def _without_bookkeeping(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in BOOKKEEPING}
+
+
+def intervention_enabled(config: dict) -> bool:
+    """True when some intervention is on (the cell is compared with its baseline)."""
+    return not is_baseline(config)
+
+
+def reads_sinks(config: dict | None) -> bool:
+    """True when an active intervention of the cell reads sink positions (OutRo)."""
+    groups = intervention_groups(config or {})
+    return any(cls.needs_sink_rule and is_active(config[g]) for g, cls in groups.items())
+
+
+def active_interventions(config: dict) -> list[str]:
+    return [group for group in intervention_groups(config) if is_active(config[group])]
+
+
+def grid_axes(config: dict) -> tuple[str, ...]:
+    """(rows, columns) of the cell's heatmap as dotted keys: the sweep axes that its first
+    active intervention declares (``outro.layer`` x ``outro.alpha``); () for a baseline."""
+    for group, cls in intervention_groups(config).items():
+        if is_active(config[group]) and len(cls.sweep_axes) >= 2:
+            return tuple(f"{group}.{axis}" for axis in cls.sweep_axes[:2])
+    return ()
+
+
+def axis_value(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def grid_group_key(config: dict) -> str:
-    """Cells that differ only in outro.layer / outro.alpha share one heatmap."""
+    """Cells that differ only in their grid axes share one heatmap."""
     flat = flatten(settings(config))
-    for axis in GRID_AXES:
+    for axis in grid_axes(config):
         flat.pop(axis, None)
     return canonical(flat)
 
 
-def outro_enabled(config: dict) -> bool:
-    return bool((config.get("outro") or {}).get("enabled", False))
-
-
 def layer_label(layer) -> str:
-    """outro.layer as a label: 4 -> "4", [4, 8] -> "[4, 8]", "auto", None -> "none"."""
+    """A grid-row value as a label: 4 -> "4", [4, 8] -> "[4, 8]", "auto", None -> "none"."""
     if layer is None:
         return "none"
     if isinstance(layer, (list, tuple)):
@@ -133,16 +156,7 @@ def choice_name(config: dict, group: str) -> str:
     return str(node.get("_target_", "?")).rsplit(".", 1)[-1]
 
 
-OWN_COLUMNS = ("model", "benchmark", "sink", "outro")  # config groups the table shows in their own columns
-SHOWN_OUTRO = ("outro.enabled", "outro.alpha", "outro.layer", "outro.temperature")
-# Override keys that do not define a cell (besides the identity's ignored keys).
-NOT_SETTINGS = ("paths", "logger", "hydra", "force", "dry_run", "baseline", "predict.num_workers",
-                "trainer.enable_progress_bar")
-
-
-def defines_cell(override_key: str) -> bool:
-    key = override_key.lstrip("+~")
-    return not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)
+OWN_COLUMNS = ("model", "benchmark", "sink")  # config groups the table shows in their own columns
 
 
 class Labeller:
@@ -157,14 +171,17 @@ class Labeller:
                 by_name[choice_name(config, group)].append(config.get(group) or {})
             for name, nodes in by_name.items():
                 self.differing[(group, name)] = [k for k in differing_keys(nodes) if k != "_target_"]
-        # Other settings that differ: OutRo's own (rotate_decode, ...) only among OutRo-on cells,
-        # where they mean something; everything else (seed, predict, judge, ...) among all cells.
+        # Other settings that differ: an intervention's own knobs (besides its grid axes) only
+        # among the cells where it is on, where they mean something; everything else (seed,
+        # predict, judge, ...) among all cells.
+        groups = {g for c in configs for g in intervention_groups(c)}
         flats = [flatten(settings(c)) for c in configs]
-        self.other_keys = differing_keys([{k: v for k, v in f.items() if k.split(".")[0] not in OWN_COLUMNS}
-                                          for f in flats])
-        self.outro_keys = differing_keys([{k: v for k, v in f.items()
-                                           if k.startswith("outro.") and k not in SHOWN_OUTRO}
-                                          for f, c in zip(flats, configs) if outro_enabled(c)])
+        self.other_keys = differing_keys([{k: v for k, v in f.items()
+                                           if k.split(".")[0] not in (*OWN_COLUMNS, *groups)} for f in flats])
+        self.intervention_keys = differing_keys([
+            {k: v for k, v in f.items() if k.split(".")[0] in active_interventions(c)
+             and k not in grid_axes(c) and not k.endswith(".enabled")}
+            for f, c in zip(flats, configs) if intervention_enabled(c)])
 
     def group_label(self, config: dict, group: str, with_settings: bool = True) -> str:
         name = choice_name(config, group)
@@ -178,5 +195,13 @@ class Labeller:
         return describe(config.get(group) or {}, keys)
 
     def other_settings(self, config: dict) -> str:
-        keys = self.other_keys + (self.outro_keys if outro_enabled(config) else [])
-        return describe(settings(config), keys)
+        return describe(settings(config), self.other_keys)
+
+    def intervention_settings(self, config: dict) -> str:
+        """The active interventions' knobs that differ among the cells, besides the grid axes."""
+        active = active_interventions(config)
+        return describe(settings(config), [k for k in self.intervention_keys if k.split(".")[0] in active])
+
+    def interventions(self, config: dict) -> str:
+        """The active interventions (``outro``, ``outro+sinkrouter``) or ``off``."""
+        return "+".join(active_interventions(config)) or "off"

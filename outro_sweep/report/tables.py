@@ -9,39 +9,46 @@ from pathlib import Path
 
 from outro_sweep.report.analysis import SIGNIFICANCE, Analysis, CellResult
 from outro_sweep.report.settings import (
+    axis_value,
     defines_cell,
+    grid_axes,
+    intervention_enabled,
     layer_label,
     number_label,
-    outro_enabled,
     short_value,
 )
 
 COLUMNS = [
     "identity", "state", "jobs",
     "model", "benchmark", "benchmark_settings", "sink",
-    "outro_enabled", "outro_alpha", "outro_layer", "outro_temperature", "other_settings",
+    "interventions", "grid_row", "grid_column", "intervention_settings", "other_settings",
     "n", "correct", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-    "baseline", "baseline_n", "paired_n", "baseline_accuracy", "outro_accuracy_paired",
-    "b_baseline_only", "c_outro_only", "diff", "diff_ci_low", "diff_ci_high",
+    "baseline", "baseline_n", "paired_n", "baseline_accuracy", "intervention_accuracy_paired",
+    "b_baseline_only", "c_intervention_only", "diff", "diff_ci_low", "diff_ci_high",
     "p_mcnemar", "p_holm", "significant", "note",
 ]
 
 
 def _from_overrides(overrides: list[str]) -> dict:
-    """Settings of a cell that has no config.yaml, from its overrides (best effort)."""
+    """Settings of a cell that has no config.yaml, from its overrides (best effort): the groups
+    in their columns, every other defining override under other_settings."""
     values = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    shown = {"model", "benchmark", "sink"}
     return {
         "model": values.get("model", ""), "benchmark": values.get("benchmark", ""), "sink": values.get("sink", ""),
-        "outro_enabled": "" if "outro" not in values and "outro.enabled" not in values
-        else str(values.get("outro") != "off" and values.get("outro.enabled", "true") == "true").lower(),
-        "outro_alpha": values.get("outro.alpha", ""), "outro_layer": values.get("outro.layer", ""),
-        "outro_temperature": values.get("outro.temperature", ""),
         "other_settings": ", ".join(
             f"{key.lstrip('+~')}={short_value(value)}"
             for key, value in (o.split("=", 1) for o in overrides if "=" in o)
-            if defines_cell(key) and key.lstrip("+~") not in {"model", "benchmark", "sink", "outro", "outro.enabled",
-                                                              "outro.alpha", "outro.layer", "outro.temperature"}),
+            if defines_cell(key) and key.lstrip("+~") not in shown),
     }
+
+
+def grid_labels(config: dict) -> tuple[str, str]:
+    """The cell's values on its heatmap's axes, as labels ("auto", "3"); blank for a baseline."""
+    axes = grid_axes(config)
+    if not axes:
+        return "", ""
+    return layer_label(axis_value(config, axes[0])), number_label(axis_value(config, axes[1]))
 
 
 def row(result: CellResult, analysis: Analysis) -> dict:
@@ -50,17 +57,17 @@ def row(result: CellResult, analysis: Analysis) -> dict:
     out.update(identity=cell.identity or "", state=cell.state, jobs="; ".join(cell.jobs))
     config = cell.config
     if config is not None:
-        outro = config.get("outro") or {}
-        on = outro_enabled(config)
+        on = intervention_enabled(config)
+        row_label, column_label = grid_labels(config)
         out.update(
             model=labeller.group_label(config, "model"),
             benchmark=labeller.group_label(config, "benchmark", with_settings=False),
             benchmark_settings=labeller.group_settings(config, "benchmark"),
             sink=labeller.group_label(config, "sink") if on else "-",
-            outro_enabled=str(on).lower(),
-            outro_alpha=number_label(outro.get("alpha")) if on else "-",
-            outro_layer=layer_label(outro.get("layer")) if on else "-",
-            outro_temperature=number_label(outro.get("temperature")) if on else "-",
+            interventions=labeller.interventions(config),
+            grid_row=row_label if on else "-",
+            grid_column=column_label if on else "-",
+            intervention_settings=labeller.intervention_settings(config) if on else "-",
             other_settings=labeller.other_settings(config),
         )
     else:
@@ -74,14 +81,14 @@ def row(result: CellResult, analysis: Analysis) -> dict:
     paired = result.paired
     if paired is not None:
         out.update(paired_n=paired.paired_n, baseline_accuracy=paired.baseline_accuracy,
-                   outro_accuracy_paired=paired.treatment_accuracy, b_baseline_only=paired.b,
-                   c_outro_only=paired.c, diff=paired.diff, diff_ci_low=paired.ci_low, diff_ci_high=paired.ci_high,
+                   intervention_accuracy_paired=paired.treatment_accuracy, b_baseline_only=paired.b,
+                   c_intervention_only=paired.c, diff=paired.diff, diff_ci_low=paired.ci_low, diff_ci_high=paired.ci_high,
                    p_mcnemar=paired.p_mcnemar,
                    p_holm=result.p_holm if analysis.holm and result.p_holm is not None else "",
                    significant=str(result.significant(analysis.holm)).lower())
     notes = list(cell.notes) + list(result.notes)
-    if config is not None and not outro_enabled(config):
-        notes.insert(0, "baseline (OutRo off)")
+    if config is not None and not intervention_enabled(config):
+        notes.insert(0, "baseline (every intervention off)")
     if cell.error:
         notes.append(f"error: {cell.error}")
     if cell.from_store:
@@ -127,8 +134,10 @@ def md_escape(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(table: list[dict], holm: bool) -> list[str]:
-    headers = ["sig", "model", "benchmark", "sink", "layer", "alpha", "T", "state", "n", "accuracy % [95% CI]",
+def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid row", "grid column")) -> list[str]:
+    """axes: the heatmap axes' names for the row/column headers (``outro.layer``, ``outro.alpha``)."""
+    headers = ["sig", "model", "benchmark", "sink", "intervention", *axes, "settings", "state", "n",
+               "accuracy % [95% CI]",
                "baseline % (paired)", "Δ pp [95% bootstrap CI]", "b / c", "p (McNemar)"]
     if holm:
         headers.append("p (Holm)")
@@ -143,10 +152,11 @@ def markdown_table(table: list[dict], holm: bool) -> list[str]:
                 if entry["diff"] != "" else "")
         if significant:
             diff = f"**{diff}**"
-        cells = ["**\\***" if significant else "", entry["model"], bench, entry["sink"], entry["outro_layer"],
-                 entry["outro_alpha"], entry["outro_temperature"], entry["state"], str(entry["n"]), accuracy,
+        cells = ["**\\***" if significant else "", entry["model"], bench, entry["sink"], entry["interventions"],
+                 entry["grid_row"], entry["grid_column"], entry["intervention_settings"], entry["state"],
+                 str(entry["n"]), accuracy,
                  pct(entry["baseline_accuracy"]), diff,
-                 f"{entry['b_baseline_only']} / {entry['c_outro_only']}" if entry["b_baseline_only"] != "" else "",
+                 f"{entry['b_baseline_only']} / {entry['c_intervention_only']}" if entry["b_baseline_only"] != "" else "",
                  p_text(entry["p_mcnemar"])]
         if holm:
             cells.append(p_text(entry["p_holm"]))
@@ -172,24 +182,26 @@ def write_markdown(path: Path, analysis: Analysis, table: list[dict], title: str
          f"{significant} significant (p < {SIGNIFICANCE}, {correction})."), "",
         "## How to read this", "",
         "- **accuracy**: over every question of the cell, with its 95% Wilson score interval.",
-        ("- **baseline**: the OutRo-off cell with the same model, benchmark settings, seed, predict settings and "
-         "judge (its `config.yaml` minus `outro` and `sink`), from this report or the shared cell store. "
-         "Its accuracy here is over the paired questions."),
-        ("- **Δ**: OutRo accuracy minus baseline accuracy over the questions both answered, paired on "
+        ("- **baseline**: the cell with every intervention off and the same model, benchmark settings, seed, "
+         "predict settings and judge (`baseline_identity` in the cell's `config.yaml`), from this report or the "
+         "shared cell store. Its accuracy here is over the paired questions."),
+        ("- **Δ**: the cell's accuracy minus its baseline's over the questions both answered, paired on "
          "(`id`, `prompt_hash`), in percentage points, with a paired bootstrap 95% percentile interval "
          f"({analysis.n_resamples} resamples of the questions, seed {analysis.seed})."),
-        ("- **b / c**: questions only the baseline / only OutRo answered correctly; **p**: exact two-sided McNemar "
+        ("- **b / c**: questions only the baseline / only the cell answered correctly; **p**: exact two-sided McNemar "
          "test, p = min(1, 2·P(X ≤ min(b, c))), X ~ Binomial(b + c, 1/2)."),
         f"- **\\***: significant, p < {SIGNIFICANCE} ({correction}).", "",
     ]
     if notes:
         lines += ["## Notes", ""] + [f"- {md_escape(n)}" for n in notes] + [""]
-    lines += ["## Cells", ""] + markdown_table(table, analysis.holm) + [""]
+    axes = {grid_axes(r.cell.config) for r in analysis.results if r.cell.config is not None and r.enabled}
+    headers = axes.pop() if len(axes) == 1 else ("grid row", "grid column")
+    lines += ["## Cells", ""] + markdown_table(table, analysis.holm, headers) + [""]
     grids = [f for f in figures if not f.name.startswith("sinks_")]
     sinks = [f for f in figures if f.name.startswith("sinks_")]
     if grids:
         lines += ["## Heatmaps", ""] + [f"![{f.stem}]({f.name})\n" for f in grids]
     if sinks:
-        lines += ["## Sink diagnostics (one figure per OutRo cell)", ""]
+        lines += ["## Sink diagnostics (one figure per cell that recorded sinks)", ""]
         lines += [f"- [{f.name}]({f.name})" for f in sinks] + [""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -18,38 +18,6 @@ def read_predictions(path: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["index"])
 
 
-def sink_summary(records: list[dict], rotation_cosines: dict) -> dict:
-    """Aggregate per-sample sink diagnostics; empty when OutRo was off."""
-    infos = [r["sinks"] for r in records if r.get("sinks") is not None]
-    if not infos:
-        return {}
-    per_layer = Counter()  # layer -> samples with a sink there
-    positions = Counter()  # position -> (sample, layer) pairs where it was a sink
-    relaxed = Counter()  # layer -> tokens relaxed there
-    relax_without_sinks = Counter()  # layer -> samples where a relaxation layer found no sink
-    first_layers = Counter()
-    for info in infos:
-        for layer, found in info["sink_positions"].items():
-            per_layer[layer] += 1
-            positions.update(found)
-        for layer, found in info["relaxed"].items():
-            relaxed[layer] += len(found)
-        relax_without_sinks.update(str(layer) for layer in info["relax_layers_without_sinks"])
-        first_layers[str(info["first_sink_layer"])] += 1
-    n = len(infos)
-    by_layer = lambda counter: {k: counter[k] for k in sorted(counter, key=int)}  # noqa: E731
-    return {
-        "samples": n,
-        "samples_with_sinks": sum(1 for info in infos if info["first_sink_layer"] is not None),
-        "first_sink_layer_counts": dict(sorted(first_layers.items())),
-        "sink_rate_per_layer": {k: v / n for k, v in by_layer(per_layer).items()},
-        "sink_position_counts": {str(k): v for k, v in sorted(positions.items())},
-        "relaxed_tokens_per_layer": by_layer(relaxed),
-        "relax_layers_without_sinks": by_layer(relax_without_sinks),
-        "rotation_cosine_per_layer": rotation_cosines,
-    }
-
-
 def video_summary(records: list[dict]) -> dict:
     """What only video records carry: errors, the score mean (WUPS where the benchmark uses
     it), per-kind and per-(category name, value) breakdowns, and how clips were obtained."""
@@ -74,7 +42,7 @@ def video_summary(records: list[dict]) -> dict:
     }
 
 
-def summarise(records: list[dict], seconds: float, rotation_cosines: dict) -> dict:
+def summarise(records: list[dict], seconds: float, diagnostics: dict) -> dict:
     """Accuracy over every question (a question whose video failed counts as wrong)."""
     overall = accuracy_summary([bool(r["correct"]) for r in records])
     by_category = defaultdict(list)
@@ -85,7 +53,7 @@ def summarise(records: list[dict], seconds: float, rotation_cosines: dict) -> di
         "invalid": sum(1 for r in records if not r["valid"]),
         "seconds_per_sample": seconds / max(1, len(records)),
         "per_category": {name: accuracy_summary(values) for name, values in sorted(by_category.items())},
-        "sinks": sink_summary(records, rotation_cosines),
+        "diagnostics": diagnostics,  # {intervention group: its cell-level summary}
     }
     if records and "kind" in records[0]:
         summary.update(video_summary(records))

@@ -19,9 +19,13 @@ _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--c
                      "--experimental-rerun"}
 
 
-def _cell_dirname(overrides: str) -> str:
-    """A folder-safe version of Hydra's override_dirname (no path separators)."""
-    return re.sub(r"[^\w=.,+-]", "_", overrides)[:150] or "defaults"
+def cell_dirname(overrides) -> str:
+    """A job folder's name after ``<n>_``: the overrides that define the cell
+    (``outro_sweep.cell.identity.defines_cell``), sorted, comma-joined and made folder-safe."""
+    from outro_sweep.cell.identity import defines_cell
+
+    kept = sorted(str(o) for o in overrides if defines_cell(str(o).split("=", 1)[0]))
+    return re.sub(r"[^\w=.,+-]", "_", ",".join(kept))[:150] or "defaults"
 
 
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
@@ -108,5 +112,5 @@ def main() -> None:
 
     register_plugin()
     if not OmegaConf.has_resolver("cell_dirname"):
-        OmegaConf.register_new_resolver("cell_dirname", _cell_dirname)
+        OmegaConf.register_new_resolver("cell_dirname", cell_dirname)
     _run()

@@ -8,9 +8,10 @@ submits only the missing cells. ``force=true`` and ``+dry_run=true`` launch ever
 cells themselves then recompute, or only list). The skipped cells are written to
 ``<sweep dir>/skipped.json`` for the sweep summary.
 
-With ``baseline=true`` (the default) each OutRo cell brings its stock-model baseline
-(``outro=off``, same model, benchmark and settings): since a baseline's identity ignores
-OutRo's strength, layers and sink rule, the grid's cells share ONE baseline, launched once.
+With ``baseline=true`` (the default) each cell with an intervention on brings its stock-model
+baseline (``outro_sweep.sweep.baseline``: same model, benchmark and settings, every intervention
+off): since a baseline's identity ignores the interventions' knobs and the sink rule, the grid's
+cells share ONE baseline, launched once.
 
 A subclass of ``BasicSweeper`` rather than a new sweeper: the grid, batching and the job
 numbering stay Hydra's own; only the launcher call is filtered.
@@ -18,18 +19,17 @@ numbering stay Hydra's own; only the launcher call is filtered.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
+from outro_sweep.cell.identity import identity_of
 from outro_sweep.cell.store import CellStore
-from outro_sweep.cell.identity import cell_identity
-from outro_sweep.cell.redaction import redact
+from outro_sweep.scoring.metrics import write_json_atomic
+from outro_sweep.sweep.baseline import baseline_identity, baseline_overrides, is_baseline
 
 # Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper
 # class; scan first, so that the class subclassed here is the one Hydra's own code refers to.
@@ -38,6 +38,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E40
 
 log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped.json"
+PLAN_FILE = "plan.json"  # every distinct cell of the sweep (baselines included): overrides and identity
 # Hydra instantiates a plugin only if its class is registered under a module name starting with
 # "hydra_plugins." (normally a top-level namespace package, which the project's fixed layout has
 # no room for): the class is registered under this name instead, by register_plugin().
@@ -49,6 +50,7 @@ class SkipDoneSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = _LaunchUnfinished(self.launcher, self)
         self.skipped: list[dict] = []
+        self.planned: list[dict] = []
 
     def cell_config(self, overrides: Sequence[str]):
         """The job's config, composed here exactly as the job will compose it."""
@@ -59,7 +61,7 @@ class SkipDoneSweeper(BasicSweeper):
         return cfg
 
     def store_of(self, cfg) -> CellStore:
-        return CellStore(cfg.paths.output_dir, cell_identity(redact(OmegaConf.to_container(cfg, resolve=True))))
+        return CellStore(cfg.paths.output_dir, identity_of(cfg))
 
     def plan(self, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
         """The jobs to launch: each distinct cell once (cells that differ only in settings that
@@ -67,40 +69,45 @@ class SkipDoneSweeper(BasicSweeper):
         added once (``baseline=true``), and cells that are done left out (unless forced)."""
         jobs: list[list[str]] = []
         seen: set[str] = set()
-        with_baselines: list[tuple[list[str], bool]] = []  # (overrides, added as a baseline)
+        with_baselines = []  # (overrides, composed config, added as a baseline)
         for overrides in (list(o) for o in job_overrides):
-            with_baselines.append((overrides, False))
             cfg = self.cell_config(overrides)
-            if cfg.get("baseline", False) and cfg.outro.enabled:
-                with_baselines.append((baseline_overrides(overrides), True))
-        for overrides, is_baseline in with_baselines:
-            cfg = self.cell_config(overrides)
+            with_baselines.append((overrides, cfg, False))
+            config = OmegaConf.to_container(cfg, resolve=True)
+            if cfg.get("baseline", False) and not is_baseline(config):
+                added = baseline_overrides(overrides, config)
+                added_cfg = self.cell_config(added)
+                composed = identity_of(added_cfg)
+                if composed != baseline_identity(config):  # the overrides must compose exactly that cell
+                    raise RuntimeError(f"the baseline of {' '.join(overrides) or 'defaults'} composed to cell "
+                                       f"{composed}, not {baseline_identity(config)}")
+                with_baselines.append((added, added_cfg, True))
+        for overrides, cfg, added_as_baseline in with_baselines:
             store = self.store_of(cfg)
             if store.identity in seen:
-                if not is_baseline:  # e.g. only predict.num_workers differs: one cell, run once
+                if not added_as_baseline:  # e.g. only predict.num_workers differs: one cell, run once
                     print(f"same cell {store.identity} as an earlier job: not launching {' '.join(overrides)}",
                           flush=True)
                 continue
             seen.add(store.identity)
+            self.planned.append({"identity": store.identity, "overrides": list(overrides),
+                                 "baseline": added_as_baseline})
             if not (cfg.get("force", False) or cfg.get("dry_run", False)) and store.state() == "done":
                 self.record_skip(store, overrides)
                 continue
             jobs.append(overrides)
+        self.write(PLAN_FILE, self.planned)
         return jobs
 
     def record_skip(self, store: CellStore, overrides: Sequence[str]) -> None:
         print(f"skip {store.identity}: {store.describe()} -> {store.dir}", flush=True)
         self.skipped.append({"identity": store.identity, "overrides": list(overrides), "cell": str(store.dir)})
+        self.write(SKIPPED_FILE, self.skipped)
+
+    def write(self, name: str, entries: list[dict]) -> None:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        temporary = sweep_dir / (SKIPPED_FILE + ".tmp")
-        temporary.write_text(json.dumps(self.skipped, indent=2) + "\n")
-        temporary.replace(sweep_dir / SKIPPED_FILE)
-
-
-def baseline_overrides(overrides: Sequence[str]) -> list[str]:
-    """A cell's overrides for its stock-model baseline: OutRo and sink settings dropped, outro=off."""
-    kept = [o for o in overrides if not re.match(r"^[+~]*(outro|sink)([./=]|$)", o)]
-    return [*kept, "outro=off"]
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(sweep_dir / name, entries)
 
 
 class _LaunchUnfinished:

@@ -1,0 +1,66 @@
+"""What an intervention is: one config group (``conf/<group>/*.yaml``) whose ``_target_`` is a
+subclass of ``Intervention``, plus the ``.py`` that defines it. Nothing else registers it: the
+cell, the sweeper's baseline, the identity and the report find every intervention of a config by
+the classes its top-level ``_target_`` nodes name (see ``stack.py``).
+
+The lifecycle of one intervention in one cell:
+
+1. ``__init__(**settings)`` — the YAML node's keys; validates every knob that needs no model and
+   raises a one-line ``ConfigError`` (key and valid values). Runs before the model loads.
+2. ``check_model(num_layers)`` — checks that need the model's shape, not its weights (e.g. a
+   layer index in range). Also before the model loads.
+3. ``attach(model, sink_rule)`` — a context manager over the loaded model: the returned editor
+   is attached on ``__enter__`` and fully detached on ``__exit__`` (a model outside ``with`` is
+   the stock model, bit for bit). The editor reports ``take_sample_diagnostics()`` (one JSON-ready
+   dict per batch row of the last prefill) and ``running_sums()`` (additive ``{key: float}`` sums
+   since attach; per-batch deltas go to the shard headers, so they add up over processes and
+   resumed attempts).
+4. ``summarise(samples, sums)`` — the cell-level diagnostics from every record's per-sample dict
+   and the summed ``running_sums``; needs no model.
+
+An inactive intervention (``enabled: false``) changes nothing: with every intervention inactive
+the cell is the stock-model baseline, and its identity ignores the intervention's other knobs.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+from outro_sweep.errors import ConfigError
+
+
+class Intervention:
+    #: Settings a sweep of this intervention varies, as (rows, columns) of the report's heatmap,
+    #: e.g. ("layer", "alpha") for OutRo; keys of the intervention's own config node.
+    sweep_axes: ClassVar[tuple[str, ...]] = ()
+    #: What the intervention edits, e.g. {"attention_output"} or {"decode_kv_reads"}. Two active
+    #: interventions that edit the same thing conflict (one-line error before the model loads);
+    #: interventions that edit different things stack, attached in config order.
+    edits: ClassVar[frozenset[str]] = frozenset()
+    #: True when it reads sink positions from the ``sink`` rule; otherwise ``sink`` does not
+    #: define a cell that only this intervention touches.
+    needs_sink_rule: ClassVar[bool] = False
+
+    def __init__(self, group: str, enabled: bool = True) -> None:
+        """group: the config group it was composed from (``outro``), which prefixes its keys in
+        errors and diagnostics; passed by ``InterventionStack``."""
+        self.group = group
+        if not isinstance(enabled, bool):
+            raise ConfigError(f"{group}.enabled={enabled!r} is invalid: valid values are true, false")
+        self.enabled = enabled
+
+    @property
+    def active(self) -> bool:
+        return self.enabled
+
+    def check_model(self, num_layers: int) -> None:
+        """Checks that need the model's shape (not its weights); raise ConfigError."""
+
+    def attach(self, model: Any, sink_rule: Any) -> AbstractContextManager:
+        raise NotImplementedError
+
+    def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:
+        """Cell-level diagnostics. samples: this intervention's per-sample dicts, one per record
+        (None where it recorded nothing); sums: its ``running_sums`` keys, summed over the cell."""
+        return {}
