@@ -22,6 +22,7 @@ from outro_sweep.report.collect import (
 from outro_sweep.report.paired import DEFAULT_RESAMPLES, DEFAULT_SEED
 from outro_sweep.report.plots import sink_diagnostics
 from outro_sweep.report.settings import reads_sinks, short_hash
+from outro_sweep.report.verdict import VERDICT_TXT, verdict_lines
 from outro_sweep.report.wandb_report import MODES
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     notes += analysis.notes
     table = tables.rows(analysis)
     tables.write_csv(out / TABLE_CSV, table, tables.COLUMNS)
+    (out / VERDICT_TXT).write_text("".join(line + "\n" for line in verdict_lines(analysis)), encoding="utf-8")
 
     category_table: list[dict] = []
     try:

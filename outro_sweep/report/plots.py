@@ -456,7 +456,7 @@ def sink_figure(result: CellResult, analysis: Analysis, out_dir: Path) -> Path |
         f"Sink diagnostics · {labeller.group_label(config, 'model')} · {labeller.group_label(config, 'benchmark')} · "
         f"sink={labeller.group_label(config, 'sink')} · {group}: "
         + ", ".join(f"{k}={short_value(v)}" for k, v in knobs.items() if k not in ("_target_", "enabled"))
-        f"  (cell {result.cell.identity})",
+        + f"  (cell {result.cell.identity})",
         fontsize=11.5)
     figure.tight_layout()
     path = out_dir / f"sinks_{result.cell.identity}.png"
