@@ -40,3 +40,17 @@ def check_strengths(alpha: float, temperature: float) -> None:
         raise ConfigError(f"outro.alpha={alpha} is invalid: valid values are finite numbers >= 0 (paper: 3.0)")
     if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
         raise ConfigError(f"outro.temperature={temperature} is invalid: valid values are finite numbers > 0 (paper: 0.1)")
+
+
+# outro.rotate_decode: True rotates decode-step outputs toward the prefill's sink value mean at
+# every layer whose prompt had sinks; False leaves decode steps alone; "official" reproduces the
+# released code's decode step (rotated only at sink layers whose sinks exclude position 0).
+ROTATE_DECODE_VALUES = (True, False, "official")
+
+
+def check_rotate_decode(value: object) -> None:
+    """Only the bools and the exact string "official": a CLI ``no`` or ``maybe`` arrives as a
+    string and must not be taken as truthy, nor 1/0 as bools."""
+    if isinstance(value, bool) or (isinstance(value, str) and value == "official"):
+        return
+    raise ConfigError(f"outro.rotate_decode={value!r} is invalid: valid values are true, false, official")
