@@ -23,7 +23,7 @@ from outro_sweep.errors import ConfigError
 from outro_sweep.cell.identity import cell_identity
 from outro_sweep.cell.interruption import interrupted
 from outro_sweep.cell.interruption import watch as watch_for_interruption
-from outro_sweep.interventions.settings import check_strengths, relaxation_layers
+from outro_sweep.interventions.settings import check_rotate_decode, check_strengths, relaxation_layers
 from outro_sweep.scoring.judge import judge_summary
 from outro_sweep.scoring.metrics import summarise, write_json_atomic, write_jsonl_atomic
 from outro_sweep.models.video_lm import VideoLMLoader
@@ -106,6 +106,7 @@ def _run_checked(cfg: DictConfig, config: dict, store: CellStore, job_dir: Path,
         raise ConfigError(f"predict.batch_size={cfg.predict.batch_size!r} is invalid: valid values are integers >= 1")
     if cfg.outro.enabled:
         check_strengths(cfg.outro.alpha, cfg.outro.temperature)
+        check_rotate_decode(cfg.outro.rotate_decode)
     benchmark = build(cfg.benchmark)
     questions = benchmark.load()
     loader = build(cfg.model)
