@@ -14,7 +14,8 @@ Everything OutRo touches is spelled out in Python loops:
   for every token not in the cumulative union C_l, at every layer with S_l non-empty.
 
 Decisions mirrored from the implementation (all spec-conformant): the median is the lower
-median over all tokens x dims; the edit math is float32; alpha == 0 skips the rotation
+median over all tokens x dims; the edit math runs in max(float32, model dtype), so a float64
+model is edited in float64 (``edit_dtype``); alpha == 0 skips the rotation
 entirely; the relaxation uses the module's scaling (head_dim ** -0.5); a sink relaxed at an
 earlier relaxation layer is not relaxed again.
 
@@ -27,8 +28,11 @@ model itself adds to the residual stream between layers (Qwen3-VL's deepstack fe
 
 Decoding (optional, teacher-forced ``continuation`` tokens) keeps an explicit per-layer KV
 cache built from the (edited) prefill: a decode token is never a sink (absolute positions),
-the cache is never edited, and when ``rotate_decode`` is on its head outputs are rotated
-toward the prefill's vbar of every layer that had sinks.
+the cache is never edited, and its head outputs are rotated toward the prefill's vbar of a
+layer with sinks according to ``rotate_decode``: True at every such layer, False never,
+"official" (the released code, spec §4) only where that layer's prompt sinks S_l do not
+include position 0, because the released code compares the new token's local index 0 with
+the prompt's sink positions and so takes it for a sink wherever position 0 is one.
 """
 
 from __future__ import annotations
@@ -39,9 +43,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-EDIT_DTYPE = torch.float32  # the edits (relaxation rows, vbar, rotation) run in float32
 PROJECTION_EPS = 1e-8  # |v|^2 + 1e-8 in the projection (spec §2)
 NORM_EPS = 1e-8  # |o'| + 1e-8 in the norm restore (spec §2)
+
+
+def edit_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The edits (relaxation rows, vbar, rotation) run in max(float32, model dtype) (spec §4)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def reference_relax_layers(spec, num_layers: int) -> list[int]:
@@ -112,16 +120,17 @@ def sinks_attention_mass(probs: torch.Tensor, eps: float) -> list[int]:
 
 def rotate_one(o: torch.Tensor, v: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
     """o, v: (d,). c = cos(o, v); g = tanh(relu(c)/T); p = |o.v|/(|v|^2+1e-8) v;
-    o' = o + alpha g p; o'' = o' |o| / (|o'| + 1e-8). Computed in float32."""
-    o = o.to(EDIT_DTYPE)
-    v = v.to(EDIT_DTYPE)
+    o' = o + alpha g p; o'' = o' |o| / (|o'| + 1e-8). Computed in edit_dtype(o.dtype)."""
+    dtype = edit_dtype(o.dtype)
+    o = o.to(dtype)
+    v = v.to(dtype)
     dot = (o * v).sum()
     norm_o = o.norm()
     norm_v = v.norm()
     if float(norm_o) > 0 and float(norm_v) > 0:
         c = dot / (norm_o * norm_v)
     else:
-        c = torch.zeros((), dtype=EDIT_DTYPE)
+        c = torch.zeros((), dtype=dtype)
     g = torch.tanh(torch.relu(c) / temperature)
     p = dot.abs() / ((v * v).sum() + PROJECTION_EPS) * v
     shifted = o + alpha * g * p
@@ -230,6 +239,7 @@ def _prefill(inner, x, position_ids, rule, alpha, temperature, relax_layers, aft
 
     n = x.shape[1]
     cos, sin = inner.rotary_emb(x, position_ids=position_ids)
+    edit = edit_dtype(x.dtype)
 
     sinks: dict[int, list[int]] = {}
     relaxed: dict[int, list[int]] = {}
@@ -281,15 +291,15 @@ def _prefill(inner, x, position_ids, rule, alpha, temperature, relax_layers, aft
                     continue
                 for h in range(num_heads):
                     g = h // groups
-                    scores = (k[g].to(EDIT_DTYPE) @ q[h, s].to(EDIT_DTYPE)) * scaling  # all n keys
-                    out[s, h] = torch.softmax(scores, dim=0) @ v[g].to(EDIT_DTYPE)
+                    scores = (k[g].to(edit) @ q[h, s].to(edit)) * scaling  # all n keys
+                    out[s, h] = torch.softmax(scores, dim=0) @ v[g].to(edit)
                 already_relaxed.add(s)
                 done.append(s)
             relaxed[layer_idx] = done
 
         # Rotation (§2) at every layer with sinks, for every token outside C_l.
         if found:
-            vbar_kv = [sum(v[g, s].to(EDIT_DTYPE) for s in found) / len(found) for g in range(num_kv)]
+            vbar_kv = [sum(v[g, s].to(edit) for s in found) / len(found) for g in range(num_kv)]
             vbar = torch.stack([vbar_kv[h // groups] for h in range(num_heads)])  # (H, d)
             vbars[layer_idx] = vbar
             if alpha != 0:
@@ -312,14 +322,18 @@ def _prefill(inner, x, position_ids, rule, alpha, temperature, relax_layers, aft
 
 @torch.no_grad()
 def reference_decode(
-    model, prefill: ReferenceResult, tokens, alpha: float, temperature: float, rotate_decode: bool
+    model, prefill: ReferenceResult, tokens, alpha: float, temperature: float, rotate_decode
 ) -> list[torch.Tensor]:
     """Teacher-forced decoding of ``tokens`` after ``prefill`` over an explicit KV cache (§4).
 
-    Token j sits at absolute position n + j, is never a sink, attends to every cached key,
-    and (with ``rotate_decode``) has its head outputs rotated toward the prefill vbar of
-    every layer that had sinks. The prefill result is not modified.
+    Token j sits at absolute position n + j, is never added to the sinks, attends to every
+    cached key. Its head outputs are rotated toward the prefill vbar of a layer that had sinks
+    when ``rotate_decode`` is True; never when False; when "official", only at the layers
+    whose prompt sinks do not contain position 0 (the released code's local-index test:
+    the new token's index within the step, 0, is looked up in the prompt's sink positions).
+    The prefill result is not modified.
     """
+    assert rotate_decode in (True, False, "official")
     inner = model.model
     config = model.config
     num_heads = config.num_attention_heads
@@ -346,7 +360,14 @@ def reference_decode(
             for h in range(num_heads):
                 g = h // groups
                 out[0, h] = torch.softmax((keys[g] @ q[0, h, 0]) * attn.scaling, dim=0) @ values[g]
-            if rotate_decode and alpha != 0 and layer_idx in prefill.vbars:
+            rotate = False
+            if alpha != 0 and layer_idx in prefill.vbars:  # the prompt had sinks at this layer
+                if rotate_decode == "official":
+                    local_index = 0  # the new token's index within this one-token step
+                    rotate = local_index not in prefill.sinks[layer_idx]
+                else:
+                    rotate = rotate_decode is True
+            if rotate:
                 for h in range(num_heads):
                     out[0, h] = rotate_one(out[0, h], prefill.vbars[layer_idx][h], alpha, temperature)
             x = x + attn.o_proj(out.reshape(1, 1, num_heads * head_dim))

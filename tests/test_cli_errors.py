@@ -13,6 +13,7 @@ CASES = {
     "nan alpha": (["outro.alpha=nan"], ["outro.alpha", ">= 0"]),
     "zero temperature": (["outro.temperature=0"], ["outro.temperature", "> 0"]),
     "layer out of range": (["outro.layer=30"], ["outro.layer", "0..29"]),
+    "rotate_decode not a bool nor official": (["outro.rotate_decode=maybe"], ["outro.rotate_decode", "official"]),
     "layer list out of range": (["outro.layer=[2,31]"], ["outro.layer", "0..29"]),
     "unknown sink": (["sink=nonsense"], ["sink=nonsense", "massive_activation", "first_k"]),
     "unknown model in a sweep": (["-m", "model=smollm2_135m,gpt5"], ["model=gpt5", "hf_causal_lm"]),

@@ -4,6 +4,10 @@ Tiny random Llama/Qwen2 decoders exercise every sink rule with sinks that change
 layer to layer; SmolLM2-135M-Instruct runs the paper's default setting on a real chat
 prompt. Each case checks logits, the per-layer sink positions and the relaxed positions,
 and that the edit really moved the logits away from the stock model's.
+
+In float64 the edits run in float64 (spec §4), so OutRo must equal the reference to 1e-12
+(prefill and decode, every ``rotate_decode`` mode); float32 runs sit on the stock model's
+own float32 noise floor and are checked to 1e-5 (tiny) and 2e-4 (SmolLM2).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 from outro_sweep.interventions.sinks.sink_dims import SinkDims  # noqa: E402
 
 TOL = 1e-5
+F64_TOL = 1e-12  # float64 model, float64 edits, float64 reference (measured: 0.0)
 
 
 def build_rule(spec: dict):
@@ -169,9 +174,9 @@ SMOL_MESSAGES = [
 # 1e4; logits 5.2e-5). That is the float32 noise floor of the stock model itself: stock sdpa vs
 # stock eager logits differ by 6.6e-5, stock float32 vs float64 by 5.6e-5. With OutRo
 # (alpha 3, auto) the measured difference is 6.1e-5, so 1e-5 cannot hold in float32; the float32
-# bound below is 2e-4, and the strict 1e-5 bound is checked on a float64 copy of the same
-# weights, where the stock model matches the reference to 0.0 and OutRo (its edits still in
-# float32, mirrored by the reference) matches to 0.0 as well.
+# bound below is 2e-4, and the strict bound (1e-12) is checked on a float64 copy of the same
+# weights, where the stock model matches the reference to 0.0 and OutRo (edits in float64, as
+# in the reference) matches to 0.0 as well.
 F32_TOL = 2e-4
 
 
@@ -226,33 +231,58 @@ def test_smollm2_float64_matches_reference(smol64, smol_ids, smol64_reference, l
     assert ref.relaxed_positions() == relaxed  # token 0 relaxed once, at the first layer with sinks
     assert diag["relaxed"] == relaxed
     diff = (logits - ref.logits).abs().max().item()
-    assert diff <= TOL, f"max |OutRo - reference| = {diff:.3e} (float64)"
+    assert diff <= F64_TOL, f"max |OutRo - reference| = {diff:.3e} (float64)"
     assert (logits - stock).abs().max().item() > 1.0, "OutRo left the logits unchanged"
 
 
-@pytest.mark.parametrize("rotate_decode", [True, False], ids=["rotate_decode", "plain_decode"])
+@torch.no_grad()
+def generate_with_logits(model, rule, input_ids, attention_mask, steps: int, **outro_kwargs):
+    """Greedy ``generate`` under OutRo for exactly ``steps`` new tokens.
+
+    Returns (new tokens (B, steps), [logits (B, V) per step]): the logits are what lm_head
+    produced at the last position, in the model's dtype (generate's own ``output_logits`` are
+    cast to float32, too coarse for a float64 check). Step 0 is the prefill, step j >= 1 the
+    decode step fed token j - 1.
+    """
+    seen: list[torch.Tensor] = []
+    handle = model.lm_head.register_forward_hook(lambda module, args, out: seen.append(out[:, -1].clone()))
+    try:
+        with OutRo(model, rule, **outro_kwargs):
+            sequences = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=steps,
+                min_new_tokens=steps,  # no early stop at EOS: every row decodes every step
+                do_sample=False,
+                pad_token_id=0,
+            )
+    finally:
+        handle.remove()
+    assert len(seen) == steps
+    return sequences[:, input_ids.shape[1] :], seen
+
+
+@pytest.mark.parametrize(
+    "rotate_decode", [True, False, "official"], ids=["rotate_decode", "plain_decode", "official_decode"]
+)
 @torch.no_grad()
 def test_smollm2_float64_decode_matches_reference(smol64, smol_ids, smol64_reference, rotate_decode):
-    """Decode steps reuse the edited cache; with rotate_decode they rotate toward the prefill vbar."""
+    """Decode steps reuse the edited cache; with rotate_decode they rotate toward the prefill vbar.
+    On SmolLM2 every sink layer's sinks are {0}, so "official" rotates no decode step."""
     ids = smol_ids.view(1, -1)
-    with OutRo(smol64, MassiveActivation(), alpha=3.0, layer="auto", rotate_decode=rotate_decode):
-        out = smol64.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=3,
-            do_sample=False,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-    new = out.sequences[0, ids.shape[1] :].tolist()
+    new, logits = generate_with_logits(
+        smol64, MassiveActivation(), ids, torch.ones_like(ids), 4, alpha=3.0, layer="auto", rotate_decode=rotate_decode
+    )
     ref = smol64_reference("auto")
-    decoded = reference_decode(smol64, ref, new[:-1], alpha=3.0, temperature=0.1, rotate_decode=rotate_decode)
-    assert len(decoded) == 2
-    # generate() hands back float32 logits, so ~1e-6 of rounding shows here (measured 9.5e-7).
-    assert (out.logits[0][0] - ref.logits[-1]).abs().max().item() <= TOL
+    decoded = reference_decode(smol64, ref, new[0, :-1].tolist(), alpha=3.0, temperature=0.1, rotate_decode=rotate_decode)
+    assert len(decoded) == 3
+    assert (logits[0][0] - ref.logits[-1]).abs().max().item() <= F64_TOL
     for step, expected in enumerate(decoded, start=1):
-        diff = (out.logits[step][0] - expected).abs().max().item()
-        assert diff <= TOL, f"decode step {step}: max |OutRo - reference| = {diff:.3e}"
+        diff = (logits[step][0] - expected).abs().max().item()
+        assert diff <= F64_TOL, f"decode step {step}: max |OutRo - reference| = {diff:.3e}"
+    if rotate_decode == "official":
+        plain = reference_decode(smol64, ref, new[0, :-1].tolist(), alpha=3.0, temperature=0.1, rotate_decode=False)
+        assert all(torch.equal(a, b) for a, b in zip(decoded, plain))
 
 
 @pytest.fixture(scope="module")
@@ -278,3 +308,98 @@ def test_smollm2_float32_matches_reference(smollm2, smol_ids, smol32_reference, 
     diff = (logits - ref.logits).abs().max().item()
     assert diff <= F32_TOL, f"max |OutRo - reference| = {diff:.3e} (float32; see F32_TOL)"
     assert (logits - stock).abs().max().item() > 1.0, "OutRo left the logits unchanged"
+
+
+# ---- float64: exact against the reference ------------------------------------------------------------
+
+# attention_mass is left out here: it runs the stock eager kernel, whose softmax is float32 even
+# for a float64 model (transformers' eager_attention_forward), so the stock model itself is only
+# ~5e-7 from a float64 reference there; it is covered in float32 above.
+F64_RULES = ["first_k2", "massive", "sink_dims"]
+
+
+@pytest.fixture(scope="module")
+def tiny64(tiny):
+    return copy.deepcopy(tiny).to(torch.float64)
+
+
+@pytest.mark.parametrize(
+    "alpha, layer", [(3.0, [1, 2]), (3.0, "auto"), (1.0, [2])], ids=["alpha3_layers12", "alpha3_auto", "alpha1_layer2"]
+)
+@pytest.mark.parametrize("rule", F64_RULES)
+@torch.no_grad()
+def test_tiny_float64_matches_reference_exactly(tiny64, rule, alpha, layer):
+    spec = TINY_RULES[rule]
+    logits, diag = outro_run(tiny64, TINY_IDS, spec, alpha=alpha, layer=layer)
+    ref = reference_outro(tiny64, TINY_IDS, spec, alpha=alpha, relax_layers=reference_relax_layers(layer, 6))
+    assert ref.sinks and any(ref.relaxed.values()), "the case must both rotate and relax"
+    assert diag["sink_positions"] == ref.sink_positions()
+    assert diag["relaxed"] == ref.relaxed_positions()
+    diff = (logits - ref.logits).abs().max().item()
+    assert diff <= F64_TOL, f"max |OutRo - reference| = {diff:.3e} (float64)"
+    stock = tiny64(input_ids=TINY_IDS.view(1, -1)).logits[0]
+    assert (logits - stock).abs().max().item() > 0.05, "OutRo left the logits unchanged"
+
+
+# ---- rotate_decode="official" (spec §4): the released decode step ----------------------------------
+
+# A left-padded batch of three rows. With the massive rule at the small thresholds of TINY_RULES
+# the sinks vary by row and layer: some layers' sinks include the row's first token (no decode
+# rotation under "official"), others exclude it (rotated with the prefill vbar).
+DECODE_ROWS = [TINY_IDS] + [
+    torch.randint(1, 128, (n,), generator=torch.Generator().manual_seed(3 + n)) for n in (3, 8)
+]
+DECODE_STEPS = 4  # the prefill's token plus three decode steps
+
+
+def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def test_official_decode_matches_reference(tiny64):
+    spec = TINY_RULES["massive"]
+    kwargs = dict(alpha=3.0, temperature=0.1, layer=[1, 2], rotate_decode="official")
+    ids, mask = left_pad(DECODE_ROWS)
+    assert mask[1, 0] == 0  # left padding
+    new, logits = generate_with_logits(tiny64, build_rule(spec), ids, mask, DECODE_STEPS, **kwargs)
+
+    with_first, without_first = set(), set()  # (row, layer) by whether S_l holds position 0
+    for row, tokens in enumerate(DECODE_ROWS):
+        continuation = new[row, :-1].tolist()
+        ref = reference_outro(
+            tiny64, tokens, spec, alpha=3.0, relax_layers=[1, 2], continuation=continuation, rotate_decode="official"
+        )
+        for layer_idx, found in ref.sinks.items():
+            (with_first if 0 in found else without_first).add((row, layer_idx))
+        assert (logits[0][row] - ref.logits[-1]).abs().max().item() <= F64_TOL
+        for step, expected in enumerate(ref.decode_logits, start=1):
+            diff = (logits[step][row] - expected).abs().max().item()
+            assert diff <= F64_TOL, f"row {row}, decode step {step}: max |OutRo - reference| = {diff:.3e}"
+
+        # The row alone (no padding) gives the same tokens and logits.
+        alone_new, alone = generate_with_logits(
+            tiny64, build_rule(spec), tokens.view(1, -1), torch.ones(1, len(tokens), dtype=torch.long),
+            DECODE_STEPS, **kwargs,
+        )
+        assert alone_new[0].tolist() == new[row].tolist()
+        for step in range(DECODE_STEPS):
+            assert (alone[step][0] - logits[step][row]).abs().max().item() <= F64_TOL
+
+        # The rule is discriminating here: where the row has layers of both kinds, "official"
+        # differs from rotating every sink layer and from rotating none.
+        kinds = {0 in found for found in ref.sinks.values()}
+        if kinds == {True, False}:
+            for other in (True, False):
+                decoded = reference_decode(tiny64, ref, continuation, 3.0, 0.1, rotate_decode=other)
+                gap = max((a - b).abs().max().item() for a, b in zip(decoded, ref.decode_logits))
+                assert gap > 1e-3, f"row {row}: official decode equals rotate_decode={other}"
+
+    # Both kinds of sink layer are exercised (spec §4).
+    assert with_first and without_first, (with_first, without_first)

@@ -10,8 +10,15 @@ How it attaches (all through published seams, all undone on exit):
   ``outro_eager`` (see attention_hook.py), which calls the stock kernel and then ``edit``.
 
 Positions are absolute indices into the padded prefill (= KV cache) sequence. Decode
-steps never add sinks; whether their outputs are rotated (toward the prefill's sink value
-mean of that layer) is ``rotate_decode``.
+steps never add sinks; whether their outputs are rotated toward the prefill's sink value
+mean of that layer is ``rotate_decode``:
+- True: at every layer where the row's prompt had sinks;
+- False: never (decode reads the edited cache only);
+- "official": as the released code does it (spec §4), which compares the new token's local
+  index 0 with the prompt's sink positions: rotated only at layers whose sinks (S_l of the
+  row's prompt) exclude the row's first real token, not rotated where they include it.
+
+The edits are computed in max(float32, model dtype) (rotation.edit_dtype).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from outro_sweep.interventions.settings import (
     check_strengths,
     relaxation_layers,
 )
-from outro_sweep.interventions.rotation import cosine, rotate_toward, unmasked_attention_rows
+from outro_sweep.interventions.rotation import cosine, edit_dtype, rotate_toward, unmasked_attention_rows
 from outro_sweep.interventions.sinks.base import SinkRule
 
 class OutRo:
@@ -50,9 +57,10 @@ class OutRo:
         alpha: float = 3.0,
         temperature: float = 0.1,
         layer: LayerSpec = "auto",
-        rotate_decode: bool = True,
+        rotate_decode: bool | str = True,
     ) -> None:
         check_strengths(alpha, temperature)
+        check_rotate_decode(rotate_decode)
         self.model = model
         self.parts = find_decoder(model)
         self.num_layers = len(self.parts.layers)
@@ -132,6 +140,10 @@ class OutRo:
         self.relaxed = None if real is None else torch.zeros_like(real)  # (B, S) relaxed once
         self.sink_value: dict[int, torch.Tensor] = {}  # layer -> (B, H, d) vbar, zeros where no sink
         self.has_sink: dict[int, torch.Tensor] = {}  # layer -> (B,) bool
+        # layer -> (B,) bool: S_l holds the row's first real token (what rotate_decode="official" reads)
+        self.sink_at_first: dict[int, torch.Tensor] = {}
+        # (B,) index of each row's first real token in the left-padded prefill
+        self.first_real = None if real is None else real.long().argmax(dim=1)
         self.relaxed_at: dict[int, list[list[int]]] = {}  # layer -> per row, padded positions relaxed
         self.prefill = real is not None
 
@@ -179,6 +191,7 @@ class OutRo:
         self.cumulative |= sinks
         has_sink = sinks.any(dim=1)  # (B,)
         self.has_sink[layer] = has_sink
+        self.sink_at_first[layer] = sinks.gather(1, self.first_real[:, None])[:, 0]
         self.sink_value[layer] = self._sink_value_mean(sinks, value, out.shape[2])
         if layer in self.relax_layers:
             out = self._relax(layer, out, query, key, value, scaling)
@@ -193,7 +206,11 @@ class OutRo:
     def _edit_decode(self, layer: int, out: torch.Tensor) -> torch.Tensor:
         if not self.rotate_decode or self.alpha == 0 or layer not in self.has_sink:
             return out
-        rows = self.has_sink[layer]  # (B,)
+        rows = self.has_sink[layer]  # (B,) rows whose prompt had sinks at this layer
+        if self.rotate_decode == "official":
+            # The released code takes the new token (local index 0) for a sink wherever the
+            # prompt's position 0 is one, and skips it there.
+            rows = rows & ~self.sink_at_first[layer]
         if not rows.any():
             return out
         rotated = rotate_toward(out, self.sink_value[layer][:, None], self.alpha, self.temperature)
@@ -213,11 +230,12 @@ class OutRo:
 
     @staticmethod
     def _sink_value_mean(sinks: torch.Tensor, value: torch.Tensor, num_heads: int) -> torch.Tensor:
-        """vbar per row and query head: (B, H, d); zeros for rows without sinks."""
+        """vbar per row and query head: (B, H, d) in edit_dtype; zeros for rows without sinks."""
         batch, kv_heads, _, dim = value.shape
         seq = sinks.shape[1]
-        weights = sinks.float() / sinks.sum(dim=1, keepdim=True).clamp(min=1)  # (B, S)
-        per_kv = torch.einsum("bs,bgsd->bgd", weights, value[:, :, :seq].float())  # (B, H_kv, d)
+        dtype = edit_dtype(value.dtype)
+        weights = sinks.to(dtype) / sinks.sum(dim=1, keepdim=True).clamp(min=1)  # (B, S)
+        per_kv = torch.einsum("bs,bgsd->bgd", weights, value[:, :, :seq].to(dtype))  # (B, H_kv, d)
         return per_kv.repeat_interleave(num_heads // kv_heads, dim=1)  # (B, H, d)
 
     def _relax(self, layer, out, query, key, value, scaling):
@@ -242,10 +260,12 @@ class OutRo:
         count = int(targets.sum()) * before.shape[2]
         if count == 0:
             return
-        mask = targets[..., None].float()  # (B, S, 1)
+        dtype = edit_dtype(before.dtype)
+        mask = targets[..., None].to(dtype)  # (B, S, 1)
+        vbar = vbar.to(dtype)
         sums = self._cos[layer]
-        sums[0] += float((cosine(before.float(), vbar.float()) * mask).sum())
-        sums[1] += float((cosine(after.float(), vbar.float()) * mask).sum())
+        sums[0] += float((cosine(before.to(dtype), vbar) * mask).sum())
+        sums[1] += float((cosine(after.to(dtype), vbar) * mask).sum())
         sums[2] += count
 
     # ---- diagnostics -------------------------------------------------------------------

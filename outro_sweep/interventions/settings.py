@@ -54,10 +54,15 @@ def check_layer_syntax(layer: LayerSpec) -> None:
                           "auto or null")
 
 
-def check_rotate_decode(value) -> None:
-    """``outro.rotate_decode``: true, false or "official" (the released decode rule, spec §4)."""
-    if not any(value is mode or value == mode and isinstance(value, str) for mode in ROTATE_DECODE_MODES):
-        raise ConfigError(f"outro.rotate_decode={value!r} is invalid: valid values are true, false, official")
+# outro.rotate_decode: True rotates decode-step outputs toward the prefill's sink value mean at
+# every layer whose prompt had sinks; False leaves decode steps alone; "official" reproduces the
+# released code's decode step (rotated only at sink layers whose sinks exclude position 0).
+ROTATE_DECODE_VALUES = (True, False, "official")
 
 
-ROTATE_DECODE_MODES = (True, False, "official")
+def check_rotate_decode(value: object) -> None:
+    """Only the bools and the exact string "official": a CLI ``no`` or ``maybe`` arrives as a
+    string and must not be taken as truthy, nor 1/0 as bools."""
+    if isinstance(value, bool) or (isinstance(value, str) and value == "official"):
+        return
+    raise ConfigError(f"outro.rotate_decode={value!r} is invalid: valid values are true, false, official")
