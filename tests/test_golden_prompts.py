@@ -9,15 +9,18 @@ YAML defaults (split, task, tasks, ...) are part of what is pinned. Its golden f
 
 * a header line: the case, the question id and its kind;
 * the user-message text, ``VideoQuestion.prompt``, exactly;
-* the whole chat as ``VideoLMLoader.render`` renders it through the tiny Qwen2.5-VL
-  processor's chat template, then through the tiny LLaVA-OneVision one (``tests/tiny_vlms.py``;
-  the two differ in the video placeholder).
+* the whole chat as ``VideoLMLoader.render`` renders it through the REAL Qwen2.5-VL and
+  Qwen3-VL chat templates (the checkpoints' own processor files, read from
+  ``../shared/data/hf_configs`` by ``tests/tiny_vlms.py``: Qwen2.5-VL adds its default system
+  turn, Qwen3-VL has none), then through the tiny LLaVA-OneVision processor's hand-written
+  template (its video placeholder differs).
 
 Each section follows a ``----- <name> -----`` line and ends with one newline of its own, so
 a body that itself ends in a newline shows as a blank line before the next separator.
 The file is compared byte for byte; a mismatch fails with a unified diff.
 
-Questions come from the real annotation files in ``../shared/data/video_qa`` (nextqa_mc,
+Every case needs the real Qwen processor files, so all of them skip when ../shared/data is
+absent. Questions come from the real annotation files in ``../shared/data/video_qa`` (nextqa_mc,
 videomme, activitynet_qa, tgif_qa, dailyomni: those cases skip when the folder is absent),
 or, for the benchmarks without shared data, from a small native-layout file written into
 tmp_path here (nextqa_oe, mvbench, egoschema, msvd_qa, msrvtt_qa, perception_test, avhbench).
@@ -53,6 +56,7 @@ from outro_sweep.benchmarks.prompting import MC_INSTRUCTION, SHORT_ANSWER_INSTRU
 from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
 from outro_sweep.models.llava_onevision import LlavaOnevision
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
+from outro_sweep.models.qwen3_vl import Qwen3VL
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf" / "benchmark"
@@ -64,7 +68,7 @@ UPDATE_COMMAND = f"{UPDATE_ENV}=1 .venv/bin/python -m pytest -q tests/test_golde
 INSTRUCTIONS = {"mc": MC_INSTRUCTION, "open": SHORT_ANSWER_INSTRUCTION, "yesno": SHORT_ANSWER_INSTRUCTION}
 
 # (family in tests/tiny_vlms.py, the loader class that renders for it)
-RENDERERS = (("qwen2_5_vl", Qwen2_5VL), ("llava_onevision", LlavaOnevision))
+RENDERERS = (("qwen2_5_vl", Qwen2_5VL), ("qwen3_vl", Qwen3VL), ("llava_onevision", LlavaOnevision))
 
 
 # ---------------------------------------------------------------- native-layout fixtures
@@ -256,7 +260,8 @@ def first_question(case: Case, request, tmp_path: Path) -> VideoQuestion:
 
 @pytest.fixture(scope="module")
 def renderers():
-    """(family, loader, processor, video placeholder) for each template family, tiny processors."""
+    """(family, loader, processor, video placeholder) for each template family; the Qwen
+    processors are the real ones (their build skips when ../shared/data is absent)."""
     from tests.tiny_vlms import build
 
     found = []

@@ -3,15 +3,25 @@
 Each ``build_<family>()`` returns ``(model, processor)``: the real transformers architecture
 with a small config (2 text layers by default, hidden 64, 4 query / 2 KV heads, a 2-layer
 vision tower of width 32, a 1-layer audio tower for the Omni thinker), weights drawn from a
-fixed seed without disturbing the global RNG, float32, sdpa everywhere, eval mode; and a processor assembled here from the
-family's own image/video processor classes (small pixel limits), a byte-level BPE tokenizer
-trained on a few sentences with the family's special tokens, and a hand-written chat template.
+fixed seed without disturbing the global RNG, float32, sdpa everywhere, eval mode.
+
+Processors. Qwen2.5-VL and Qwen3-VL get their checkpoints' REAL processor: the tokenizer
+(151,665 / 151,669 tokens), chat template and image/video processor settings from
+``../shared/data/hf_configs`` (no weights there), copied at test time into a temporary folder
+and read by ``AutoProcessor.from_pretrained`` as a downloaded checkpoint's would be; the tiny
+model takes the real vocabulary size and the real special token ids, so its embedding has a
+row for every real token. Without that folder, building these two families skips the test
+with the reason. The other families (whose real processor files are not there) get a
+processor assembled here from their own image/video processor classes (small pixel limits),
+a byte-level BPE tokenizer trained on a few sentences with the family's special tokens, and
+a hand-written chat template.
 
 ``build(family, text_layers)`` caches one instance per family and depth for the whole test
 session, so that several test modules share them; ``video_batch(family, processor)`` makes a
 left-padded batch of two 8-frame 32x32 videos (numpy noise, the Omni thinker's with a 1 s audio
 track) with prompts of different lengths; ``encoders(model)`` are the vision (and audio)
-towers whose outputs OutRo must leave alone.
+towers whose outputs OutRo must leave alone; ``save(family, folder)`` writes a model folder
+that a loader reads like a real ``model.path``.
 
 Families: qwen2_vl, qwen2_5_vl, qwen3_vl, llava_onevision (Qwen2 text), llava_next_video
 (Llama text), qwen2_5_omni_thinker (video with an audio track; Thinker class, no talker),
@@ -21,8 +31,13 @@ internvl (Qwen2 text), videollama3 (Qwen2 text). All exist in transformers 5.23.
 from __future__ import annotations
 
 import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 SEED = 0
@@ -126,7 +141,7 @@ def _seeded(build):
         return build()
 
 
-# ---- Qwen2-VL / Qwen2.5-VL / Qwen3-VL -----------------------------------------------------------
+# ---- Qwen2-VL (hf_configs holds only its preprocessor config: no tokenizer or chat template) -----
 
 QWEN_PIXELS = dict(min_pixels=28 * 28, max_pixels=56 * 56)  # 32x32 frames -> 28x28 -> 2x2 patches of 14
 QWEN_VIDEO = dict(QWEN_PIXELS, cap_pixels_per_frame=False)
@@ -161,50 +176,114 @@ def build_qwen2_vl(text_layers: int = TEXT_LAYERS):
     return model, processor
 
 
-def build_qwen2_5_vl(text_layers: int = TEXT_LAYERS):
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+# ---- Qwen2.5-VL / Qwen3-VL: the checkpoints' real processor files ---------------------------------
 
-    tok = _qwen_tokenizer()
+# Read only, never copied into the repository: each test copies them into a folder of its own.
+HF_CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "hf_configs"
+QWEN2_5_VL_FILES = "Qwen__Qwen2.5-VL-7B-Instruct"
+QWEN3_VL_FILES = "Qwen__Qwen3-VL-8B-Instruct"
+# family -> {file name: the hf_configs folder it comes from}. The Qwen3-VL folder has no
+# vocab.json / merges.txt: they are byte-identical to Qwen2.5-VL's (hf_configs/SOURCES.md).
+# generation_config.json carries the checkpoint's stop tokens (<|im_end|>, <|endoftext|>).
+REAL_FILES = {
+    "qwen2_5_vl": dict.fromkeys(
+        ("chat_template.json", "tokenizer_config.json", "vocab.json", "merges.txt", "preprocessor_config.json",
+         "generation_config.json"),
+        QWEN2_5_VL_FILES,
+    ),
+    "qwen3_vl": {
+        **dict.fromkeys(
+            ("chat_template.json", "tokenizer_config.json", "preprocessor_config.json",
+             "video_preprocessor_config.json", "generation_config.json"),
+            QWEN3_VL_FILES,
+        ),
+        "vocab.json": QWEN2_5_VL_FILES,
+        "merges.txt": QWEN2_5_VL_FILES,
+    },
+}
+# The checkpoint whose config.json gives the family's real vocabulary size.
+REAL_CONFIG = {"qwen2_5_vl": QWEN2_5_VL_FILES, "qwen3_vl": QWEN3_VL_FILES}
+
+
+def copy_real_files(family: str, folder) -> Path:
+    """Copy ``family``'s real processor/tokenizer/chat-template files into ``folder``; skip the
+    calling test when ../shared/data/hf_configs does not hold them."""
+    folder = Path(folder)
+    sources = {name: HF_CONFIGS / source / name for name, source in REAL_FILES[family].items()}
+    missing = [path for path in sources.values() if not path.is_file()]
+    if missing:
+        pytest.skip(f"the real {family} processor files are not all in {HF_CONFIGS} (the shared data folder is "
+                    f"absent or incomplete): {missing[0]} is missing")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in sources.items():
+        shutil.copyfile(path, folder / name)  # a writable copy: the sources are read-only
+    return folder
+
+
+def real_processor(family: str):
+    """``family``'s real processor, read by AutoProcessor from a temporary copy of its files;
+    left padding, as the loaders set it."""
+    from transformers import AutoProcessor
+
+    with tempfile.TemporaryDirectory(prefix=f"real_{family}_") as folder:
+        processor = AutoProcessor.from_pretrained(copy_real_files(family, folder))
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def _real_config(family: str) -> dict:
+    return json.loads((HF_CONFIGS / REAL_CONFIG[family] / "config.json").read_text())
+
+
+def _real_ids(family: str, tok) -> dict:
+    """The vision special token ids, read from the real tokenizer; the checkpoint's config agrees."""
+    ids = _qwen_vl_ids(tok)
+    config = _real_config(family)
+    assert ids == {key: config[key] for key in ids}, (family, ids)
+    return ids
+
+
+def _real_text(family: str, tok, text_layers: int, **extra) -> dict:
+    """The tiny text tower over the checkpoint's vocabulary (its embedding rows: a little above
+    the tokenizer's length, as in the real model) with the real stop/pad token ids."""
+    vocab = _real_config(family)
+    vocab = vocab.get("text_config", vocab)["vocab_size"]
+    assert vocab >= len(tok), (family, vocab, len(tok))
+    return dict(TEXT, vocab_size=vocab, num_hidden_layers=text_layers,
+                bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"), eos_token_id=tok.eos_token_id,
+                pad_token_id=tok.pad_token_id, **extra)
+
+
+def build_qwen2_5_vl(text_layers: int = TEXT_LAYERS):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    processor = real_processor("qwen2_5_vl")
+    tok = processor.tokenizer
     config = Qwen2_5_VLConfig(
-        text_config=dict(TEXT, num_hidden_layers=text_layers, rope_parameters=dict(MROPE)),
+        text_config=_real_text("qwen2_5_vl", tok, text_layers, rope_parameters=dict(MROPE)),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN,
                            fullatt_block_indexes=[1], window_size=56),
-        **_qwen_vl_ids(tok),
+        tie_word_embeddings=True,  # one 152k x 64 table, not two: it would be most of the model
+        **_real_ids("qwen2_5_vl", tok),
     )
     model = _finish(_seeded(lambda: Qwen2_5_VLForConditionalGeneration(config)))
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(**QWEN_PIXELS),
-        video_processor=Qwen2VLVideoProcessor(**QWEN_VIDEO),
-        tokenizer=tok,
-        chat_template=QWEN_TEMPLATE,
-    )
     return model, processor
 
 
 def build_qwen3_vl(text_layers: int = TEXT_LAYERS):
-    from transformers import (Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration,
-                              Qwen3VLProcessor, Qwen3VLVideoProcessor)
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    tok = _qwen_tokenizer()
+    processor = real_processor("qwen3_vl")
+    tok = processor.tokenizer
     rope = dict(MROPE, mrope_interleaved=True)
-    text = dict(TEXT, num_hidden_layers=text_layers, head_dim=HEAD_DIM, rope_parameters=rope)
     config = Qwen3VLConfig(
-        text_config=text,
+        text_config=_real_text("qwen3_vl", tok, text_layers, head_dim=HEAD_DIM, rope_parameters=rope),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN,
                            patch_size=16, num_position_embeddings=16, deepstack_visual_indexes=[0]),
-        **_qwen_vl_ids(tok),
+        tie_word_embeddings=True,  # one 152k x 64 table, not two: it would be most of the model
+        **_real_ids("qwen3_vl", tok),
     )
     model = _finish(_seeded(lambda: Qwen3VLForConditionalGeneration(config)))
-    pixels = dict(size={"shortest_edge": 32 * 32, "longest_edge": 64 * 64})
-    processor = Qwen3VLProcessor(
-        image_processor=Qwen2VLImageProcessor(patch_size=16, **pixels),
-        video_processor=Qwen3VLVideoProcessor(
-            patch_size=16, do_sample_frames=False, cap_pixels_per_frame=False, **pixels
-        ),
-        tokenizer=tok,
-        chat_template=QWEN_TEMPLATE,
-    )
     return model, processor
 
 
@@ -420,6 +499,8 @@ def video_batch(family: str, processor, prompts=PROMPTS) -> dict:
     # VideoLLaMA3 write them into the prompt).
     metadata = [VideoMetadata(total_num_frames=FRAMES, fps=2.0, frames_indices=list(range(FRAMES))) for _ in prompts]
     kwargs = dict(video_metadata=metadata)
+    if family in REAL_FILES:  # the real Qwen3-VL video processor resamples at 2 fps unless told not to
+        kwargs["do_sample_frames"] = False  # the frames given are the clip, as the loaders pass them
     if family == "qwen2_5_omni_thinker":
         rng = np.random.default_rng(SEED + 1)
         audio = [rng.standard_normal(int(AUDIO_RATE * AUDIO_SECONDS)).astype(np.float32) * 0.1 for _ in prompts]
@@ -452,8 +533,11 @@ SAVED_AUDIO_WINDOW_S = 30  # the saved Omni processor's feature window: a whole 
 def save(family: str, folder, text_layers: int = 4):
     """Write a tiny ``family`` model and its processor to ``folder`` (what ``model.path`` takes).
 
-    The saved Omni processor reads up to 30 s of audio (the in-memory one only 2 s, to keep the
-    OutRo tests small), so pipeline tests can feed real clips' whole tracks.
+    Qwen2.5-VL and Qwen3-VL get their checkpoint's real files copied in beside the weights
+    (tokenizer, chat template, processor configs, generation config), byte for byte, so the
+    loader reads exactly what it reads from a downloaded checkpoint. The saved Omni processor
+    reads up to 30 s of audio (the in-memory one only 2 s, to keep the OutRo tests small), so
+    pipeline tests can feed real clips' whole tracks.
     """
     import copy
 
@@ -461,6 +545,9 @@ def save(family: str, folder, text_layers: int = 4):
 
     model, processor = build(family, text_layers)
     model.save_pretrained(folder)
+    if family in REAL_FILES:
+        copy_real_files(family, folder)  # replaces the generation_config.json derived from the tiny config
+        return folder
     if getattr(processor, "feature_extractor", None) is not None:
         processor = copy.copy(processor)
         processor.feature_extractor = WhisperFeatureExtractor(
