@@ -16,7 +16,7 @@ mean of that layer) is ``rotate_decode``.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 
@@ -267,8 +267,65 @@ class OutRo:
             )
         return samples
 
+    def running_sums(self) -> dict[str, float]:
+        """The rotation-cosine sums since construction as flat additive keys:
+        ``cos_before/<layer>``, ``cos_after/<layer>`` and ``n/<layer>`` ((token, head) pairs)."""
+        sums = {}
+        for layer, (before, after, count) in sorted(self._cos.items()):
+            sums.update({f"cos_before/{layer}": before, f"cos_after/{layer}": after, f"n/{layer}": float(count)})
+        return sums
+
     def cell_diagnostics(self) -> dict:
         return {
             str(layer): {"cos_before": s[0] / s[2], "cos_after": s[1] / s[2], "n": s[2]}
             for layer, s in sorted(self._cos.items())
         }
+
+
+def rotation_cosines(sums: dict[str, float]) -> dict:
+    """``{layer: {"cos_before", "cos_after", "n"}}`` (numeric layer order) from summed
+    ``OutRo.running_sums()``; layers without rotated tokens are left out."""
+    layers = sorted({int(key.split("/", 1)[1]) for key in sums}, key=int)
+    out = {}
+    for layer in layers:
+        count = sums.get(f"n/{layer}", 0.0)
+        if count:
+            out[str(layer)] = {"cos_before": sums[f"cos_before/{layer}"] / count,
+                               "cos_after": sums[f"cos_after/{layer}"] / count, "n": int(count)}
+    return out
+
+
+def summarise_outro(samples: list[dict | None], sums: dict[str, float]) -> dict:
+    """Aggregate OutRo's per-sample sink diagnostics and its rotation cosines; {} when no
+    sample recorded any."""
+    infos = [s for s in samples if s is not None]
+    if not infos:
+        return {}
+    per_layer = Counter()  # layer -> samples with a sink there
+    positions = Counter()  # position -> (sample, layer) pairs where it was a sink
+    relaxed = Counter()  # layer -> tokens relaxed there
+    relax_without_sinks = Counter()  # layer -> samples where a relaxation layer found no sink
+    first_layers = Counter()
+    for info in infos:
+        for layer, found in info["sink_positions"].items():
+            per_layer[layer] += 1
+            positions.update(found)
+        for layer, found in info["relaxed"].items():
+            relaxed[layer] += len(found)
+        relax_without_sinks.update(str(layer) for layer in info["relax_layers_without_sinks"])
+        first_layers[str(info["first_sink_layer"])] += 1
+    n = len(infos)
+
+    def by_layer(counter: Counter) -> dict:
+        return {k: counter[k] for k in sorted(counter, key=int)}
+
+    return {
+        "samples": n,
+        "samples_with_sinks": sum(1 for info in infos if info["first_sink_layer"] is not None),
+        "first_sink_layer_counts": dict(sorted(first_layers.items())),
+        "sink_rate_per_layer": {k: v / n for k, v in by_layer(per_layer).items()},
+        "sink_position_counts": {str(k): v for k, v in sorted(positions.items())},
+        "relaxed_tokens_per_layer": by_layer(relaxed),
+        "relax_layers_without_sinks": by_layer(relax_without_sinks),
+        "rotation_cosine_per_layer": rotation_cosines(sums),
+    }

@@ -18,7 +18,6 @@ numbering stay Hydra's own; only the launcher call is filtered.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
+from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.store import CellStore
 from outro_sweep.cell.identity import cell_identity
 from outro_sweep.cell.redaction import redact
@@ -91,10 +91,7 @@ class SkipDoneSweeper(BasicSweeper):
     def record_skip(self, store: CellStore, overrides: Sequence[str]) -> None:
         print(f"skip {store.identity}: {store.describe()} -> {store.dir}", flush=True)
         self.skipped.append({"identity": store.identity, "overrides": list(overrides), "cell": str(store.dir)})
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        temporary = sweep_dir / (SKIPPED_FILE + ".tmp")
-        temporary.write_text(json.dumps(self.skipped, indent=2) + "\n")
-        temporary.replace(sweep_dir / SKIPPED_FILE)
+        write_json_atomic(Path(str(self.config.hydra.sweep.dir)) / SKIPPED_FILE, self.skipped)
 
 
 def baseline_overrides(overrides: Sequence[str]) -> list[str]:
