@@ -3,7 +3,7 @@
 Nothing is ever truncated or appended to: a batch's records go to their own file under the
 cell's ``shards/`` folder (see ``outro_sweep.predict.shards``), written atomically, so a
 killed cell keeps every batch it finished and a resumed or multi-process cell can never
-count a question twice. ``predictions.jsonl`` is merged from the shards at the end.
+count a question twice. ``predictions.jsonl`` is written from the shards at the end, scored.
 """
 
 from __future__ import annotations
@@ -12,24 +12,21 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from outro_sweep.predict.shards import write_shard
 from outro_sweep.cell.redaction import redact
+from outro_sweep.interventions.stack import subtract_sums
+from outro_sweep.predict.shards import write_shard
 
 
-def rotation_sums(outro) -> dict:
-    """OutRo's running per-layer rotation-cosine sums ``{layer: [sum before, sum after, n]}``
-    (from its public ``cell_diagnostics()`` means); {} without OutRo."""
-    if outro is None:
-        return {}
-    return {layer: [d["cos_before"] * d["n"], d["cos_after"] * d["n"], d["n"]]
-            for layer, d in outro.cell_diagnostics().items()}
+def _running_sums(pl_module) -> dict:
+    attached = getattr(pl_module, "attached", None)
+    return attached.running_sums() if attached is not None else {}
 
 
 class ShardPredictionWriter(BasePredictionWriter):
     """One shard per predict batch (``write_interval="batch"``), named by the batch's first and
     last question index and this process's global rank. Each shard's header carries what the
-    batch added to ``pl_module.seconds`` and to OutRo's rotation-cosine sums
-    (``pl_module.outro``), so both can be summed over shards, processes and attempts."""
+    batch added to ``pl_module.seconds`` and to the attached interventions' running sums
+    (``pl_module.attached``), so both can be summed over shards, processes and attempts."""
 
     def __init__(self, shard_dir: Path) -> None:
         super().__init__(write_interval="batch")
@@ -41,18 +38,14 @@ class ShardPredictionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer, pl_module) -> None:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self._seconds = float(getattr(pl_module, "seconds", 0.0))
-        self._sums = rotation_sums(getattr(pl_module, "outro", None))
+        self._sums = _running_sums(pl_module)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         if not prediction:
             return
         seconds = float(getattr(pl_module, "seconds", 0.0))
-        sums = rotation_sums(getattr(pl_module, "outro", None))
-        delta = {}
-        for layer, (before, after, count) in sums.items():
-            old = self._sums.get(layer, [0.0, 0.0, 0])
-            if count - old[2]:
-                delta[layer] = [before - old[0], after - old[1], count - old[2]]
+        sums = _running_sums(pl_module)
         records = [redact(record) for record in prediction]
-        self.written.append(write_shard(self.shard_dir, records, trainer.global_rank, seconds - self._seconds, delta))
+        self.written.append(write_shard(self.shard_dir, records, trainer.global_rank, seconds - self._seconds,
+                                        subtract_sums(sums, self._sums)))
         self._seconds, self._sums = seconds, sums
