@@ -300,7 +300,7 @@ def make_cell(output_dir: Path, identity: str, enabled: bool, correct: list[bool
     records = [{"index": i, "id": f"q{i}", "prompt_hash": (hashes or {}).get(i, f"h{i}"), "correct": c,
                 "category": "even" if i % 2 == 0 else "odd"} for i, c in enumerate(correct)]
     (cell / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (cell / "metrics.json").write_text(json.dumps({"sinks": {}}))
+    (cell / "metrics.json").write_text(json.dumps({"diagnostics": {}}))
     (cell / "DONE").write_text("{}")
     return cell
 

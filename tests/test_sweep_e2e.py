@@ -55,7 +55,7 @@ def test_four_cells_each_complete(sweep):
     for folder in folders:
         records = [json.loads(line) for line in (folder / "cell" / "predictions.jsonl").read_text().splitlines()]
         assert [r["index"] for r in records] == [0, 1, 2]
-        assert all(len(r["prompt_hash"]) == 16 and r["sinks"]["sink_positions"] for r in records)
+        assert all(len(r["prompt_hash"]) == 16 and r["diagnostics"]["outro"]["sink_positions"] for r in records)
         metrics = json.loads((folder / "cell" / "metrics.json").read_text())
         assert metrics["n"] == 3
         assert metrics["accuracy"] == sum(r["correct"] for r in records) / 3

@@ -26,8 +26,8 @@ def test_sweep_over_model_benchmark_and_sink(tmp_path, tiny_model_dir, shared_da
         assert all(r["valid"] and r["prediction"] in "ABCD" for r in records)  # logits scoring always answers
         if "first_k" in folder.name:
             # first_k (k=1): token 0 is a sink at every scanned layer (0..L-3 = 0..1), relaxed at layer 1
-            assert all(r["sinks"]["sink_positions"] == {"0": [0], "1": [0]} for r in records)
-            assert all(r["sinks"]["relaxed"] == {"1": [0]} for r in records)
+            assert all(r["diagnostics"]["outro"]["sink_positions"] == {"0": [0], "1": [0]} for r in records)
+            assert all(r["diagnostics"]["outro"]["relaxed"] == {"1": [0]} for r in records)
         assert not list((folder / "cell").rglob("*.wandb"))  # logger.mode=disabled
 
 
@@ -36,5 +36,5 @@ def test_outro_off_is_the_stock_baseline(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = tmp_path.glob("cells/*/metrics.json")
     records = [json.loads(line) for line in (metrics_file.parent / "predictions.jsonl").read_text().splitlines()]
-    assert len(records) == 2 and all(r["sinks"] is None for r in records)
-    assert json.loads(metrics_file.read_text())["sinks"] == {}
+    assert len(records) == 2 and all(r["diagnostics"] == {} for r in records)
+    assert json.loads(metrics_file.read_text())["diagnostics"] == {}

@@ -144,8 +144,10 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
                     figures.append(path)
             except Exception as err:  # noqa: BLE001
                 notes.append(f"sink figure of {result.cell.identity} failed: {_short_error(err)}")
-    if any(r.enabled and r.cell.state == "done" and not r.cell.metrics().get("sinks") for r in analysis.results):
-        notes.append("some OutRo cells recorded no sink diagnostics (metrics.json has no 'sinks'): no sink figure")
+    if any(r.enabled and r.cell.state == "done" and not (r.cell.metrics().get("diagnostics") or {}).get("outro")
+           for r in analysis.results):
+        notes.append("some OutRo cells recorded no sink diagnostics (metrics.json has no diagnostics.outro): "
+                     "no sink figure")
 
     if sweep_dirs:
         group = sweep_group(sweep_dirs[0])

@@ -366,8 +366,8 @@ def _pad_bars(axes, count: int) -> None:
 
 
 def sink_figure(result: CellResult, analysis: Analysis, out_dir: Path) -> Path | None:
-    """Three panels from metrics.json["sinks"]; None when the cell recorded none (OutRo off)."""
-    sinks = result.cell.metrics().get("sinks") or {}
+    """Three panels from metrics.json["diagnostics"]["outro"]; None when the cell recorded none (OutRo off)."""
+    sinks = (result.cell.metrics().get("diagnostics") or {}).get("outro") or {}
     if not sinks:
         return None
     config = result.cell.config
