@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from outro_sweep.benchmarks.base import KINDS, OPEN_METRICS, YES_NO, Benchmark, Question, ask  # noqa: F401
+from outro_sweep.benchmarks.base import OPEN_METRICS, YES_NO, Benchmark, Question, ask  # noqa: F401 (re-exported)
 from outro_sweep.errors import ConfigError
 
 _EXT = re.compile(r"\.[A-Za-z0-9]+")

@@ -8,6 +8,7 @@ an interrupted one (requeue, preemption, time limit) is not: its shards resume i
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -23,6 +24,8 @@ from outro_sweep.cell.store import CellStore
 from outro_sweep.cell.tracking import open_cell_run
 from outro_sweep.predict.distributed import process_rank
 from outro_sweep.scoring.metrics import result_line
+
+log = logging.getLogger(__name__)
 
 
 def resolved_config(cfg: DictConfig) -> dict:
@@ -55,6 +58,7 @@ def run_cell(cfg: DictConfig) -> dict:
         config = dict(config, identity=store.identity)
         if cell.judge is not None:
             config["judge_identity"] = cell.judge.identity()  # who graded, with which exact prompt
+        log.info("cell %s: %d questions from %s", store.identity, len(cell.questions), type(cell.benchmark).__name__)
         if rank == 0:
             write_text_atomic(store.dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
             tracker = open_cell_run(cfg.logger, config, store.dir)

@@ -67,7 +67,9 @@ class Predictor(pl.LightningModule):
                            for row, item in enumerate(usable)]
             else:
                 answers = [(text, None) for text in self._generate(batch["inputs"])]
-            diagnostics = (self.attached.sample_diagnostics() if self.attached is not None else []) or [{}] * len(usable)
+            # {group: per-sample dict} per row of this prefill; {} per row for the stock model
+            diagnostics = self.attached.sample_diagnostics() if self.attached is not None else []
+            diagnostics = diagnostics or [{}] * len(usable)
             for item, (output, letters), diagnostic in zip(usable, answers, diagnostics):
                 records.append(record(item, hashes[item.index], output, letters, diagnostic))
         for item in batch["failed"]:
