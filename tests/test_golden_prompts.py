@@ -301,7 +301,7 @@ def mismatch_message(path: Path, expected: str, actual: str) -> str:
 
 def check_prompt(case: Case, question: Question) -> None:
     prompt = question.prompt
-    if not question.short_answer:  # a captioning question asks for a sentence: no short-answer line
+    if question.category_dict.get("task") == "av_captioning":  # asks for a sentence: no short-answer line
         assert prompt == question.question.strip() and SHORT_ANSWER_INSTRUCTION not in prompt
         return
     instruction = INSTRUCTIONS[question.kind]
