@@ -53,7 +53,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from outro_sweep.benchmarks.prompting import MC_INSTRUCTION, SHORT_ANSWER_INSTRUCTION, option_letters
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.base import Question
+from outro_sweep.benchmarks.video_base import VideoBenchmark
 from outro_sweep.models.llava_onevision import LlavaOnevision
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
 from outro_sweep.models.qwen3_vl import Qwen3VL
@@ -238,7 +239,7 @@ def build_benchmark(case: Case, data_dir: Path, video_dir: Path) -> VideoBenchma
     return bench
 
 
-def first_question(case: Case, request, tmp_path: Path) -> VideoQuestion:
+def first_question(case: Case, request, tmp_path: Path) -> Question:
     if case.shared is not None:
         shared_data = request.getfixturevalue("shared_data")  # skips with a reason when ../shared/data is absent
         data_dir = shared_data / "video_qa" / case.shared
@@ -278,7 +279,7 @@ def separator(title: str) -> str:
     return f"----- {title} -----\n"
 
 
-def golden_text(case: Case, question: VideoQuestion, rendered: list[tuple[str, str, str]]) -> str:
+def golden_text(case: Case, question: Question, rendered: list[tuple[str, str, str]]) -> str:
     parts = [f"===== case: {case.name} | id: {question.id} | kind: {question.kind} =====\n"]
     parts += [separator("prompt (VideoQuestion.prompt)"), question.prompt + "\n"]
     for family, loader_name, chat in rendered:
@@ -303,9 +304,9 @@ def mismatch_message(path: Path, expected: str, actual: str) -> str:
 # ---------------------------------------------------------------- snapshot-independent checks
 
 
-def check_prompt(case: Case, question: VideoQuestion) -> None:
+def check_prompt(case: Case, question: Question) -> None:
     prompt = question.prompt
-    if not question.short_answer:  # a captioning question asks for a sentence: no short-answer line
+    if question.category_dict.get("task") == "av_captioning":  # asks for a sentence: no short-answer line
         assert prompt == question.question.strip() and SHORT_ANSWER_INSTRUCTION not in prompt
         return
     instruction = INSTRUCTIONS[question.kind]

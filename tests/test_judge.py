@@ -232,9 +232,10 @@ class BatchRecorder:
         class _Recorder(Callback):
             def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
                 recorder.batches.append({
-                    "prompts": [item.question.prompt for item in batch["items"]],
-                    "token_text": pl_module.tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True),
-                    "last_is_real": bool(batch["attention_mask"][:, -1].all()),  # left padding
+                    "prompts": [item.question.prompt for item in batch["usable"]],
+                    "token_text": pl_module.tokenizer.batch_decode(batch["inputs"]["input_ids"],
+                                                                   skip_special_tokens=True),
+                    "last_is_real": bool(batch["inputs"]["attention_mask"][:, -1].all()),  # left padding
                 })
 
         return _Recorder()

@@ -7,7 +7,7 @@ import torch
 
 from outro_sweep.benchmarks.builtin_mc import BuiltinMC
 from outro_sweep.errors import ConfigError
-from outro_sweep.scoring.letters import choose_by_logits, letter_token_ids, parse_choice
+from outro_sweep.scoring.letters import choose_letter, letter_logits, letter_token_ids, parse_choice
 
 ABCD = ("A", "B", "C", "D")
 
@@ -106,13 +106,15 @@ def test_letter_token_ids_requires_a_single_token():
         letter_token_ids(Splitting(), "ABC")
 
 
-def test_choose_by_logits_uses_the_best_variant():
+def test_letter_logits_take_the_best_variant_and_the_choice_the_best_letter():
     ids = {"A": [0, 1], "B": [2, 3], "C": [4]}
     logits = torch.tensor([0.0, 1.0, 3.0, -1.0, 2.5, 99.0])  # 99 is not a letter token
-    assert choose_by_logits(logits, ids) == "B"
+    assert letter_logits(logits, ids) == {"A": 1.0, "B": 3.0, "C": 2.5}
+    assert choose_letter(letter_logits(logits, ids)) == "B"
     logits[1] = 5.0  # "A"'s second variant now beats everything
-    assert choose_by_logits(logits, ids) == "A"
-    assert choose_by_logits(torch.zeros(6), ids) == "A"  # ties: the first letter
+    assert choose_letter(letter_logits(logits, ids)) == "A"
+    assert choose_letter(letter_logits(torch.zeros(6), ids)) == "A"  # ties: the first letter
+    assert choose_letter({"C": 1.0, "B": 1.0, "A": 0.0}) == "B"  # ties in any key order: alphabetical first
 
 
 def test_letter_tokens_and_logits_choice_with_real_tokenizer(smollm2):
@@ -136,7 +138,7 @@ def test_letter_tokens_and_logits_choice_with_real_tokenizer(smollm2):
     letter_of = {v: letter for letter, variants in ids.items() for v in variants}
     agreed = 0
     for row in logits:
-        chosen = choose_by_logits(row, ids)
+        chosen = choose_letter(letter_logits(row, ids))
         assert chosen in ABCD
         top = int(row.argmax())
         if top in letter_of:  # the greedy next token is a letter: both scorings must agree

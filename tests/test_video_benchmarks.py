@@ -24,9 +24,10 @@ from outro_sweep.benchmarks.msvd_qa import MSVDQA
 from outro_sweep.benchmarks.mvbench import MVBench
 from outro_sweep.benchmarks.nextqa import NExTQAMC, NExTQAOE
 from outro_sweep.benchmarks.perception_test import PerceptionTest
-from outro_sweep.benchmarks.prompting import MC_INSTRUCTION
+from outro_sweep.benchmarks.prompting import MC_INSTRUCTION, SHORT_ANSWER_INSTRUCTION
 from outro_sweep.benchmarks.tgif_qa import TGIFQA
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.base import Question, ask
+from outro_sweep.benchmarks.video_base import VideoBenchmark
 from outro_sweep.benchmarks.videomme import VideoMME
 from outro_sweep.errors import ConfigError
 from outro_sweep.scoring.open_answers import (
@@ -58,7 +59,7 @@ def write_json(path: Path, data) -> Path:
     return path
 
 
-def by_id(questions: list[VideoQuestion]) -> dict[str, VideoQuestion]:
+def by_id(questions: list[Question]) -> dict[str, Question]:
     table = {q.id: q for q in questions}
     assert len(table) == len(questions), "question ids are not unique"
     return table
@@ -72,27 +73,28 @@ def one_line_error(excinfo, *needles: str) -> str:
     return message
 
 
-# ---------------------------------------------------------------- VideoQuestion
+# ---------------------------------------------------------------- Question
 
 
 def test_video_question_properties():
-    q = VideoQuestion(
-        id="x/1", video="a/b.mp4", question="What?", options=("red", "blue"), answer="B", kind="mc",
+    q = ask(
+        id="x/1", video="a/b.mp4", question="What? ", options=("red ", "blue"), answer="B", kind="mc",
         categories=(("type", "color"), ("duration", "short")),
     )
     assert q.letters == ("A", "B")
     assert q.category_dict == {"type": "color", "duration": "short"}
     assert q.category == "color"
-    assert q.prompt == f"What?\nA. red\nB. blue\n{MC_INSTRUCTION}"
-    assert re.fullmatch(r"[0-9a-f]{16}", q.prompt_hash)
-    assert q.prompt_hash != VideoQuestion("x/1", "a/b.mp4", "What?", ("red", "green"), "B", "mc").prompt_hash
+    assert q.prompt == f"What?\nA. red\nB. blue\n{MC_INSTRUCTION}"  # stray outer whitespace dropped
+    assert (q.answer, q.references, q.video) == ("B", ("B",), "a/b.mp4")
     hash(q)  # frozen and hashable: categories are tuples
+    open_q = ask("x/2", "Who?", (), "a man", "open", extra_answers=("man",), video="v.mp4")
+    assert open_q.prompt == f"Who?\n{SHORT_ANSWER_INSTRUCTION}" and open_q.extra_answers == ("man",)
     with pytest.raises(ValueError):
-        VideoQuestion("x", "v", "q", ("a", "b"), "C", "mc")
+        ask("x", "q", ("a", "b"), "C", "mc", video="v")
     with pytest.raises(ValueError):
-        VideoQuestion("x", "v", "q", (), "maybe", "yesno")
+        ask("x", "q", (), "maybe", "yesno", video="v")
     with pytest.raises(ValueError):
-        VideoQuestion("x", "v", "q", (), "a", "free")
+        ask("x", "q", (), "a", "free", video="v")
 
 
 # ---------------------------------------------------------------- NExT-QA (real files)

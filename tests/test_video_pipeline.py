@@ -237,7 +237,7 @@ def test_omni_audio_reaches_the_model_as_audio_tokens(dailyomni_run, tiny_omni, 
     audio placeholder tokens in proportion to the 30 s track (25 tokens per second)."""
     from outro_sweep.benchmarks.dailyomni import DailyOmni
     from outro_sweep.models.qwen2_5_omni import Qwen2_5Omni
-    from outro_sweep.predict.video_data import VideoCollator, VideoQuestionDataset
+    from outro_sweep.predict.data import ClipSource, Collator, QuestionDataset
     from outro_sweep.media.cache import FrameCache
 
     examples = dailyomni_run["examples"]
@@ -245,8 +245,8 @@ def test_omni_audio_reaches_the_model_as_audio_tokens(dailyomni_run, tiny_omni, 
     loader = Qwen2_5Omni(path=str(tiny_omni), name="omni", num_frames=4, use_audio=True, min_pixels=784,
                          max_pixels=3136, max_side=160)
     loaded = loader.load()
-    dataset = VideoQuestionDataset(bench.load()[:1], bench, loader, FrameCache(tmp_path))
-    batch = VideoCollator(loaded)([dataset[0]])
+    dataset = QuestionDataset(bench.load()[:1], clips=ClipSource(bench, loader.sampling, FrameCache(tmp_path)))
+    batch = Collator(loaded)([dataset[0]])
     inputs = batch["inputs"]
     assert inputs["input_features"].shape[0] == 1
     audio_id = loaded.tokenizer.convert_tokens_to_ids("<|AUDIO|>")

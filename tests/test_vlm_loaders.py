@@ -5,9 +5,9 @@ its processor once per session; the family's loader then reads that folder like 
 ``model.path``. Checked per family:
 - ``num_layers()`` reads 4 from the config without loading weights; ``load()`` gives an
   eval-mode model and a left-padding tokenizer;
-- two ``VideoItem``s, clips of 8 and 4 frames (32x32 noise; the Omni thinker's with a 16 kHz
+- two ``Item``s, clips of 8 and 4 frames (32x32 noise; the Omni thinker's with a 16 kHz
   audio track as long as the clip) and prompts of different lengths, go through
-  ``VideoCollator``: the shorter row is left-padded, each row's tokens are its tokens alone,
+  ``Collator``: the shorter row is left-padded, each row's tokens are its tokens alone,
   and each row's next-token logits from ``generate`` match the row run alone;
 - OutRo with alpha 0 and no relaxation is bit-identical to stock on that batch; alpha 1 with a
   relaxation layer changes the logits;
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tiny_vlms
 
-from outro_sweep.benchmarks.video_base import VideoQuestion
+from outro_sweep.benchmarks.base import ask
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.outro import OutRo
 from outro_sweep.models.internvl import InternVL
@@ -45,7 +45,7 @@ from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
 from outro_sweep.models.qwen2_vl import Qwen2VL
 from outro_sweep.models.qwen3_vl import Qwen3VL
 from outro_sweep.models.videollama3 import VideoLLaMA3
-from outro_sweep.predict.video_data import VideoCollator, VideoItem
+from outro_sweep.predict.data import Collator, Item
 from outro_sweep.interventions.sinks.first_k import FirstK
 from outro_sweep.media.decode import DecodedVideo
 
@@ -104,13 +104,13 @@ def make_clip(rng: np.random.Generator, frames: int, size: int = 32, audio: bool
     )
 
 
-def make_items(audio: bool, size: int = 32) -> list[VideoItem]:
+def make_items(audio: bool, size: int = 32) -> list[Item]:
     rng = np.random.default_rng(tiny_vlms.SEED)
     items = []
     for index, (frames, prompt) in enumerate(zip(FRAMES, PROMPTS)):
-        question = VideoQuestion(id=f"q{index}", video=f"v{index}.mp4", question=prompt, options=(),
-                                 answer="x", kind="open")
-        items.append(VideoItem(index, question, make_clip(rng, frames, size, audio), cache="decoded"))
+        question = ask(id=f"q{index}", video=f"v{index}.mp4", question=prompt, options=(), answer="x",
+                       kind="open")
+        items.append(Item(index, question, make_clip(rng, frames, size, audio), cache="decoded"))
     return items
 
 
@@ -135,7 +135,7 @@ def saved(root: Path, family: str) -> Path:
 
 @torch.no_grad()
 def next_logits(loaded, inputs: dict) -> torch.Tensor:
-    """(B, V) raw next-token logits, as VideoPredictor's logits scoring gets them."""
+    """(B, V) raw next-token logits, as the loader's ``answer_logits`` gets them for logits scoring."""
     out = loaded.model.generate(
         **inputs,
         max_new_tokens=1,
@@ -156,7 +156,7 @@ def family_run(root: Path, family: str) -> dict:
     loader = make_loader(family, saved(root, family))
     loaded = loader.load()
     items = make_items(audio=loader.use_audio)
-    collate = VideoCollator(loaded)
+    collate = Collator(loaded)
     batch = collate(items)
     alone = [collate([item]) for item in items]
     stock = next_logits(loaded, batch["inputs"])

@@ -17,14 +17,12 @@ import time
 import torch
 
 
-def _prompts(tokenizer, batch_size: int) -> dict:
+def _prompts(loaded, batch_size: int) -> dict:
     from outro_sweep.benchmarks.builtin_mc import BuiltinMC
-    from outro_sweep.predict.datamodule import IndexedQuestion, PromptCollator
+    from outro_sweep.predict.data import Collator, Item
 
     questions = BuiltinMC(num_questions=batch_size).load()
-    collate = PromptCollator(tokenizer, use_chat_template=True)
-    batch = collate([IndexedQuestion(i, q) for i, q in enumerate(questions)])
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    return Collator(loaded)([Item(i, q) for i, q in enumerate(questions)])["inputs"]
 
 
 def _timed_generate(model, inputs: dict, new_tokens: int, pad_token_id: int) -> float:
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     outro = OutRo(model, MassiveActivation(), alpha=args.alpha, layer=layer)
     with torch.inference_mode():
         for batch_size in args.batch_sizes:
-            inputs = {k: v.to(device) for k, v in _prompts(tokenizer, batch_size).items()}
+            inputs = {k: v.to(device) for k, v in _prompts(loaded, batch_size).items()}
             run_stock = lambda: _timed_generate(model, inputs, args.new_tokens, tokenizer.pad_token_id)  # noqa: E731
 
             def run_outro() -> float:

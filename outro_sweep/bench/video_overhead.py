@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     layer = parse_layer(args.layer)
     os.environ["HF_HUB_OFFLINE"] = "1"
 
-    from outro_sweep.benchmarks.video_base import VideoQuestion
+    from outro_sweep.benchmarks.base import ask
     from outro_sweep.interventions.outro import OutRo
-    from outro_sweep.predict.video_data import VideoCollator, VideoItem
+    from outro_sweep.predict.data import Collator, Item
     from outro_sweep.media.decode import decode_with
 
     loader, rule, cfg = _loader(args.overrides)
@@ -85,12 +85,12 @@ def main(argv: list[str] | None = None) -> None:
           "  (median of paired ratios)")
     rule.configure(loader.sink_dims)
     outro = OutRo(model, rule, alpha=args.alpha, layer=layer)
-    collate = VideoCollator(loaded)
+    collate = Collator(loaded)
     pad = loaded.tokenizer.pad_token_id
     with torch.inference_mode():
         for batch_size in args.batch_sizes:
-            items = [VideoItem(i, VideoQuestion(f"bench/{i}", "clip", PROMPT, (), "", "open"),
-                               clips[i % len(clips)]) for i in range(batch_size)]
+            items = [Item(i, ask(f"bench/{i}", PROMPT, (), "-", "open", video="clip"), clips[i % len(clips)])
+                     for i in range(batch_size)]
             inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v
                       for k, v in collate(items)["inputs"].items()}
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 from outro_sweep.benchmarks.video_base import (
     YES_NO,
     VideoBenchmark,
-    VideoQuestion,
+    Question,
+    ask,
     join_by_question_id,
 )
 
@@ -51,7 +52,7 @@ class ActivityNetQA(VideoBenchmark):
     def describe(self) -> str:
         return f"split={self.split}"
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         qdata, adata = self._read_json(self.questions_path), self._read_json(self.answers_path)
         for path, data in ((self.questions_path, qdata), (self.answers_path, adata)):
             if not isinstance(data, list):
@@ -70,7 +71,7 @@ class ActivityNetQA(VideoBenchmark):
                                           "type 3 (yes/no) answers that are yes or no")
                 kind, text = "yesno", text.lower()
             questions.append(
-                VideoQuestion(
+                ask(
                     id=f"{self.name}/{self.split}/{record['question_id']}",
                     video=f"{self.video_prefix}{record['video_name']}{self.video_ext}",
                     question=record["question"],

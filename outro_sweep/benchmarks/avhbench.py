@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from outro_sweep.benchmarks.video_base import YES_NO, VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.video_base import YES_NO, VideoBenchmark, Question, ask
 
 TASK_NAMES = {
     "audio-driven video hallucination": "audio_driven_video_hallucination",
@@ -81,7 +81,7 @@ class AVHBench(VideoBenchmark):
             records.extend((path, number, record) for number, record in enumerate(data))
         return records
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         expected = f"objects with video_id, text, label and a task among {', '.join(sorted(set(TASK_NAMES)))}"
         seen: Counter[str] = Counter()
         questions = []
@@ -102,7 +102,7 @@ class AVHBench(VideoBenchmark):
                     raise self._malformed(path, f"record {number} (label {label!r})", f"{task} labels Yes or No")
                 kind, label = "yesno", label.lower()
             questions.append(
-                VideoQuestion(
+                ask(
                     id=f"{self.name}/{vid}/{n}",
                     video=vid + self.video_ext,
                     question=str(text),

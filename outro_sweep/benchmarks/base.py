@@ -1,38 +1,113 @@
-"""What a benchmark is: a loader of questions plus the prompt text for each."""
+"""What a benchmark is: a loader of questions, each one ``Question`` whatever its modality.
+
+A ``Question`` is plain data (in the spirit of lm-eval's ``Instance``): what kind it is, the
+user-message text, its options and references, its categories and, for video benchmarks, the
+clip it is about. Text and video benchmarks differ in the data they fill in, not in type;
+the model side differs only through its loader (see ``outro_sweep.models``).
+
+Kinds of question:
+
+* ``mc``: multiple choice; ``options`` hold the option texts in letter order and
+  ``references[0]`` is the correct letter;
+* ``yesno``: no options; ``references[0]`` is "yes" or "no";
+* ``open``: open-ended; ``references`` are every accepted answer text (the first is the
+  benchmark's own answer, then any extra answers it accepts, e.g. NExT-OE's).
+
+``categories`` carry whatever the benchmark annotates a question with (subject, question
+type, video duration, ...) as ``(name, value)`` pairs, so results break down by any of them.
+"""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
+from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
 from outro_sweep.errors import ConfigError
 
 SCORING_METHODS = ("generate", "logits")
+KINDS = ("mc", "yesno", "open")
+OPEN_METRICS = ("exact_match", "wups")  # how open answers are scored (outro_sweep.scoring.answers)
+YES_NO = ("yes", "no")
 
 
 @dataclass(frozen=True)
-class MCQuestion:
-    """One multiple-choice question, as it crosses from a benchmark into prediction."""
+class Question:
+    """One question, as it crosses from a benchmark into prediction and scoring."""
 
-    id: str  # stable within the benchmark, e.g. "mmlu/anatomy/test/12"
-    prompt: str  # the full user-message text (few-shot examples included)
-    options: tuple[str, ...]  # option texts, in letter order A, B, C, ...
-    answer: str  # the correct letter
-    category: str  # for per-category breakdowns (subject, question type, ...)
+    id: str  # stable within the benchmark, e.g. "mmlu/anatomy/test/12", "nextqa_mc/val/6_4010069381"
+    kind: str  # "mc" | "yesno" | "open"
+    prompt: str  # the user-message text (few-shot examples, options and instruction included)
+    references: tuple[str, ...]  # correct letter (mc), "yes"/"no" (yesno), accepted answers (open)
+    options: tuple[str, ...] = ()  # option texts in letter order A, B, ... (mc only)
+    categories: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, e.g. (("subject", "anatomy"),)
+    question: str = ""  # the question as annotated, without options or instruction (what a judge reads)
+    video: str | None = None  # the clip, a path under benchmark.video_dir; None: a text-only question
+    segment: tuple[float, float] | None = None  # (start, end) seconds, where the benchmark bounds the clip
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Question {self.id}: kind={self.kind!r} is not one of {', '.join(KINDS)}")
+        if not self.references:
+            raise ValueError(f"Question {self.id}: needs at least one reference answer")
+        if self.kind == "mc":
+            if len(self.options) < 2 or self.answer not in self.letters:
+                raise ValueError(f"Question {self.id}: mc needs >= 2 options and an answer among {self.letters}")
+        elif self.options:
+            raise ValueError(f"Question {self.id}: kind={self.kind} takes no options")
+        if self.kind == "yesno" and self.answer not in YES_NO:
+            raise ValueError(f"Question {self.id}: yesno answer {self.answer!r} is not yes/no")
+
+    @property
+    def answer(self) -> str:
+        return self.references[0]
+
+    @property
+    def extra_answers(self) -> tuple[str, ...]:
+        return self.references[1:]
 
     @property
     def letters(self) -> tuple[str, ...]:
-        return tuple(chr(ord("A") + i) for i in range(len(self.options)))
+        return option_letters(len(self.options))
 
     @property
-    def prompt_hash(self) -> str:
-        return hashlib.sha256(self.prompt.encode()).hexdigest()[:16]
+    def category_dict(self) -> dict[str, str]:
+        return dict(self.categories)
+
+    @property
+    def category(self) -> str:
+        """The first category's value: the one-string breakdown (``per_category``)."""
+        return self.categories[0][1] if self.categories else ""
+
+
+def ask(id: str, question: str, options: tuple[str, ...], answer: str, kind: str = "mc",
+        categories: tuple[tuple[str, str], ...] = (), extra_answers: tuple[str, ...] = (),
+        video: str | None = None, segment: tuple[float, float] | None = None, short_answer: bool = True,
+        prefix: str = "", strip: bool = True) -> Question:
+    """A ``Question`` whose prompt is the shared format: the lettered options and the MC
+    instruction (mc), or the short-answer instruction (open, yes/no; ``short_answer=False``
+    for a task whose text already asks for a sentence). ``prefix`` goes before it (few-shot
+    examples). ``strip``: drop stray outer whitespace from question and options (annotations
+    carry it: ActivityNet-QA questions ending in " ", NExT-QA options ending in " ")."""
+    text = question.strip() if strip else question
+    if kind == "mc":
+        prompt = format_mc_prompt(text, [o.strip() if strip else o for o in options])
+    elif short_answer:
+        prompt = format_short_answer_prompt(text)
+    else:
+        prompt = text
+    return Question(id=id, kind=kind, prompt=prefix + prompt, references=(answer, *extra_answers),
+                    options=tuple(options), categories=tuple(categories), question=question, video=video,
+                    segment=segment)
 
 
 class Benchmark:
     """Subclasses implement ``_load`` (all questions, in a deterministic order)."""
 
     name = "base"
+    open_metric = "exact_match"  # how open answers are scored: exact_match | wups
+    # mc: also accept an answer that quotes exactly one option's text (video QA models often do)
+    match_option_text = False
+    skipped_missing = 0  # questions dropped because their clip is absent (video benchmarks)
 
     def __init__(
         self,
@@ -52,7 +127,7 @@ class Benchmark:
         self.scoring = scoring
         self.max_new_tokens = max_new_tokens
 
-    def _load(self) -> list[MCQuestion]:
+    def _load(self) -> list[Question]:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -60,14 +135,14 @@ class Benchmark:
         return ""
 
     def _filter_questions(self, questions: list) -> list:
-        """Hook applied before ``limit`` (video benchmarks drop questions with absent videos)."""
+        """Hook applied before ``limit`` (video benchmarks drop questions with absent clips)."""
         return questions
 
     def _empty_hint(self) -> str:
         """What to check when nothing is left, appended to the no-questions error."""
         return "check benchmark.limit and the filters"
 
-    def load(self) -> list[MCQuestion]:
+    def load(self) -> list[Question]:
         questions = self._filter_questions(self._load())
         if self.limit is not None:
             questions = questions[: self.limit]

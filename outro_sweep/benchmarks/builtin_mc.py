@@ -16,8 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from outro_sweep.benchmarks.base import Benchmark, MCQuestion
-from outro_sweep.benchmarks.prompting import format_mc_prompt
+from outro_sweep.benchmarks.base import Benchmark, Question, ask
 from outro_sweep.errors import ConfigError
 
 # A week has seven days: the calendar questions cannot offer more distinct plausible options.
@@ -208,13 +207,13 @@ class BuiltinMC(Benchmark):
     def describe(self) -> str:
         return f"num_questions={self.num_questions}, seed={self.seed}, num_options={self.num_options}"
 
-    def _load(self) -> list[MCQuestion]:
+    def _load(self) -> list[Question]:
         # One generator for everything, consumed in a fixed order: the same seed gives the
         # same questions, and a smaller num_questions gives a prefix of a larger one.
         rng = random.Random(self.seed)
         names = list(CATEGORIES)
         seen: set[tuple[str, frozenset[str]]] = set()
-        questions: list[MCQuestion] = []
+        questions: list[Question] = []
         positions: list[int] = []
         for i in range(self.num_questions):
             if i % self.num_options == 0:
@@ -231,12 +230,13 @@ class BuiltinMC(Benchmark):
             position = positions[i % self.num_options]
             options = tuple(wrong[:position] + [answer] + wrong[position:])
             questions.append(
-                MCQuestion(
+                ask(
                     id=f"{self.name}/{category}/{i // len(names)}",
-                    prompt=format_mc_prompt(question, options),
+                    question=question,
                     options=options,
                     answer=chr(ord("A") + position),
-                    category=category,
+                    categories=(("task", category),),
+                    strip=False,
                 )
             )
         return questions

@@ -24,7 +24,8 @@ from collections import Counter
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import (
     VideoBenchmark,
-    VideoQuestion,
+    Question,
+    ask,
     strip_letter,
 )
 
@@ -55,7 +56,7 @@ class DailyOmni(VideoBenchmark):
         super().__init__(data_dir=data_dir, **kwargs)
         self.qa_path = self._file(str(qa_file), key="benchmark.qa_file")
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         data = self._read_json(self.qa_path)
         expected = "objects with " + ", ".join(FIELDS) + " (Choice a list of 'A. ...' options, Answer one letter)"
         if not isinstance(data, list):
@@ -71,7 +72,7 @@ class DailyOmni(VideoBenchmark):
                 raise self._malformed(self.qa_path, f"record {number} (Answer {answer!r})", expected)
             vid = str(record["video_id"])
             questions.append(
-                VideoQuestion(
+                ask(
                     id=f"{self.name}/{vid}/{seen[vid]}",
                     video=f"{vid}/{vid}_video{self.video_ext}",
                     question=record["Question"],

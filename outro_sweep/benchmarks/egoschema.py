@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from outro_sweep.benchmarks.prompting import option_letters
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 
 NUM_OPTIONS = 5
 LETTERS = option_letters(NUM_OPTIONS)
@@ -38,7 +38,7 @@ class EgoSchema(VideoBenchmark):
     def describe(self) -> str:
         return f"questions with an answer in {self.answers_path.name}"
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         answers = self._read_json(self.answers_path)
         if not isinstance(answers, dict):
             raise self._malformed(self.answers_path, "top level", "one object {q_uid: option index 0-4}")
@@ -60,7 +60,7 @@ class EgoSchema(VideoBenchmark):
             if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < NUM_OPTIONS:
                 raise self._malformed(self.answers_path, f"entry {uid!r} ({answer!r})", "option indices 0-4")
             questions.append(
-                VideoQuestion(
+                ask(
                     id=f"{self.name}/{uid}",
                     video=uid + self.video_ext,
                     question=record["question"],

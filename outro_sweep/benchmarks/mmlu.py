@@ -18,8 +18,8 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from outro_sweep.benchmarks.base import Benchmark, MCQuestion
-from outro_sweep.benchmarks.prompting import format_mc_prompt, format_options, option_letters
+from outro_sweep.benchmarks.base import Benchmark, Question, ask
+from outro_sweep.benchmarks.prompting import format_options, option_letters
 from outro_sweep.errors import ConfigError
 
 SPLITS = ("dev", "val", "test")
@@ -116,8 +116,8 @@ class MMLU(Benchmark):
             row[5] = row[5].strip()
         return rows
 
-    def _load(self) -> list[MCQuestion]:
-        questions: list[MCQuestion] = []
+    def _load(self) -> list[Question]:
+        questions: list[Question] = []
         for subject in self.subjects:
             prefix = ""
             if self.num_fewshot:
@@ -130,12 +130,14 @@ class MMLU(Benchmark):
                 prefix = fewshot_header(subject) + "".join(_format_example(row) for row in examples)
             for number, (question, *options, answer) in enumerate(self._read(subject, self.split)):
                 questions.append(
-                    MCQuestion(
+                    ask(
                         id=f"{self.name}/{subject}/{self.split}/{number}",
-                        prompt=prefix + format_mc_prompt(question, options),
+                        question=question,
                         options=tuple(options),
                         answer=answer,
-                        category=subject,
+                        categories=(("subject", subject),),
+                        prefix=prefix,
+                        strip=False,
                     )
                 )
         return questions

@@ -22,7 +22,8 @@ import re
 
 from outro_sweep.benchmarks.video_base import (
     VideoBenchmark,
-    VideoQuestion,
+    Question,
+    ask,
     join_by_question_id,
 )
 
@@ -77,7 +78,7 @@ class MSVDQA(VideoBenchmark):
         name = f"{self.video_prefix}{name}"
         return name if _HAS_EXT.fullmatch(name) else name + self.video_ext
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         questions = []
         for number, (record, answer) in enumerate(self._pairs()):
             categories = [("question_word", question_word(record["question"]))]
@@ -85,7 +86,7 @@ class MSVDQA(VideoBenchmark):
                 categories.append(("type", str(answer["type"])))
             qid = record.get("question_id", number)
             questions.append(
-                VideoQuestion(
+                ask(
                     id=f"{self.name}/{qid}",
                     video=self._video(number, record),
                     question=record["question"],

@@ -15,7 +15,7 @@ A task file not in that list is read with its file names as given.
 from __future__ import annotations
 
 from outro_sweep.benchmarks.prompting import option_letters
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 
 # task file stem -> folder under video/ (Episodic Reasoning: folders of frames, not files)
 TASK_FOLDERS = {
@@ -58,7 +58,7 @@ class MVBench(VideoBenchmark):
     def describe(self) -> str:
         return f"tasks=[{', '.join(self.tasks)}]"
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         expected = "objects with video, question, candidates (a list) and answer (one of the candidates)"
         questions = []
         for task in self.tasks:
@@ -76,7 +76,7 @@ class MVBench(VideoBenchmark):
                 if "start" in record and "end" in record:
                     segment = (float(record["start"]), float(record["end"]))
                 questions.append(
-                    VideoQuestion(
+                    ask(
                         id=f"{self.name}/{task}/{number}",
                         video=f"{folder}/{record['video']}" if folder else str(record["video"]),
                         question=record["question"],

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 
 from outro_sweep.benchmarks.prompting import option_letters
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 
 SPLITS = ("train", "val", "test")
 MAP_FILE = "map_vid_vidorID.json"
@@ -76,7 +76,7 @@ class NExTQAMC(_NExTQA):
     columns = MC_COLUMNS
     kinds = ("mc",)
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         mapping = self._video_map()
         questions = []
         for number, row in enumerate(self._rows()):
@@ -85,7 +85,7 @@ class NExTQAMC(_NExTQA):
                 raise self._malformed(self.csv_path, f"row {number + 1} (answer {answer!r})", "answer indices 0-4")
             ident, video, categories = self._common(number, row, mapping)
             questions.append(
-                VideoQuestion(
+                ask(
                     id=ident,
                     video=video,
                     question=row["question"],
@@ -117,7 +117,7 @@ class NExTQAOE(_NExTQA):
             raise self._malformed(path, "top level", "{video: {qid: answer}}")
         return {str(video): {str(q): str(a) for q, a in qids.items()} for video, qids in data.items()}
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         mapping = self._video_map()
         extra = self._extra_references()
         questions = []
@@ -132,7 +132,7 @@ class NExTQAOE(_NExTQA):
                 if more and more != answer and more not in references:
                     references.append(more)
             questions.append(
-                VideoQuestion(
+                ask(
                     id=ident,
                     video=video,
                     question=row["question"],

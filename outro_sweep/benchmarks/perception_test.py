@@ -15,7 +15,7 @@ video is ``<video_id>.mp4``. Order: the file's video order, then each video's li
 from __future__ import annotations
 
 from outro_sweep.benchmarks.prompting import option_letters
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 
 FIELDS = ("id", "question", "options", "answer_id", "area", "reasoning")
 
@@ -29,7 +29,7 @@ class PerceptionTest(VideoBenchmark):
         super().__init__(data_dir=data_dir, **kwargs)
         self.qa_path = self._file(str(qa_file), key="benchmark.qa_file")
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         data = self._read_json(self.qa_path)
         if not isinstance(data, dict):
             raise self._malformed(self.qa_path, "top level", "one object {video_id: {mc_question: [...]}}")
@@ -50,7 +50,7 @@ class PerceptionTest(VideoBenchmark):
                     raise self._malformed(self.qa_path, where, f"answer_id among 0..{len(q['options']) - 1}")
                 tags = q.get("tag") or []
                 questions.append(
-                    VideoQuestion(
+                    ask(
                         id=f"{self.name}/{video_id}/{q['id']}",
                         video=f"{video_id}{self.video_ext}",
                         question=q["question"],

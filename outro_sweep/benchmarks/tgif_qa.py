@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 
 from outro_sweep.benchmarks.prompting import option_letters
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
+from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 from outro_sweep.errors import ConfigError
 
 TASKS = ("action", "transition", "frameqa", "count")
@@ -56,7 +56,7 @@ class TGIFQA(VideoBenchmark):
     def describe(self) -> str:
         return f"task={self.task}, split={self.split}"
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         with open(self.path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f, delimiter="\t")
             columns = COLUMNS[self.task]
@@ -82,7 +82,7 @@ class TGIFQA(VideoBenchmark):
                         raise self._malformed(self.path, where, "frameqa types 0-3 (object, number, color, location)")
                     categories += (("type", FRAMEQA_TYPES[qtype]),)
             questions.append(
-                VideoQuestion(
+                ask(
                     id=f"{self.name}/{self.task}/{self.split}/{row['vid_id'].strip()}",
                     video=row["gif_name"].strip() + self.video_ext,
                     question=row["question"],

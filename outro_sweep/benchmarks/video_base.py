@@ -1,97 +1,24 @@
 """What a video benchmark is: a loader of questions about video files, read from the
 benchmark's own annotation files in their native layout.
 
-Annotations are parsed here; frames are not decoded (the model side does that from
-``video_path``). Every benchmark has the same three kinds of question:
-
-* ``mc``: multiple choice; ``options`` hold the option texts in letter order (any
-  "A. " prefix the annotation carried is removed) and ``answer`` is the correct letter;
-* ``yesno``: ``options`` is empty and ``answer`` is "yes" or "no";
-* ``open``: open-ended; ``answer`` is the reference text, ``extra_answers`` any further
-  references the benchmark accepts (NExT-OE's additional answers).
-
-``categories`` carry whatever the benchmark annotates a question with (question type,
-video duration, domain, ...) as ``(name, value)`` pairs, so that results can be broken
-down by any of them.
+Annotations are parsed here into ``Question``s (``outro_sweep.benchmarks.base``) whose
+``video`` names the clip under ``video_dir``; frames are not decoded here (prediction does
+that). A question's ``categories`` carry whatever the benchmark annotates it with (question
+type, video duration, domain, ...).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from outro_sweep.benchmarks.base import Benchmark
-from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
+from outro_sweep.benchmarks.base import OPEN_METRICS, YES_NO, Benchmark, Question, ask  # noqa: F401 (re-exported)
 from outro_sweep.errors import ConfigError
 
-KINDS = ("mc", "yesno", "open")
-OPEN_METRICS = ("exact_match", "wups")  # how open answers are scored (scoring_video.py)
-YES_NO = ("yes", "no")
 _EXT = re.compile(r"\.[A-Za-z0-9]+")
 _LETTER_PREFIX = re.compile(r"\(?([A-Z])[.):]\s*")
-
-
-@dataclass(frozen=True)
-class VideoQuestion:
-    """One question about one video, as it crosses from a benchmark into prediction."""
-
-    id: str  # stable within the benchmark, e.g. "nextqa_mc/val/6_4010069381"
-    video: str  # path of the video under video_dir, e.g. "0101/2909445186.mp4"
-    question: str  # the question text as annotated
-    options: tuple[str, ...]  # option texts in letter order (mc); empty for yesno and open
-    answer: str  # correct letter (mc), "yes"/"no" (yesno), reference text (open)
-    kind: str  # "mc" | "yesno" | "open"
-    categories: tuple[tuple[str, str], ...] = ()  # (name, value) pairs, e.g. (("type", "CW"),)
-    extra_answers: tuple[str, ...] = ()  # further accepted references (open only)
-    segment: tuple[float, float] | None = None  # (start, end) seconds, where the benchmark bounds the clip
-    short_answer: bool = True  # open/yesno: append the short-answer instruction (False: a captioning task)
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"VideoQuestion {self.id}: kind={self.kind!r} is not one of {', '.join(KINDS)}")
-        if self.kind == "mc":
-            if len(self.options) < 2 or self.answer not in self.letters:
-                raise ValueError(f"VideoQuestion {self.id}: mc needs >= 2 options and an answer among {self.letters}")
-        elif self.options:
-            raise ValueError(f"VideoQuestion {self.id}: kind={self.kind} takes no options")
-        if self.kind == "yesno" and self.answer not in YES_NO:
-            raise ValueError(f"VideoQuestion {self.id}: yesno answer {self.answer!r} is not yes/no")
-
-    @property
-    def letters(self) -> tuple[str, ...]:
-        return option_letters(len(self.options))
-
-    @property
-    def category_dict(self) -> dict[str, str]:
-        return dict(self.categories)
-
-    @property
-    def category(self) -> str:
-        """The first category's value: the one-string breakdown the MC pipeline records."""
-        return self.categories[0][1] if self.categories else ""
-
-    @property
-    def prompt(self) -> str:
-        """The text of the user message: the shared MC format, or the question plus the
-        short-answer instruction (open and yes/no)."""
-        # Annotations carry stray outer whitespace (ActivityNet-QA questions ending in " " or
-        # starting with a newline, NExT-QA options ending in " "): it is not part of the text.
-        question = self.question.strip()
-        if self.kind == "mc":
-            return format_mc_prompt(question, [option.strip() for option in self.options])
-        if not self.short_answer:
-            return question
-        return format_short_answer_prompt(question)
-
-    @property
-    def prompt_hash(self) -> str:
-        """sha256 of the question and its options (16 hex): changes when the text asked does."""
-        text = "\n".join((self.question, *self.options))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def strip_letter(option: str, letter: str) -> str:
@@ -114,7 +41,7 @@ class VideoBenchmark(Benchmark):
     layout = "the benchmark's annotation files"
     default_video_ext: str | None = ".mp4"  # None: annotations name files with their extension
     kinds: tuple[str, ...] = ("mc",)  # the kinds of question this benchmark can yield
-    open_metric = "exact_match"  # how open answers are scored: exact_match | wups (scoring_video.py)
+    match_option_text = True  # models often answer with the option's text instead of its letter
 
     def __init__(
         self,
@@ -214,7 +141,7 @@ class VideoBenchmark(Benchmark):
 
     # ---------------------------------------------------------------- public API
 
-    def video_path(self, question: VideoQuestion) -> Path:
+    def video_path(self, question: Question) -> Path:
         """Where the question's video is: ``video_dir / question.video`` (not checked here)."""
         if self.video_dir is None:
             raise ConfigError(
@@ -223,7 +150,7 @@ class VideoBenchmark(Benchmark):
             )
         return self.video_dir / question.video
 
-    def missing_videos(self, questions: Sequence[VideoQuestion]) -> list[VideoQuestion]:
+    def missing_videos(self, questions: Sequence[Question]) -> list[Question]:
         """The questions whose video file is absent (each file checked once)."""
         present: dict[str, bool] = {}
         missing = []
@@ -234,10 +161,10 @@ class VideoBenchmark(Benchmark):
                 missing.append(question)
         return missing
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         raise NotImplementedError
 
-    def _filter_questions(self, questions: list[VideoQuestion]) -> list[VideoQuestion]:
+    def _filter_questions(self, questions: list[Question]) -> list[Question]:
         """With skip_missing, keep only the questions whose video exists."""
         if not self.skip_missing:
             return questions

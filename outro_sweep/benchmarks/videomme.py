@@ -23,7 +23,8 @@ from urllib.parse import parse_qs, urlparse
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import (
     VideoBenchmark,
-    VideoQuestion,
+    Question,
+    ask,
     strip_letter,
 )
 
@@ -84,7 +85,7 @@ class VideoMME(VideoBenchmark):
                                   "videos with a videoID or a YouTube url (or set benchmark.video_name=video_id)")
         return str(vid) + self.video_ext
 
-    def _load(self) -> list[VideoQuestion]:
+    def _load(self) -> list[Question]:
         data = self._read_json(self.qa_path)
         expected = "objects with video_id, duration_category, video_category, questions[{question_id, ...}]"
         if not isinstance(data, list):
@@ -110,7 +111,7 @@ class VideoMME(VideoBenchmark):
                     raise self._malformed(self.qa_path, f"question {q['question_id']!r} (answer {q['answer']!r})",
                                           f"answers among {', '.join(letters)}")
                 questions.append(
-                    VideoQuestion(
+                    ask(
                         id=f"{self.name}/{q['question_id']}",
                         video=video,
                         question=q["question"],

@@ -22,6 +22,8 @@ import time
 import traceback
 from pathlib import Path
 
+from outro_sweep.cell.atomic import write_json_atomic
+
 STATES = ("new", "partial", "failed", "done")
 
 
@@ -98,24 +100,16 @@ class CellStore:
 
     def mark_done(self, metrics: dict) -> None:
         self.failed_marker.unlink(missing_ok=True)
-        _write_atomic(self.done_marker, {
+        write_json_atomic(self.done_marker, {
             "identity": self.identity, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "host": socket.gethostname(), "accuracy": metrics.get("accuracy"), "n": metrics.get("n"),
         })
 
     def mark_failed(self, error: BaseException, log_file: Path | None) -> None:
         tail = "".join(traceback.format_exception(type(error), error, error.__traceback__)[-3:])
-        _write_atomic(self.failed_marker, {
+        write_json_atomic(self.failed_marker, {
             "identity": self.identity, "failed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
             "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": "),
             "traceback_tail": tail, "log": None if log_file is None else str(log_file),
         })
 
-
-def _write_atomic(path: Path, payload: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

@@ -1,7 +1,8 @@
 """One Weights & Biases run per sweep cell.
 
 The cell owns the run (not Lightning's WandbLogger): the run must exist before the model
-loads, and must be marked failed, not finished, when anything in the cell raises.
+loads, and must be marked failed, not finished, when anything in the cell raises. Its run id
+is the cell's identity, so a requeued, re-run or re-scored cell continues its own run.
 """
 
 from __future__ import annotations
@@ -21,6 +22,48 @@ def _flatten(prefix: str, value, out: dict) -> dict:
     else:
         out[prefix] = value
     return out
+
+
+def wandb_group_and_name() -> tuple[str, str]:
+    """(W&B group, W&B name): the sweep this cell belongs to and the cell's own overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from outro_sweep.cell.identity import defines_cell
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        group = "sweep-" + "_".join(Path(hydra_cfg.sweep.dir).parts[-2:])
+    else:
+        group = "run-" + "_".join(Path(hydra_cfg.runtime.output_dir).parts[-2:])
+    overrides = [o for o in hydra_cfg.overrides.task if defines_cell(o.split("=", 1)[0])]
+    return group, ",".join(overrides) or "defaults"
+
+
+def open_cell_run(logger, config: dict, directory: Path) -> "CellRun | None":
+    """The cell's run (``logger``: the ``logger`` config node; ``config``: what the run records,
+    ``identity`` included), or None with ``logger.mode=disabled``."""
+    if logger.mode == "disabled":
+        return None
+    group, name = wandb_group_and_name()
+    return CellRun(mode=logger.mode, project=logger.project, entity=logger.entity, group=group, name=name,
+                   config=config, directory=directory, tags=logger.tags, run_id=config["identity"])
+
+
+def update_summary(config: dict, directory: Path, metrics: dict) -> bool:
+    """Replace the metrics in the summary of the cell's existing run (re-scoring); reopens it
+    by its id, in the mode the cell used. False (nothing done) when the cell logged nothing."""
+    logger = config.get("logger") or {}
+    if logger.get("mode", "disabled") == "disabled":
+        return False
+    import wandb
+
+    run = wandb.init(id=config["identity"], resume="allow", project=logger.get("project"),
+                     entity=logger.get("entity"), dir=str(directory), mode=logger["mode"], reinit="finish_previous",
+                     settings=wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True))
+    run.summary.update(_flatten("", metrics, {}))
+    run.finish(exit_code=0)
+    return True
 
 
 class CellRun:

@@ -12,13 +12,18 @@ from outro_sweep.errors import ConfigError
 
 @dataclass
 class LoadedModel:
-    """A model ready for prediction: the HF module, its tokenizer and prompt settings."""
+    """A model ready for prediction: the module that ``generate``s, what turns prompts (and
+    clips) into its inputs, and the loader that knows how."""
 
-    model: torch.nn.Module
-    tokenizer: object
-    use_chat_template: bool
+    model: torch.nn.Module  # for Qwen2.5-Omni: the thinker
+    processor: object  # a text model's tokenizer, a video model's ProcessorMixin (tokenizer + video [+ audio])
+    loader: "ModelLoader"
     name: str
     sink_dims: list[int] = field(default_factory=list)  # per-model sink dimensions (sink_dims rule)
+
+    @property
+    def tokenizer(self):
+        return getattr(self.processor, "tokenizer", self.processor)
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,5 +58,64 @@ class ModelLoader:
         """Number of decoder layers, read from the config without loading weights."""
         raise NotImplementedError
 
-    def load(self) -> LoadedModel:
+    def load_processor(self):
+        """The tokenizer, left-padding (every row's last real token at the end, where generation
+        starts); no weights. Video loaders return their processor."""
+        from transformers import AutoTokenizer
+
+        return left_padding(AutoTokenizer.from_pretrained(self.folder()))
+
+    def folder(self) -> str:
+        """Where the model's files are (a local folder or a cached hub id)."""
         raise NotImplementedError
+
+    def load(self) -> LoadedModel:
+        from transformers import AutoModelForCausalLM
+
+        processor = self.load_processor()
+        model = AutoModelForCausalLM.from_pretrained(
+            self.folder(), dtype=self.dtype, attn_implementation=self.attn_implementation
+        )
+        model.eval()
+        return LoadedModel(model, processor, self, self.name, self.sink_dims)
+
+    # ------------------------------------------------------------------ inputs
+
+    def chat(self, processor) -> bool:
+        """Whether prompts go through the chat template (asked for, and the tokenizer has one)."""
+        return self.use_chat_template and bool(getattr(processor, "chat_template", None))
+
+    def render(self, processor, prompt: str) -> str:
+        """The exact text the model reads: the chat template around the prompt, or the prompt."""
+        if not self.chat(processor):
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def inputs(self, processor, texts: list[str], clips: list) -> dict:
+        """Rendered texts -> ``{"input_ids", "attention_mask"}`` (B, S), left-padded; a text
+        model has no clips. The chat template already holds the special tokens."""
+        encoded = processor(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat(processor))
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def generate_kwargs(self) -> dict:
+        """Extra keyword arguments for ``model.generate`` (e.g. Omni's audio flag)."""
+        return {}
+
+    def answer_logits(self, loaded: LoadedModel, inputs: dict) -> torch.Tensor:
+        """(B, V) float next-token logits right after each prompt (option-letter scoring)."""
+        # Positions count real tokens only, so a left-padded row sees the positions it would alone.
+        mask = inputs["attention_mask"]
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits = loaded.model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=position_ids,
+                       logits_to_keep=1).logits
+        return logits[:, -1].float()
+
+
+def left_padding(processor):
+    """Left padding (and a pad token) on a tokenizer or on a processor's tokenizer."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.models.base import LoadedModel, ModelLoader
+from outro_sweep.models.base import ModelLoader
 
 
 class HFCausalLM(ModelLoader):
@@ -31,13 +31,5 @@ class HFCausalLM(ModelLoader):
         text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
         return int(text_config.num_hidden_layers)
 
-    def load(self) -> LoadedModel:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(self.path)
-        model = AutoModelForCausalLM.from_pretrained(
-            self.path, dtype=self.dtype, attn_implementation=self.attn_implementation
-        )
-        model.eval()
-        use_chat = self.use_chat_template and bool(getattr(tokenizer, "chat_template", None))
-        return LoadedModel(model, tokenizer, use_chat, self.name, self.sink_dims)
+    def folder(self) -> str:
+        return self.path

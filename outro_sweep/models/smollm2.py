@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.models.base import LoadedModel, ModelLoader
+from outro_sweep.models.base import ModelLoader
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,5 @@ class SmolLM2(ModelLoader):
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
-    def load(self) -> LoadedModel:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        folder = self.ensure_converted()
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=self.dtype, attn_implementation=self.attn_implementation
-        )
-        model.eval()
-        return LoadedModel(model, tokenizer, self.use_chat_template, self.name, self.sink_dims)
+    def folder(self) -> str:
+        return str(self.ensure_converted())

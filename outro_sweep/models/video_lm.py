@@ -14,27 +14,10 @@ write timestamps into the prompt from them).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.models.base import ModelLoader
+from outro_sweep.models.base import LoadedModel, ModelLoader, left_padding
 from outro_sweep.media.decode import DecodedVideo, VideoSampling
-
-
-@dataclass
-class LoadedVideoModel:
-    """A video LLM ready for prediction: the module that ``generate``s, its processor, and
-    the loader that knows how to build its inputs."""
-
-    model: object  # torch.nn.Module with .generate (for Qwen2.5-Omni: the thinker)
-    processor: object  # the family's ProcessorMixin (tokenizer + video processor [+ audio])
-    loader: VideoLMLoader
-    name: str
-    sink_dims: list[int] = field(default_factory=list)
-
-    @property
-    def tokenizer(self):
-        return self.processor.tokenizer
 
 
 class VideoLMLoader(ModelLoader):
@@ -127,19 +110,19 @@ class VideoLMLoader(ModelLoader):
             self.path, dtype=self.dtype, attn_implementation=self.attn_implementation
         )
 
-    def load(self) -> LoadedVideoModel:
+    def load_processor(self):
         from transformers import AutoProcessor
 
-        processor = AutoProcessor.from_pretrained(self.path)
-        # Left padding keeps every row's last real token at the end, where generation starts.
-        processor.tokenizer.padding_side = "left"
-        if processor.tokenizer.pad_token is None:
-            processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        processor = left_padding(AutoProcessor.from_pretrained(self.path))
         # The video processor's own size limits, for pixel_size() to keep where a limit is null.
         self.processor_size = dict(getattr(getattr(processor, "video_processor", None), "size", None) or {})
+        return processor
+
+    def load(self) -> LoadedModel:
+        processor = self.load_processor()
         model = self._load_model()
         model.eval()
-        return LoadedVideoModel(model, processor, self, self.name, self.sink_dims)
+        return LoadedModel(model, processor, self, self.name, self.sink_dims)
 
     # ------------------------------------------------------------------ inputs
 
@@ -191,9 +174,16 @@ class VideoLMLoader(ModelLoader):
         """``processor(...)`` for a batch: rendered chats, one clip each, left-padded tensors."""
         return call_processor(self, processor, texts, clips, self.videos_kwargs(clips))
 
-    def generate_kwargs(self) -> dict:
-        """Extra keyword arguments for ``model.generate`` / ``forward`` (e.g. Omni's audio flag)."""
-        return {}
+    def inputs(self, processor, texts: list[str], clips: list[DecodedVideo]) -> dict:
+        return self.processor_inputs(processor, texts, clips)
+
+    def answer_logits(self, loaded: LoadedModel, inputs: dict):
+        """(B, V) raw next-token logits (before any logits processor) from one greedy step:
+        generate() derives the rotary positions (M-RoPE for Qwen) from the attention mask."""
+        out = loaded.model.generate(**inputs, max_new_tokens=1, do_sample=False, temperature=None, top_p=None,
+                                    top_k=None, pad_token_id=loaded.tokenizer.pad_token_id, output_logits=True,
+                                    return_dict_in_generate=True, **self.generate_kwargs())
+        return out.logits[0].float()
 
 
 def reject_pixel_limits(loader: VideoLMLoader, why: str) -> None:

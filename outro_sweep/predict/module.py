@@ -1,7 +1,10 @@
-"""The LightningModule that answers one batch of questions.
+"""The LightningModule that answers one batch of questions, for every benchmark and model.
 
-``predict_step`` returns one record per question; the prediction writer persists them as
-batches finish, so nothing is held back until the end of the cell.
+``predict_step`` returns one raw record per question (``record``): what the model produced
+(the generated text; with ``scoring=logits`` each option letter's logit), never a judgement
+of it: scoring is a separate step over the finished cell (``outro_sweep.scoring.cell``).
+A question whose clip could not be decoded yields an error record, so a corrupt video costs
+one question, never the cell. The prediction writer persists the records as batches finish.
 """
 
 from __future__ import annotations
@@ -12,85 +15,94 @@ import lightning.pytorch as pl
 import torch
 
 from outro_sweep.models.base import LoadedModel
-from outro_sweep.scoring.letters import choose_by_logits, letter_token_ids, parse_choice
+from outro_sweep.predict.data import Item
+from outro_sweep.scoring.letters import letter_logits, letter_token_ids
 
 
-class MCPredictor(pl.LightningModule):
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        scoring: str,
-        max_new_tokens: int,
-    ) -> None:
+class Predictor(pl.LightningModule):
+    def __init__(self, loaded: LoadedModel, scoring: str, max_new_tokens: int) -> None:
         super().__init__()
         self.model = loaded.model
+        self.loaded = loaded
         self.tokenizer = loaded.tokenizer
-        self.scoring = scoring
+        self.scoring = scoring  # "generate" | "logits" (mc-only benchmarks)
         self.max_new_tokens = max_new_tokens
-        self.interventions = None  # the attached InterventionStack (outro_sweep.interventions.stack.Attached)
+        self.attached = None  # the attached interventions (InterventionStack.attach), set while predicting
         self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
         self.seconds = 0.0  # wall time spent in predict_step, all batches of this process
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
-        # Only the tensors move; the question records (frozen dataclasses) stay as they are,
-        # which Lightning's generic collection mover refuses to do.
-        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        # Only the model tensors move; the items (questions, frames) stay on the host, which
+        # Lightning's generic collection mover refuses to do for frozen dataclasses.
+        if batch["inputs"] is not None:
+            batch = dict(batch, inputs={k: v.to(device) if isinstance(v, torch.Tensor) else v
+                                        for k, v in batch["inputs"].items()})
+        return batch
 
     def _letters(self, letters: tuple[str, ...]) -> dict[str, list[int]]:
         if letters not in self._letter_ids:
             self._letter_ids[letters] = letter_token_ids(self.tokenizer, letters)
         return self._letter_ids[letters]
 
-    def _generate(self, input_ids, attention_mask) -> list[str]:
+    def _generate(self, inputs: dict) -> list[str]:
         output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
+            **inputs,
             max_new_tokens=self.max_new_tokens,
             do_sample=False,
             temperature=None,
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
-        )
-        return self.tokenizer.batch_decode(output[:, input_ids.shape[1] :], skip_special_tokens=True)
-
-    def _answer_logits(self, input_ids, attention_mask) -> torch.Tensor:
-        # Positions count real tokens only, so a left-padded row sees the positions it would alone.
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=1
-        ).logits
-        return logits[:, -1].float()  # (B, V) next-token logits at the answer position
+            **self.loaded.loader.generate_kwargs(),
+        )  # (B, S + new): the prompt, then the answer
+        return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         started = time.perf_counter()
-        items = batch["items"]
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        if self.scoring == "generate":
-            outputs = self._generate(input_ids, attention_mask)
-            chosen = [parse_choice(text, item.question.letters) for text, item in zip(outputs, items)]
-        else:
-            logits = self._answer_logits(input_ids, attention_mask)
-            chosen = [choose_by_logits(logits[i], self._letters(item.question.letters)) for i, item in enumerate(items)]
-            outputs = list(chosen)
-        diagnostics = self.interventions.sample_diagnostics() if self.interventions is not None else []
-        diagnostics = diagnostics or [{}] * len(items)
+        usable, hashes, records = batch["usable"], batch["prompt_hashes"], []
+        if usable:
+            if self.scoring == "logits":
+                logits = self.loaded.loader.answer_logits(self.loaded, batch["inputs"])  # (B, V)
+                answers = [("", letter_logits(logits[row], self._letters(item.question.letters)))
+                           for row, item in enumerate(usable)]
+            else:
+                answers = [(text, None) for text in self._generate(batch["inputs"])]
+            # {group: per-sample dict} per row of this prefill; {} per row for the stock model
+            diagnostics = self.attached.sample_diagnostics() if self.attached is not None else []
+            diagnostics = diagnostics or [{}] * len(usable)
+            for item, (output, letters), diagnostic in zip(usable, answers, diagnostics):
+                records.append(record(item, hashes[item.index], output, letters, diagnostic))
+        for item in batch["failed"]:
+            records.append(record(item, hashes[item.index], "", None, {}))
         self.seconds += time.perf_counter() - started
-        records = []
-        for item, output, answer, diagnostic in zip(items, outputs, chosen, diagnostics):
-            question = item.question
-            records.append(
-                {
-                    "index": item.index,
-                    "id": question.id,
-                    "prompt_hash": question.prompt_hash,
-                    "category": question.category,
-                    "output": output,
-                    "prediction": answer,
-                    "target": question.answer,
-                    "valid": answer is not None,
-                    "correct": answer == question.answer,
-                    "diagnostics": diagnostic,
-                }
-            )
         return records
+
+
+def record(item: Item, prompt_hash: str, output: str, logits: dict | None, diagnostics: dict) -> dict:
+    """One raw line of a prediction shard; scoring adds ``prediction``/``valid``/``correct``/``score``."""
+    question, clip = item.question, item.clip
+    raw = {
+        "index": item.index,
+        "id": question.id,
+        "kind": question.kind,
+        "question": question.question,
+        "options": list(question.options),
+        "target": question.answer,
+        "references": list(question.references),
+        "category": question.category,
+        "categories": question.category_dict,
+        "prompt_hash": prompt_hash,  # of the rendered prompt the model read
+        "output": output,  # the generated text ("" with scoring=logits and for an error record)
+        "error": item.error,
+        "diagnostics": diagnostics,  # {intervention group: per-sample dict}; {} for the stock model
+    }
+    if logits is not None:
+        raw["logits"] = logits  # option letter -> logit (scoring=logits)
+    if question.video is not None:
+        raw.update({
+            "video": question.video,
+            "frames": None if clip is None else clip.num_frames,
+            "audio_seconds": None if clip is None or clip.audio is None else clip.audio.size / clip.audio_sample_rate,
+            "video_cache": item.cache,
+        })
+    return raw

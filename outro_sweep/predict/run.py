@@ -1,4 +1,4 @@
-"""Run the Lightning predict loop over one cell's questions (text or video), OutRo attached or not.
+"""Run the Lightning predict loop over one cell's questions (text or video), interventions attached or not.
 
 Durable, resumable, multi-process:
 
@@ -11,18 +11,16 @@ Durable, resumable, multi-process:
   and broadcasts the questions still to do; the list is cut into batches of
   ``predict.batch_size`` and each rank takes a contiguous run of whole batches (so every batch
   is the batch a one-process run would form, padding and all, and a rank may get none);
-  after prediction all ranks meet at a barrier and rank 0 alone merges the shards into
-  ``predictions.jsonl`` and returns the records; the other ranks return ``None`` records.
+  after prediction all ranks meet at a barrier and rank 0 alone reads the shards back.
 
-Returned diagnostics, identical for 1 or N processes:
+Rank 0 returns the merged shards; scoring them (``outro_sweep.scoring.cell``) is a separate
+step, so the interventions' diagnostics and the timing are summed over every shard of the
+cell (every rank, resumed attempts included) and equal what one uninterrupted process would
+report (up to float summation order).
 
-- the per-layer rotation cosines come from the per-batch sums in the shards' headers,
-  summed over all shards of the cell (every rank, resumed attempts included), so they equal
-  what one uninterrupted process would report (up to float summation order);
-- ``seconds`` (time in ``predict_step``) is summed over the shards written by this run, over
-  all ranks; samples resumed from an earlier attempt do not count (their time was spent by
-  a process that no longer exists), so after a resume it covers fewer samples than the
-  cell holds.
+Resuming never mixes two prompts: every record carries the hash of the rendered prompt the
+model read (``prompt_hash``), and a cell whose shards were predicted from another prompt
+(benchmark text, instruction, system prompt, chat template) stops with one line.
 """
 
 from __future__ import annotations
@@ -37,39 +35,29 @@ import lightning.pytorch as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from outro_sweep.benchmarks.base import Benchmark, MCQuestion
-from outro_sweep.benchmarks.video_base import VideoBenchmark, VideoQuestion
-from outro_sweep.predict.distributed import process_rank, trainer_overrides, world_size
-from outro_sweep.interventions.stack import InterventionStack
-from outro_sweep.models.base import ModelLoader
-from outro_sweep.models.video_lm import VideoLMLoader
-from outro_sweep.predict.datamodule import QuestionDataModule
-from outro_sweep.predict.module import MCPredictor
-from outro_sweep.predict.shards import (
-    ShardSet,
-    check_complete,
-    merge,
-    read_shard_set,
-    remove_stale_temporaries,
-    diagnostic_sums,
-)
-from outro_sweep.predict.video_data import VideoDataModule, VideoQuestionDataset
-from outro_sweep.predict.video_module import VideoPredictor
-from outro_sweep.predict.writer import ShardPredictionWriter
+from outro_sweep.benchmarks.base import Benchmark, Question
+from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
+from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.media.cache import FrameCache
+from outro_sweep.models.base import ModelLoader
+from outro_sweep.predict.data import ClipSource, QuestionDataModule, QuestionDataset, prompt_hash
+from outro_sweep.predict.distributed import process_rank, trainer_overrides, world_size
+from outro_sweep.predict.module import Predictor
+from outro_sweep.predict.shards import ShardSet, check_complete, read_shard_set, remove_stale_temporaries
+from outro_sweep.predict.writer import ShardPredictionWriter
 
 log = logging.getLogger(__name__)
 
 # (module, datamodule) for the given question indices; loads the model.
-Setup = Callable[[list[int]], tuple[pl.LightningModule, pl.LightningDataModule]]
+Setup = Callable[[list[int]], tuple[Predictor, pl.LightningDataModule]]
 
 
 def _quiet_lightning() -> None:
     """Keep the cell's console readable: Lightning's tips and two known-harmless warnings."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")  # intended: see MCPredictor
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")  # intended: see Predictor
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
     # A process of a multi-process cell whose share is empty (see share_of).
     warnings.filterwarnings("ignore", message=".*local rank has zero length.*")
@@ -85,31 +73,37 @@ def share_of(remaining: list[int], batch_size: int, rank: int, world: int) -> li
     return [index for batch in batches[first:last] for index in batch]
 
 
-def _check_resumable(shard_set: ShardSet, questions: list, shard_dir: Path) -> None:
-    """The shards must be predictions of these very questions: index in range and the same
-    prompt (``prompt_hash``) at that index."""
+def _check_resumable(shard_set: ShardSet, questions: list, loader: ModelLoader, cell_dir: Path) -> None:
+    """The shards must be predictions of these very questions under this very prompt: index
+    in range and, at that index, the hash of the prompt this cell renders now. Rendering needs
+    the tokenizer or processor only, never the weights."""
     beyond = sorted(i for i in shard_set.indices if i >= len(questions))
     if beyond:
-        raise RuntimeError(f"{shard_dir} holds predictions for question indices {beyond[:10]} but the cell has only "
-                           f"{len(questions)} questions: these shards belong to another question list")
+        raise RuntimeError(f"{cell_dir / 'shards'} holds predictions for question indices {beyond[:10]} but the cell "
+                           f"has only {len(questions)} questions: these shards belong to another question list")
+    if not shard_set.records:
+        return
+    processor = loader.load_processor()
     for record in shard_set.records:
-        expected = questions[record["index"]].prompt_hash
-        if record.get("prompt_hash", expected) != expected:
-            raise RuntimeError(
-                f"{shard_dir}: the prediction for question {record['index']} was made for another prompt "
-                f"(prompt_hash {record['prompt_hash']}, the question's is {expected}): the benchmark data changed "
-                "since these shards were written; move the cell folder away to start over"
+        expected = prompt_hash(loader.render(processor, questions[record["index"]].prompt))
+        if record.get("prompt_hash") != expected:
+            raise ConfigError(
+                f"cell {cell_dir} holds predictions made from another prompt (question {record['index']}: "
+                f"prompt_hash {record.get('prompt_hash')}, now {expected}; the question text, the instruction, "
+                "model.system_prompt or the chat template changed): valid values are the settings those shards "
+                "were made with, or move the cell folder away to start over"
             )
 
 
-def _plan(shard_dir: Path, questions: list, trainer: pl.Trainer | None) -> tuple[list[int], ShardSet | None]:
+def _plan(cell_dir: Path, questions: list, loader: ModelLoader,
+          trainer: pl.Trainer | None) -> tuple[list[int], ShardSet | None]:
     """(question indices still to predict, the shards found) on rank 0; the same list on
     every rank of a multi-process cell (rank 0 broadcasts it, with any error it hit)."""
     found, plan = None, None
     if trainer is None or trainer.global_rank == 0:
         try:
-            found = read_shard_set(shard_dir)
-            _check_resumable(found, questions, shard_dir)
+            found = read_shard_set(cell_dir / "shards")
+            _check_resumable(found, questions, loader, cell_dir)
             plan = [i for i in range(len(questions)) if i not in found.indices]
         except Exception as err:  # every rank must hear of it, or the others wait at the broadcast
             if trainer is not None:
@@ -139,14 +133,17 @@ def _setup_everywhere(setup: Setup, indices: list[int], trainer: pl.Trainer | No
     return built
 
 
-def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Setup,
-             interventions: InterventionStack, rule: SinkRule) -> tuple[list[dict] | None, float, dict]:
-    """Resume from the shards, predict the rest (on every process of the cell), merge on rank 0.
-
-    Returns (records sorted by index, seconds of this run, summed intervention diagnostics) on rank 0 and
-    ``(None, 0.0, {})`` on the other ranks of a multi-process cell.
-    """
-    shard_dir = predictions_file.parent / "shards"
+def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmark, loader: ModelLoader,
+                 rule: SinkRule | None, stack: InterventionStack, cell_dir: Path) -> ShardSet | None:
+    """Resume from the cell's shards, predict the rest (on every process of the cell) with the
+    interventions of ``stack`` attached, and return every shard, complete, on rank 0 (``None``
+    on the other ranks of a multi-process cell). Video questions' clips are decoded (or loaded
+    from the frame cache under ``paths.cache_dir``) per question and fed through the model's
+    processor; text questions go through its tokenizer."""
+    _quiet_lightning()
+    pl.seed_everything(cfg.seed, verbose=False)
+    cell_dir = Path(cell_dir)
+    shard_dir = cell_dir / "shards"
     writer = ShardPredictionWriter(shard_dir)
     overrides = trainer_overrides(cfg.trainer.get("accelerator"))
     trainer = None
@@ -159,7 +156,7 @@ def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Se
                                f"says {process_rank()} of {world_size()}")
         trainer.strategy.setup_environment()  # joins the process group (Lightning's predict reuses it)
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-    remaining, found = _plan(shard_dir, questions, trainer)
+    remaining, found = _plan(cell_dir, questions, loader, trainer)
     resumed = len(questions) - len(remaining)
     if rank == 0:
         log.info("%d of %d questions resumed from %d shards in %s; %d to predict now on %d process%s",
@@ -167,60 +164,31 @@ def _predict(cfg: DictConfig, questions: list, predictions_file: Path, setup: Se
                  "es" if world > 1 else "")
     if remaining:
         mine = share_of(remaining, cfg.predict.batch_size, rank, world)
+
+        def setup(indices: list[int]):
+            loaded = loader.load()
+            clips = None
+            if any(questions[i].video is not None for i in indices):
+                clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"))
+            data = QuestionDataModule(QuestionDataset(questions, indices, clips), loaded, cfg.predict.batch_size,
+                                      cfg.predict.num_workers)
+            return Predictor(loaded, benchmark.scoring, benchmark.max_new_tokens), data
+
         module, data = _setup_everywhere(setup, mine, trainer)
         if trainer is None:
             trainer = instantiate(cfg.trainer, callbacks=[writer])
         started = time.perf_counter()
-        with interventions.attach(module.model, rule) as attached:
-            module.interventions = attached
+        with stack.attach(module.model, rule) as attached:
+            module.attached = attached
             trainer.predict(module, datamodule=data, return_predictions=False)
+        module.attached = None
         log.info("rank %d predicted %d questions in %.1f s", rank, len(mine), time.perf_counter() - started)
         trainer.strategy.barrier("outro_sweep: all ranks' shards are written")  # no-op with one process
     if rank != 0:
-        return None, 0.0, {}
+        return None
     merged = read_shard_set(shard_dir)
     check_complete(merged, len(questions), shard_dir)
     remove_stale_temporaries(shard_dir)  # every writer has finished
-    merge(merged, predictions_file)
-    new_shards = [s for s in merged.shards if s.path.name not in found.names]
-    log.info("predictions: %d resumed + %d predicted now = %d -> %s", resumed, len(remaining), len(merged.records),
-             predictions_file)
-    return merged.records, sum(s.seconds for s in new_shards), diagnostic_sums(merged.shards)
-
-
-def predict_cell(cfg: DictConfig, questions: list[MCQuestion], benchmark: Benchmark, loader: ModelLoader,
-                 interventions: InterventionStack, rule: SinkRule,
-                 predictions_file: Path) -> tuple[list[dict] | None, float, dict]:
-    """Text benchmarks. Returns (records sorted by index, seconds in predict_step of this run,
-    the interventions' diagnostic sums); records are ``None`` on ranks other than 0 (see module doc)."""
-    _quiet_lightning()
-    pl.seed_everything(cfg.seed, verbose=False)
-
-    def setup(indices: list[int]):
-        loaded = loader.load()
-        module = MCPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens)
-        data = QuestionDataModule(questions, loaded.tokenizer, loaded.use_chat_template,
-                                  cfg.predict.batch_size, cfg.predict.num_workers, indices=indices)
-        return module, data
-
-    return _predict(cfg, questions, Path(predictions_file), setup, interventions, rule)
-
-
-def predict_video_cell(cfg: DictConfig, questions: list[VideoQuestion], benchmark: VideoBenchmark,
-                       loader: VideoLMLoader, interventions: InterventionStack, rule: SinkRule,
-                       predictions_file: Path, cache: FrameCache,
-                       wups=None) -> tuple[list[dict] | None, float, dict]:
-    """Video benchmarks: clips decoded (or loaded from ``cache``) per question, fed through the
-    model's processor. Same return value as ``predict_cell``."""
-    _quiet_lightning()
-    pl.seed_everything(cfg.seed, verbose=False)
-
-    def setup(indices: list[int]):
-        loaded = loader.load()
-        module = VideoPredictor(loaded, benchmark.scoring, benchmark.max_new_tokens,
-                                open_metric=benchmark.open_metric, wups=wups)
-        dataset = VideoQuestionDataset(questions, benchmark, loader, cache, indices=indices)
-        data = VideoDataModule(dataset, loaded, cfg.predict.batch_size, cfg.predict.num_workers)
-        return module, data
-
-    return _predict(cfg, questions, Path(predictions_file), setup, interventions, rule)
+    log.info("predictions: %d resumed + %d predicted now = %d in %s", resumed, len(remaining), len(merged.records),
+             shard_dir)
+    return merged

@@ -6,37 +6,32 @@ A cell's predictions live in ``<cell_dir>/shards/`` as files named
 
 (first/last = the smallest and largest question index in the batch, rank = the process that
 wrote it, 8 hex = a random id, so two processes or two attempts never collide). A shard is
-written to a temporary file in the same folder, flushed, fsync'ed, renamed over its final
-name with ``os.replace`` and the folder fsync'ed: a SIGKILL or power cut at any instant
-leaves either the whole shard or none of it (plus, at worst, a stray ``.tmp`` file that
-readers ignore).
+written by ``outro_sweep.cell.atomic``: a SIGKILL or power cut at any instant leaves either
+the whole shard or none of it (plus, at worst, a stray ``.tmp`` file that readers ignore).
 
 Line 1 of a shard is its header, ``{"_shard": {...}}``: the rank, the record count, the
-seconds spent in ``predict_step`` for the batch and what the batch added to the interventions'
-diagnostic sums (``{group: {key: float}}``, e.g. OutRo's rotation cosines), so the cell's
-diagnostics can be summed over shards exactly: across the processes of a multi-process cell and
-across resumed attempts.
-Every further line is one prediction record, serialised exactly as in ``predictions.jsonl``
-(``json.dumps(record, sort_keys=True)``), so merging copies the bytes.
+seconds spent in ``predict_step`` for the batch and what the batch added to the attached
+interventions' running sums (``diagnostic_sums``, ``{group: {key: float}}``), so timing and
+the cell's diagnostics sum over shards exactly: across the processes of a multi-process cell
+and across resumed attempts. Every further line is one raw prediction record (no scoring
+fields), ``json.dumps(record, sort_keys=True)``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outro_sweep.interventions.stack import add_sums
+from outro_sweep.cell.atomic import TMP_SUFFIX, write_lines_atomic
 
 log = logging.getLogger(__name__)
 
 SHARD_NAME = re.compile(r"^(\d{8,})-(\d{8,})-r(\d+)-([0-9a-f]{8})\.jsonl$")
 HEADER_KEY = "_shard"
-TMP_SUFFIX = ".tmp"
 
 
 class ShardConflictError(RuntimeError):
@@ -50,38 +45,6 @@ def shard_name(first: int, last: int, rank: int) -> str:
 def dumps(record: dict) -> str:
     """The one serialisation of a record, used by shards and by the merged predictions.jsonl."""
     return json.dumps(record, sort_keys=True)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (a no-op where the filesystem refuses)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_lines_atomic(path: Path, lines: list[str]) -> None:
-    """Write ``lines`` (each without its newline) to ``path``: temp file in the same folder,
-    flush + fsync, ``os.replace``, fsync of the folder. Readers see the old file or the new
-    one, never a part."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.writelines(line + "\n" for line in lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def write_shard(shard_dir: Path, records: list[dict], rank: int, seconds: float = 0.0,
@@ -108,8 +71,10 @@ class Shard:
     header: dict = field(default_factory=dict)
 
     @property
-    def seconds(self) -> float:
-        return float(self.header.get("seconds", 0.0))
+    def seconds(self) -> float | None:
+        """Seconds in ``predict_step`` for this batch; None where the header carries none."""
+        value = self.header.get("seconds")
+        return None if value is None else float(value)
 
     @property
     def diagnostic_sums(self) -> dict:
@@ -194,10 +159,20 @@ def read_shards(shard_dir: Path) -> list[dict]:
     return read_shard_set(shard_dir).records
 
 
-def diagnostic_sums(shards: list[Shard]) -> dict:
-    """The interventions' diagnostic sums ``{group: {key: float}}`` over ``shards``."""
-    total: dict = {}
-    for shard in shards:
+def timing(shards: list[Shard]) -> tuple[float, int]:
+    """(seconds, samples) over the shards whose header carries timing, in name order: what
+    was measured and how many samples it covers (every attempt and process that wrote one)."""
+    timed = [shard for shard in sorted(shards, key=lambda s: s.path.name) if shard.seconds is not None]
+    return sum(shard.seconds for shard in timed), sum(len(shard.records) for shard in timed)
+
+
+def diagnostic_sums(shards: list[Shard]) -> dict[str, dict[str, float]]:
+    """The interventions' running sums over the whole cell: every shard's ``diagnostic_sums``,
+    added key-wise in name order."""
+    from outro_sweep.interventions.stack import add_sums
+
+    total: dict[str, dict[str, float]] = {}
+    for shard in sorted(shards, key=lambda s: s.path.name):
         add_sums(total, shard.diagnostic_sums)
     return total
 
@@ -221,11 +196,6 @@ def check_complete(shard_set: ShardSet, expected: int, where: Path) -> None:
 def _span(indices: list[int], limit: int = 20) -> str:
     shown = ", ".join(map(str, indices[:limit]))
     return f"[{shown}{', ...' if len(indices) > limit else ''}] ({len(indices)})"
-
-
-def merge(shard_set: ShardSet, path: Path) -> None:
-    """Write every record, in index order, to ``path`` atomically (the shards stay)."""
-    write_lines_atomic(path, [shard_set.lines[i] for i in sorted(shard_set.lines)])
 
 
 def remove_stale_temporaries(shard_dir: Path) -> int:

@@ -3,7 +3,7 @@
 Nothing is ever truncated or appended to: a batch's records go to their own file under the
 cell's ``shards/`` folder (see ``outro_sweep.predict.shards``), written atomically, so a
 killed cell keeps every batch it finished and a resumed or multi-process cell can never
-count a question twice. ``predictions.jsonl`` is merged from the shards at the end.
+count a question twice. ``predictions.jsonl`` is written from the shards at the end, scored.
 """
 
 from __future__ import annotations
@@ -17,18 +17,16 @@ from outro_sweep.interventions.stack import subtract_sums
 from outro_sweep.predict.shards import write_shard
 
 
-def running_sums(pl_module) -> dict:
-    """The attached interventions' running diagnostic sums ``{group: {key: float}}``; {} when
-    none is attached."""
-    attached = getattr(pl_module, "interventions", None)
+def _running_sums(pl_module) -> dict:
+    attached = getattr(pl_module, "attached", None)
     return attached.running_sums() if attached is not None else {}
 
 
 class ShardPredictionWriter(BasePredictionWriter):
     """One shard per predict batch (``write_interval="batch"``), named by the batch's first and
     last question index and this process's global rank. Each shard's header carries what the
-    batch added to ``pl_module.seconds`` and to the attached interventions' diagnostic sums
-    (``pl_module.interventions``), so both can be summed over shards, processes and attempts."""
+    batch added to ``pl_module.seconds`` and to the attached interventions' running sums
+    (``pl_module.attached``), so both can be summed over shards, processes and attempts."""
 
     def __init__(self, shard_dir: Path) -> None:
         super().__init__(write_interval="batch")
@@ -40,14 +38,14 @@ class ShardPredictionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer, pl_module) -> None:
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         self._seconds = float(getattr(pl_module, "seconds", 0.0))
-        self._sums = running_sums(pl_module)
+        self._sums = _running_sums(pl_module)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         if not prediction:
             return
         seconds = float(getattr(pl_module, "seconds", 0.0))
-        sums = running_sums(pl_module)
-        delta = subtract_sums(sums, self._sums)
+        sums = _running_sums(pl_module)
         records = [redact(record) for record in prediction]
-        self.written.append(write_shard(self.shard_dir, records, trainer.global_rank, seconds - self._seconds, delta))
+        self.written.append(write_shard(self.shard_dir, records, trainer.global_rank, seconds - self._seconds,
+                                        subtract_sums(sums, self._sums)))
         self._seconds, self._sums = seconds, sums

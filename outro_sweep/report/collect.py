@@ -323,7 +323,7 @@ def merge_cells(cells: list[ReportCell]) -> list[ReportCell]:
 
 
 def sweep_group(sweep_dir: Path) -> str:
-    """The sweep's W&B group, as ``outro_sweep.cell.recipe.wandb_group_and_name`` names it."""
+    """The sweep's W&B group, as ``outro_sweep.cell.tracking.wandb_group_and_name`` names it."""
     return "sweep-" + "_".join(Path(sweep_dir).resolve().parts[-2:])
 
 

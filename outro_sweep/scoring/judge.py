@@ -139,10 +139,11 @@ def _bare_judgement(text: str) -> tuple[str | None, int | None]:
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One answer to judge: duck-types the question of ``PromptCollator`` (it reads ``.prompt``)."""
+    """One answer to judge: duck-types the ``Question`` the predict collator reads (``.prompt``, ``.video``)."""
 
     record_index: int  # the record's ``index`` (its position in the cell)
     prompt: str  # the rendered judge prompt, before the chat template
+    video: None = None  # the judge reads text only
 
 
 def default_trainer():
@@ -257,7 +258,7 @@ class LLMJudge:
         """record index -> the judge's raw reply. Loads the judge model, runs it, frees it."""
         import torch
 
-        from outro_sweep.predict.datamodule import QuestionDataModule
+        from outro_sweep.predict.data import QuestionDataModule, QuestionDataset
 
         if len({r.record_index for r in requests}) != len(requests):
             raise ValueError("records to judge must have distinct 'index' values")
@@ -265,7 +266,7 @@ class LLMJudge:
         log.info("judging %d open-ended answers with %s", len(requests), loaded.name)
         try:
             module = _generator_module(loaded, self.max_new_tokens)
-            data = QuestionDataModule(requests, loaded.tokenizer, loaded.use_chat_template, self.batch_size)
+            data = QuestionDataModule(QuestionDataset(requests), loaded, self.batch_size)
             logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # as the cell's own loop
             with warnings.catch_warnings():
                 # Intended: only the tensors move to the device (see JudgeGenerator).
@@ -301,11 +302,11 @@ def _generator_module(loaded, max_new_tokens: int):
 
         def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
             # Only the tensors move; the request records stay as they are.
-            return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            return dict(batch, inputs={k: v.to(device) for k, v in batch["inputs"].items()})
 
         def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[int, str]]:
-            input_ids = batch["input_ids"]  # (B, S) long, left-padded
-            attention_mask = batch["attention_mask"]  # (B, S) 1 = real token
+            input_ids = batch["inputs"]["input_ids"]  # (B, S) long, left-padded
+            attention_mask = batch["inputs"]["attention_mask"]  # (B, S) 1 = real token
             # Greedy, as the answering model: the same judge gives the same verdicts on every run.
             output = self.model.generate(
                 input_ids=input_ids,
@@ -318,7 +319,7 @@ def _generator_module(loaded, max_new_tokens: int):
                 pad_token_id=self.tokenizer.pad_token_id,
             )  # (B, S + new) long: the prompt, then the reply (right-padded after EOS)
             texts = self.tokenizer.batch_decode(output[:, input_ids.shape[1]:], skip_special_tokens=True)
-            return [(item.index, text.strip()) for item, text in zip(batch["items"], texts)]
+            return [(item.index, text.strip()) for item, text in zip(batch["usable"], texts)]
 
     return JudgeGenerator()
 

@@ -77,18 +77,23 @@ def letter_token_ids(tokenizer, letters: Sequence[str]) -> dict[str, list[int]]:
     return ids
 
 
-def choose_by_logits(logits_row, letter_token_ids: Mapping[str, Sequence[int]]) -> str:
-    """The letter whose best-scoring token variant has the highest logit (ties: first letter).
-
-    ``logits_row`` is the next-token logits (V,) right after the prompt.
-    """
-    best_letter, best_score = None, None
+def letter_logits(logits_row, letter_token_ids: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """Each letter's logit: the best of its token variants in the next-token logits (V,)
+    right after the prompt. What a cell with ``scoring=logits`` records."""
+    out = {}
     for letter, ids in letter_token_ids.items():
         if not ids:
             raise ValueError(f"letter {letter!r} has no token ids")
-        score = float(logits_row[list(ids)].max())
-        if best_score is None or score > best_score:
-            best_letter, best_score = letter, score
-    if best_letter is None:
-        raise ValueError("letter_token_ids is empty")
-    return best_letter
+        out[letter] = float(logits_row[list(ids)].max())
+    return out
+
+
+def choose_letter(logits: Mapping[str, float]) -> str:
+    """The letter with the highest logit (ties: the first letter in alphabetical order)."""
+    if not logits:
+        raise ValueError("no letter logits")
+    best = None
+    for letter in sorted(logits):
+        if best is None or logits[letter] > logits[best]:
+            best = letter
+    return best

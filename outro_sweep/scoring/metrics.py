@@ -1,14 +1,12 @@
-"""Cell metrics, computed from the prediction records (the cell's source of truth)."""
+"""Cell metrics, computed from the scored prediction records (the cell's source of truth)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from outro_sweep.cell.redaction import redact
 from outro_sweep.scoring.stats import accuracy_summary
 
 
@@ -18,60 +16,51 @@ def read_predictions(path: Path) -> list[dict]:
     return sorted(records, key=lambda r: r["index"])
 
 
-def video_summary(records: list[dict]) -> dict:
-    """What only video records carry: errors, the score mean (WUPS where the benchmark uses
-    it), per-kind and per-(category name, value) breakdowns, and how clips were obtained."""
+def summarise(records: list[dict], seconds: float, timed_samples: int, diagnostics: dict) -> dict:
+    """Accuracy over every question (a question whose clip failed counts as wrong), broken
+    down by first category, by kind and by every (category name, value); the score mean (WUPS
+    where the benchmark uses it); how clips were obtained where questions have clips.
+
+    ``seconds`` / ``timed_samples``: time in ``predict_step`` and the samples it covers (the
+    shards that carry timing), so ``seconds_per_sample`` is what was measured over what it
+    covers, also after a resume. ``diagnostics``: the interventions' cell summaries.
+    """
+    by_first = defaultdict(list)
     by_kind = defaultdict(list)
     by_category = defaultdict(lambda: defaultdict(list))
     for record in records:
-        by_kind[record["kind"]].append(bool(record["correct"]))
+        correct = bool(record["correct"])
+        by_first[record["category"]].append(correct)
+        by_kind[record["kind"]].append(correct)
         for name, value in record["categories"].items():
-            by_category[name][value].append(bool(record["correct"]))
+            by_category[name][value].append(correct)
     scores = [float(r["score"]) for r in records]
-    cache = Counter(r["video_cache"] or "failed" for r in records)
-    return {
+    summary = {
+        **accuracy_summary([bool(r["correct"]) for r in records]),
+        "invalid": sum(1 for r in records if not r["valid"]),
         "errors": sum(1 for r in records if r["error"] is not None),
         "score_mean": sum(scores) / len(scores) if scores else math.nan,
+        "seconds_per_sample": seconds / timed_samples if timed_samples else math.nan,
+        "timed_samples": timed_samples,
+        "per_category": {name: accuracy_summary(values) for name, values in sorted(by_first.items())},
         "per_kind": {kind: accuracy_summary(values) for kind, values in sorted(by_kind.items())},
         "by_category": {
             name: {value: accuracy_summary(v) for value, v in sorted(values.items())}
             for name, values in sorted(by_category.items())
         },
+        "diagnostics": diagnostics,
+    }
+    if any("video_cache" in r for r in records):
         # Per question: "hit" = frames loaded from the frame cache, "decoded" = decoded now.
-        "video_cache": {"hit": cache["hit"], "decoded": cache["decoded"], "failed": cache["failed"]},
-    }
-
-
-def summarise(records: list[dict], seconds: float, diagnostics: dict) -> dict:
-    """Accuracy over every question (a question whose video failed counts as wrong)."""
-    overall = accuracy_summary([bool(r["correct"]) for r in records])
-    by_category = defaultdict(list)
-    for record in records:
-        by_category[record["category"]].append(bool(record["correct"]))
-    summary = {
-        **overall,
-        "invalid": sum(1 for r in records if not r["valid"]),
-        "seconds_per_sample": seconds / max(1, len(records)),
-        "per_category": {name: accuracy_summary(values) for name, values in sorted(by_category.items())},
-        "diagnostics": diagnostics,  # {intervention group: its cell-level summary}
-    }
-    if records and "kind" in records[0]:
-        summary.update(video_summary(records))
+        cache = Counter(r.get("video_cache") or "failed" for r in records)
+        summary["video_cache"] = {"hit": cache["hit"], "decoded": cache["decoded"], "failed": cache["failed"]}
     return summary
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write then rename, so a reader never sees a half-written file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
-
-
-def write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    """Replace a predictions file whole (one JSON line per record), never half-written."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(redact(record), sort_keys=True) + "\n" for record in records)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+def result_line(metrics: dict, where: Path) -> str:
+    """The cell's one printed line: accuracy, its interval, counts (clip errors where there are clips)."""
+    extra = ""
+    if "video_cache" in metrics:
+        extra = f", video errors={metrics['errors']}, skipped missing={metrics.get('skipped_missing', 0)}"
+    return (f"accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci_low']:.4f}-{metrics['ci_high']:.4f}, "
+            f"n={metrics['n']}, invalid={metrics['invalid']}{extra}) -> {where}")

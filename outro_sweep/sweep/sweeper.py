@@ -27,8 +27,8 @@ from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
 from outro_sweep.cell.identity import identity_of
+from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.store import CellStore
-from outro_sweep.scoring.metrics import write_json_atomic
 from outro_sweep.sweep.baseline import baseline_identity, baseline_overrides, is_baseline
 
 # Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper

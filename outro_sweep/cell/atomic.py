@@ -1,0 +1,57 @@
+"""The one way the project writes a file that someone may read at any moment: a temporary
+file in the same folder, flushed and fsync'ed, renamed over the final name with
+``os.replace``, then the folder fsync'ed. A reader (or a SIGKILL, or a power cut) sees the
+old file or the new one, never a part; at worst a stray ``.<name>.<8 hex>.tmp`` is left.
+
+Used for prediction shards and predictions.jsonl, metrics.json, the DONE/FAILED markers,
+each job's status.json and the sweep's skipped.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (a no-op where the filesystem refuses)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
+    """``lines`` (each without its newline), one per line."""
+    write_text_atomic(path, "".join(line + "\n" for line in lines))
+
+
+def write_json_atomic(path: Path, payload) -> None:
+    """Indented, keys sorted, one trailing newline."""
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,125 @@
+"""Questions -> (decoded clips) -> left-padded model batches for the Lightning predict loop.
+
+One dataset and one collator for every benchmark and model: a question with a ``video`` has
+its clip decoded in ``QuestionDataset.__getitem__`` (so ``predict.num_workers`` > 0 decodes
+in parallel worker processes while the model runs), through the on-disk ``FrameCache`` (the
+second cell of a sweep loads the frames instead of decoding); the model's loader renders the
+prompt (chat template, system prompt) and builds the batch (a tokenizer call, or the
+processor with the clips).
+
+A clip that cannot be decoded (corrupt, truncated, gone since the cell started) does not
+stop the cell: its item carries the error, the collator leaves it out of the model batch,
+and the predictor writes an error record for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader, Dataset
+
+from outro_sweep.benchmarks.base import Question
+from outro_sweep.media.decode import DecodedVideo, VideoError
+from outro_sweep.models.base import LoadedModel
+
+
+def prompt_hash(rendered: str) -> str:
+    """sha256 of the exact text the model reads (16 hex): chat template, system prompt,
+    instruction and question all count."""
+    return hashlib.sha256(rendered.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Item:
+    index: int  # position in the cell's question list (the predictions' sort key)
+    question: Question
+    clip: DecodedVideo | None = None  # the decoded clip of a video question
+    error: str | None = None  # one line: why the clip could not be used
+    cache: str | None = None  # "hit" (loaded from the frame cache) | "decoded" | None (failed or no clip)
+
+
+class ClipSource:
+    """Where a video question's frames come from: the benchmark's video_dir, sampled the model's
+    way (``loader.sampling``), through the frame cache."""
+
+    def __init__(self, benchmark, sampling, cache) -> None:
+        self.benchmark, self.sampling, self.cache = benchmark, sampling, cache
+
+    def item(self, index: int, question: Question) -> Item:
+        sampling = self.sampling
+        if question.segment is not None:  # the benchmark bounds the clip (MVBench start/end)
+            sampling = dataclasses.replace(sampling, start_s=question.segment[0], end_s=question.segment[1])
+        decodes_before = self.cache.decodes
+        try:
+            clip = self.cache.get_or_decode_with(self.benchmark.video_path(question), sampling)
+        except VideoError as err:
+            return Item(index, question, error=str(err).splitlines()[0])
+        return Item(index, question, clip, cache="decoded" if self.cache.decodes > decodes_before else "hit")
+
+
+class QuestionDataset(Dataset):
+    """The questions at ``indices`` (default: all), in that order; each item keeps its
+    original index into ``questions``, so a resumed or multi-process cell's records are keyed
+    exactly as a single uninterrupted run's. ``clips``: where video questions' clips come from."""
+
+    def __init__(self, questions: list, indices: list[int] | None = None, clips: ClipSource | None = None) -> None:
+        self.questions = questions
+        self.indices = list(range(len(questions))) if indices is None else [int(i) for i in indices]
+        if any(not 0 <= i < len(questions) for i in self.indices):
+            raise IndexError(f"question indices out of range 0..{len(questions) - 1}")
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> Item:
+        index = self.indices[position]
+        question = self.questions[index]
+        if question.video is None:
+            return Item(index, question)
+        return self.clips.item(index, question)
+
+
+class Collator:
+    """Render each prompt through the model's loader, hash it, and build one left-padded batch
+    of the usable rows (one tokenizer or processor call; row-wise where the processor needs it)."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+
+    def __call__(self, items: list[Item]) -> dict:
+        loader, processor = self.loaded.loader, self.loaded.processor
+        rendered = {item.index: loader.render(processor, item.question.prompt) for item in items}
+        usable = [item for item in items if item.error is None]
+        inputs = None
+        if usable:
+            inputs = loader.inputs(processor, [rendered[item.index] for item in usable], [item.clip for item in usable])
+        return {
+            "inputs": inputs,  # model tensors for the ``usable`` rows, or None when every clip failed
+            "usable": usable,
+            "failed": [item for item in items if item.error is not None],
+            "prompt_hashes": {index: prompt_hash(text) for index, text in rendered.items()},
+        }
+
+
+class QuestionDataModule(pl.LightningDataModule):
+    """``dataset`` holds this process's share of the questions, already split among the
+    processes of a multi-process cell, so Lightning's own distributed sampler is not used
+    (``use_distributed_sampler=False``); a process may get none."""
+
+    def __init__(self, dataset: QuestionDataset, loaded: LoadedModel, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__()
+        # A multi-process cell near its end may leave a process without questions: it still
+        # takes part in the collectives and writes nothing.
+        self.allow_zero_length_dataloader_with_multiple_devices = True
+        self.dataset = dataset
+        self.collate = Collator(loaded)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=self.collate)
