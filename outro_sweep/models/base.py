@@ -30,7 +30,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 class ModelLoader:
-    """Base class: subclasses implement ``_config_source`` and ``_load_weights``."""
+    """Base class: subclasses implement ``num_layers`` (cheap: the config only) and ``folder``
+    (where the files are); video loaders also override ``load_processor``, ``inputs`` and ``load``."""
 
     def __init__(
         self,
@@ -108,7 +109,7 @@ class ModelLoader:
         mask = inputs["attention_mask"]
         position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
         logits = loaded.model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=position_ids,
-                       logits_to_keep=1).logits
+                              logits_to_keep=1).logits
         return logits[:, -1].float()
 
 
