@@ -1,10 +1,24 @@
-"""Bad input: one line naming the key and the valid values, before the model loads,
-a non-zero exit code, and no metrics.json left behind."""
+"""Bad input: one line naming the key and the valid values, before the model loads.
+
+Every case is checked in process: the config is composed from conf/ as ``python -m outro_sweep``
+composes it, then the checks a cell makes before its model loads run on it. One case of each
+kind of error also runs the real command in a subprocess (slow): the exit code, the single
+``error:`` line on stderr, no traceback, no model load and no metrics.json left behind.
+"""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
+from unittest import mock
 
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+
+from outro_sweep.cell import recipe
+from outro_sweep.cell.store import CellStore
+from outro_sweep.errors import ConfigError
+from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
 from tests.conftest import SHARED_DATA
 from tests.test_sweep_e2e import run_cli
 
@@ -27,14 +41,66 @@ CASES = {
         ["benchmark=tgif_qa", "benchmark.data_dir=" + str(SHARED_DATA / "video_qa" / "tgif_qa"), "benchmark.video_dir=/tmp"],
         ["benchmark=tgif_qa", "model=smollm2_135m", "qwen2_5_vl_7b"],
     ),
+    # Every clip is absent from the (empty) video folder; model.path is never read by the check.
+    "missing videos": (
+        ["model=qwen2_5_vl_7b", "model.path=/tmp", "benchmark=nextqa_mc",
+         "benchmark.data_dir=" + str(SHARED_DATA / "video_qa" / "nextqa"), "benchmark.video_dir={tmp_path}"],
+        ["benchmark.video_dir=", "videos are missing", "benchmark.skip_missing=true"],
+    ),
 }
+# One case per kind of error, run through the real command: an unknown group choice (rejected
+# before Hydra starts), a bad value (rejected by the cell before its model loads) and a missing
+# data folder (rejected when the benchmark reads it). Missing videos: tests/test_video_pipeline.py.
+SUBPROCESS_CASES = ["unknown sink", "negative alpha", "missing data_dir"]
+
+
+class ChecksPassed(Exception):
+    """Raised where a cell starts its run, i.e. after every check passed."""
+
+
+def check(overrides: list[str], tmp_path: Path) -> str:
+    """The ConfigError message ``python -m outro_sweep <overrides>`` prints (after ``error: ``).
+
+    The group choices are checked on the command line as the CLI does, then the composed config
+    goes through the cell's checks; the run that follows them is stopped where it would start
+    its W&B run, so a missing error fails the test instead of running the model.
+    """
+    try:
+        check_group_choices(overrides)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[*overrides, f"paths.output_dir={tmp_path}"],
+                          return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # the checks read the group choices from it
+        with mock.patch.object(recipe, "wandb_group_and_name", side_effect=ChecksPassed):
+            recipe._run_checked(cfg, {}, CellStore(tmp_path, "0" * 12), tmp_path, rank=1)
+    except ConfigError as err:
+        return str(err)
+    except ChecksPassed:
+        pass
+    finally:
+        HydraConfig.instance().cfg = None
+    pytest.fail(f"{overrides}: no ConfigError, every check passed")
+
+
+def case_args(name: str, tmp_path: Path) -> list[str]:
+    args, _ = CASES[name]
+    if "video" in name and not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the real video annotations under {SHARED_DATA}")
+    return [arg.replace("{tmp_path}", str(tmp_path)) for arg in args]
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_clear_line(name, tmp_path):
-    args, needles = CASES[name]
-    if "video" in name and not SHARED_DATA.is_dir():
-        pytest.skip(f"needs the real TGIF-QA annotations under {SHARED_DATA}")
+    message = check([a for a in case_args(name, tmp_path) if a != "-m"], tmp_path)
+    assert "\n" not in message and message.strip() == message, message
+    for needle in CASES[name][1]:
+        assert needle in message, message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SUBPROCESS_CASES)
+def test_bad_input_on_the_command_line(name, tmp_path):
+    args, needles = case_args(name, tmp_path), CASES[name][1]
     if "-m" in args:
         args = [*args, f"hydra.sweep.dir={tmp_path}/multirun"]
     result = run_cli(args, tmp_path)

@@ -311,6 +311,7 @@ def reference(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_sigkill_mid_cell_then_resume(reference, tmp_path):
     run_dir = tmp_path / "run"
     shard_dir = cell(run_dir) / "shards"
@@ -385,6 +386,7 @@ def run_torchrun(run_dir: Path) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_equal_one(reference, tmp_path):
     run_dir = tmp_path / "ddp"
     output = run_torchrun(run_dir)
@@ -399,6 +401,7 @@ def test_two_processes_under_torchrun_equal_one(reference, tmp_path):
     assert_same_metrics(run_dir, reference)
 
 
+@pytest.mark.slow
 def test_two_processes_resume_with_fewer_questions_left_than_processes(reference, tmp_path):
     """One question left for two processes: one of them gets no batch (Lightning's own predict
     sampler would assert here), takes part in the collectives and writes nothing."""
@@ -420,6 +423,7 @@ def test_two_processes_resume_with_fewer_questions_left_than_processes(reference
 # ----------------------------------------------------------------------------- video cells resume too
 
 
+@pytest.mark.slow
 def test_video_cell_resumes_from_another_attempts_shards(shared_data, tmp_path):
     """The video path (tiny random-weight Qwen2.5-VL, real NExT-QA annotations, stand-in clips,
     one corrupt): a cell that finds two batches' shards of an earlier attempt predicts only the

@@ -24,6 +24,7 @@ def test_parse_sacct_states():
     }
 
 
+@pytest.mark.cluster
 def test_node_idle_in_sinfo(slurm_cluster):
     state = slurm_cluster.wait_until(lambda: slurm_cluster.node_state() == "idle", timeout=60, what="node idle")
     assert state
@@ -31,6 +32,7 @@ def test_node_idle_in_sinfo(slurm_cluster):
     assert out == ["debug*", "up", "1", "idle", "localhost"]
 
 
+@pytest.mark.cluster
 def test_sbatch_wait_srun_completes(slurm_cluster, tmp_path):
     out = tmp_path / "job-%j.out"
     job = slurm_cluster.sbatch("--wait", "-o", str(out), "--wrap", "srun hostname", cwd=tmp_path, timeout=120)
@@ -41,6 +43,7 @@ def test_sbatch_wait_srun_completes(slurm_cluster, tmp_path):
     assert states == {job: "COMPLETED"}
 
 
+@pytest.mark.cluster
 def test_array_of_three_completes(slurm_cluster, tmp_path):
     job = slurm_cluster.sbatch(
         "--wait", "--array=0-2", "-o", str(tmp_path / "%A_%a.out"), "--wrap", "echo task=$SLURM_ARRAY_TASK_ID",
@@ -52,6 +55,7 @@ def test_array_of_three_completes(slurm_cluster, tmp_path):
         assert (tmp_path / f"{job}_{i}.out").read_text().strip() == f"task={i}"
 
 
+@pytest.mark.cluster
 def test_requeue_runs_the_job_again(slurm_cluster, tmp_path):
     job = slurm_cluster.sbatch("--requeue", "-o", str(tmp_path / "%j.out"), "--wrap", "sleep 30", cwd=tmp_path)
     try:
@@ -79,6 +83,7 @@ def test_requeue_runs_the_job_again(slurm_cluster, tmp_path):
     )
 
 
+@pytest.mark.cluster
 def test_submitit_map_array(slurm_cluster, tmp_path):
     submitit = pytest.importorskip("submitit")
 

@@ -21,6 +21,7 @@ from tests.slurm_cluster import slurm_cluster  # noqa: F401
 from tests.wandb_offline import find_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.cluster
 # One CPU per cell on the 2-core test node; the node's memory is not a consumed resource.
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.timeout_min=30"]

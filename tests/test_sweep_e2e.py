@@ -18,6 +18,7 @@ import yaml
 from tests.wandb_offline import find_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test reads one subprocess sweep
 SECRETS = {"WANDB_API_KEY": "wandb-secret-0123456789abcdef", "HF_TOKEN": "hf_secretTOKEN98765"}
 
 

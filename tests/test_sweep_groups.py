@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.test_sweep_e2e import run_cli
+
+pytestmark = pytest.mark.slow  # subprocess runs
 
 
 def test_sweep_over_model_benchmark_and_sink(tmp_path, tiny_model_dir, shared_data):

@@ -120,6 +120,7 @@ def finished_sweep(tiny_model_dir, tmp_path_factory) -> dict:
     return {"out": out, "args": args, "first": first, "second": second, "cells": cells, "stamps": stamps}
 
 
+@pytest.mark.slow
 def test_first_sweep_completes_every_cell(finished_sweep):
     first, cells = finished_sweep["first"], finished_sweep["cells"]
     assert last_line(first) == "sweep: 3 succeeded, 0 skipped (already done), 0 failed, of 3 cells"
@@ -147,6 +148,7 @@ def test_first_sweep_completes_every_cell(finished_sweep):
     assert {c["outro"]["alpha"] for c in configs if c["outro"]["enabled"]} == {0.1, 0.3}
 
 
+@pytest.mark.slow
 def test_second_sweep_skips_every_cell_and_runs_nothing(finished_sweep):
     second = finished_sweep["second"]
     assert second.returncode == 0, second.stderr[-3000:]
@@ -163,6 +165,7 @@ def test_second_sweep_skips_every_cell_and_runs_nothing(finished_sweep):
     assert sorted(s["identity"] for s in skipped) == sorted(c.name for c in finished_sweep["cells"])
 
 
+@pytest.mark.slow
 def test_dry_run_lists_cells_with_identity_and_state(finished_sweep, tiny_model_dir):
     out = finished_sweep["out"]
     args = ["-m", *cell_args(tiny_model_dir), "outro.alpha=0.1,0.3,0.5", "logger.mode=offline", "+dry_run=true",
@@ -178,6 +181,7 @@ def test_dry_run_lists_cells_with_identity_and_state(finished_sweep, tiny_model_
     assert len(list((out / "cells").iterdir())) == 3  # nothing created
 
 
+@pytest.mark.slow
 def test_force_recomputes_a_done_cell(finished_sweep, tiny_model_dir, tmp_path):
     out = finished_sweep["out"]
     result = run_cli([*cell_args(tiny_model_dir), "outro.alpha=0.1", "logger.mode=disabled", "force=true",
@@ -190,6 +194,7 @@ def test_force_recomputes_a_done_cell(finished_sweep, tiny_model_dir, tmp_path):
     assert (cell / "predictions.jsonl").read_bytes() == predictions  # recomputed, same answers
 
 
+@pytest.mark.slow
 def test_a_failing_cell_does_not_stop_the_sweep(tiny_model_dir, tmp_path):
     """One cell's model folder has a config but corrupt weights: it fails after its W&B run
     started; the other cell completes; the summary and the exit code say so."""

@@ -25,6 +25,7 @@ from tests import tiny_vlms
 from tests.test_video_decode import write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test reads the output of a subprocess run
 DAILYOMNI_VIDEOS = ("G_VTkkb34gw", "bswbQtOPk6E", "d6b4OmUFt7I")
 # Keep the tiny models' inputs small: 4 frames of at most 56x56 pixels.
 SMALL = ["model.num_frames=4", "model.fps=null", "model.min_pixels=784", "model.max_pixels=3136",
