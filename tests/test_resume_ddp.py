@@ -141,10 +141,10 @@ def test_writer_puts_each_batch_and_its_diagnostics_in_its_own_shard(tmp_path):
 
     module, writer = Module(), ShardPredictionWriter(tmp_path / "shards")
     writer.on_predict_start(Trainer(), module)
-    batches = [([record(0), record(1)], [("cos_before/1", 1.0), ("n/1", 10.0), ("n/4", 7.0)]),
-               ([record(2)], [("cos_before/1", 0.75), ("n/1", 3.0)]),
+    batches = [([record(0), record(1)], [(1, 0.1, 0.3, 10), (4, 0.2, 0.6, 7)]),
+               ([record(2)], [(1, 0.25, 0.5, 3)]),
                ([record(3), record(4)], [])]  # a batch where no token was rotated
-    for step, (records, added) in enumerate(batches):
+    for step, (records, cosines) in enumerate(batches):
         module.seconds += 0.25
         for layer, before, after, n in cosines:
             module.attached.add(layer, before * n, after * n, n)
