@@ -236,7 +236,8 @@ def partial_report(tiny_model_dir, tmp_path_factory) -> dict:
     for cell in (out / "cells").iterdir():  # a baseline the sweeper may have added is taken away
         if (cell / "config.yaml").is_file() and not load_config(cell)["outro"]["enabled"]:
             shutil.rmtree(cell)
-    jobs = {p.name: p for p in sweep_dir.iterdir() if p.is_dir() and "outro.alpha=" in p.name}
+    jobs = {p.name: p for p in sweep_dir.iterdir()  # the grid's own jobs, not the added baseline's
+            if p.is_dir() and "outro.alpha=" in p.name and "outro.enabled=false" not in p.name}
     by_alpha = {name.split("outro.alpha=")[1].split(",")[0]: job for name, job in jobs.items()}
     partial = (by_alpha["1"] / "cell").resolve()
     for name in ("DONE", "metrics.json", "predictions.jsonl"):
@@ -295,7 +296,8 @@ def make_cell(output_dir: Path, identity: str, enabled: bool, correct: list[bool
     cell.mkdir(parents=True)
     config = {"model": {"name": "m", "path": "/models/m"}, "benchmark": {"_target_": "b.Bench", "limit": None},
               "sink": {"_target_": "s.Rule"}, "seed": 0, "predict": {"batch_size": 8},
-              "outro": {"enabled": enabled, "alpha": alpha, "temperature": 0.1, "layer": [2, 4]},
+              "outro": {"_target_": "outro_sweep.interventions.outro.OutRoIntervention", "enabled": enabled,
+                        "alpha": alpha, "temperature": 0.1, "layer": [2, 4]},
               "choices": {"model": "m", "benchmark": "bench", "sink": "rule"}, "identity": identity}
     (cell / "config.yaml").write_text(yaml.safe_dump(config))
     records = [{"index": i, "id": f"q{i}", "prompt_hash": (hashes or {}).get(i, f"h{i}"), "correct": c,

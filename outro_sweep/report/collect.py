@@ -39,6 +39,7 @@ class ReportCell:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     from_store: bool = False  # found in the shared store (a baseline), not among the report's cells
+    planned_baseline: bool = False  # the sweep's plan.json added it as a baseline (known without config.yaml)
     _records: list[dict] | None = None
     _metrics: dict | None = None
 
@@ -280,12 +281,15 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
 
     planned = _read_plan(sweep_dir)
     if planned is not None:  # the sweeper's own plan: a cell is missing when its identity is
+        baselines = {entry["identity"] for entry in planned if entry.get("baseline")}
+        for cell in cells:
+            cell.planned_baseline = cell.identity in baselines
         known = {c.identity for c in cells if c.identity}
         for entry in planned:
             if entry["identity"] not in known:
                 known.add(entry["identity"])
                 cells.append(ReportCell(identity=entry["identity"], dir=None, state="missing",
-                                        overrides=list(entry["overrides"]),
+                                        overrides=list(entry["overrides"]), planned_baseline=bool(entry.get("baseline")),
                                         notes=[("expected by the sweep; no job folder and not skipped as done "
                                                 "(not started yet, or its job never ran)")]))
     elif plan is not None:

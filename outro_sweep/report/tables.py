@@ -71,7 +71,7 @@ def row(result: CellResult, analysis: Analysis) -> dict:
             other_settings=labeller.other_settings(config),
         )
     else:
-        out.update(_from_overrides(cell.overrides))
+        out.update(_from_overrides(cell.overrides), interventions="off" if cell.planned_baseline else "")
     if result.n is not None:
         out.update(n=result.n, correct=result.correct, accuracy=result.accuracy,
                    accuracy_ci_low=result.ci_low, accuracy_ci_high=result.ci_high)
