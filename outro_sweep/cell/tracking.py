@@ -74,7 +74,7 @@ class CellRun:
         import wandb
 
         self._wandb = wandb
-        self.run = wandb.init(
+        arguments = dict(
             # A stable id (the cell's identity) with resume="allow": a requeued or re-run cell
             # continues its own run instead of starting a second one.
             id=run_id,
@@ -92,6 +92,7 @@ class CellRun:
             reinit="finish_previous",
             settings=wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True),
         )
+        self.run = _init_when_free(wandb, arguments)
         if mode == "offline":
             log.info("W&B offline run in %s (upload later with `wandb sync`)", self.run.dir)
 
@@ -105,3 +106,25 @@ class CellRun:
 
     def fail(self) -> None:
         self.run.finish(exit_code=1)
+
+
+# A requeued task can start while the W&B service of its killed attempt still holds the run
+# (wandb-core answers "run ID <id> is in use" until it notices): wait for it to let go.
+IN_USE_RETRIES = 12
+IN_USE_WAIT_S = 5.0
+
+
+def _init_when_free(wandb, arguments: dict):
+    import time
+
+    waited = 0
+    while True:
+        try:
+            return wandb.init(**arguments)
+        except Exception as err:  # wandb raises its own error types, all carrying this message
+            if "is in use" not in str(err) or waited == IN_USE_RETRIES:
+                raise
+            waited += 1
+            log.warning("W&B run %s is still held by an earlier attempt; retrying in %.0f s",
+                        arguments.get("id"), IN_USE_WAIT_S)
+            time.sleep(IN_USE_WAIT_S)
