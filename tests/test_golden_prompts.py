@@ -8,7 +8,7 @@ YAML defaults (split, task, tasks, ...) are part of what is pinned. Its golden f
 ``tests/golden/prompts/<case>.txt`` holds:
 
 * a header line: the case, the question id and its kind;
-* the user-message text, ``VideoQuestion.prompt``, exactly;
+* the user-message text, ``Question.prompt``, exactly;
 * the whole chat as ``VideoLMLoader.render`` renders it through the REAL Qwen2.5-VL and
   Qwen3-VL chat templates (the checkpoints' own processor files, read from
   ``../shared/data/hf_configs`` by ``tests/tiny_vlms.py``: Qwen2.5-VL adds its default system
@@ -281,7 +281,7 @@ def separator(title: str) -> str:
 
 def golden_text(case: Case, question: Question, rendered: list[tuple[str, str, str]]) -> str:
     parts = [f"===== case: {case.name} | id: {question.id} | kind: {question.kind} =====\n"]
-    parts += [separator("prompt (VideoQuestion.prompt)"), question.prompt + "\n"]
+    parts += [separator("prompt (Question.prompt)"), question.prompt + "\n"]
     for family, loader_name, chat in rendered:
         parts += [separator(f"rendered: {family} ({loader_name}.render)"), chat + "\n"]
     parts.append(separator("end"))
