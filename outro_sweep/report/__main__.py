@@ -18,7 +18,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m outro_sweep.report",
         description="Report on finished or partial sweeps: accuracy with Wilson CIs, the paired difference from "
-                    "each cell's OutRo-off baseline (bootstrap CI, exact McNemar), heatmaps, per-category and "
+                    "each cell's baseline, every intervention off (bootstrap CI, exact McNemar), heatmaps, per-category and "
                     "sink figures, and a W&B report run.")
     parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders (outputs/multirun/<date>/<time>)")
     parser.add_argument("--cells", nargs="+", type=Path, default=[],

@@ -65,7 +65,7 @@ class SkipDoneSweeper(BasicSweeper):
 
     def plan(self, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
         """The jobs to launch: each distinct cell once (cells that differ only in settings that
-        cannot change results are one cell), the OutRo-off baseline of every model x benchmark
+        cannot change results are one cell), every cell's baseline (every intervention off)
         added once (``baseline=true``), and cells that are done left out (unless forced)."""
         jobs: list[list[str]] = []
         seen: set[str] = set()
