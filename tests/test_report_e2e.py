@@ -233,11 +233,12 @@ def partial_report(tiny_model_dir, tmp_path_factory) -> dict:
     swept = run_sweep(["-m", *base_args(tiny_model_dir), "outro.layer=1", "outro.alpha=0.5,1,2,-1",
                        "logger.mode=disabled"], out, sweep_dir)
     assert swept.returncode == 1, swept.stdout[-2000:] + swept.stderr[-3000:]  # the alpha=-1 cell failed
-    for cell in (out / "cells").iterdir():  # a baseline the sweeper may have added is taken away
-        if (cell / "config.yaml").is_file() and not load_config(cell)["outro"]["enabled"]:
+    added = {e["identity"] for e in json.loads((sweep_dir / "plan.json").read_text()) if e["baseline"]}
+    for cell in (out / "cells").iterdir():  # the baseline the sweeper added is taken away
+        if cell.name in added:
             shutil.rmtree(cell)
     jobs = {p.name: p for p in sweep_dir.iterdir()  # the grid's own jobs, not the added baseline's
-            if p.is_dir() and "outro.alpha=" in p.name and "outro.enabled=false" not in p.name}
+            if p.is_dir() and "outro.alpha=" in p.name and os.readlink(p / "cell").rsplit("/", 1)[-1] not in added}
     by_alpha = {name.split("outro.alpha=")[1].split(",")[0]: job for name, job in jobs.items()}
     partial = (by_alpha["1"] / "cell").resolve()
     for name in ("DONE", "metrics.json", "predictions.jsonl"):

@@ -1,38 +1,22 @@
-"""The cell's W&B run: a requeued attempt waits for the killed attempt's service to release the
-run id. wandb is replaced by a stand-in that refuses the id a few times (the real refusal needs
-a W&B service still holding a killed process's run, which a unit test cannot stage)."""
+"""The cell's W&B run lives in a W&B service its own process started: a service token inherited
+from a parent process is dropped, the process's own token is kept. The tokens are written here
+in wandb's format (``<version>-<pid>-unix-<socket>``); no W&B server is involved."""
 
 from __future__ import annotations
 
-import pytest
+import os
 
-from outro_sweep.cell import tracking
-
-
-class RefusingWandb:
-    def __init__(self, refusals: int, message: str = "run ID {id} is in use") -> None:
-        self.refusals, self.message, self.calls = refusals, message, 0
-
-    def init(self, **arguments):
-        self.calls += 1
-        if self.calls <= self.refusals:
-            raise RuntimeError(self.message.format(id=arguments["id"]))
-        return f"run {arguments['id']}"
+from outro_sweep.cell.tracking import use_own_wandb_service
 
 
-def test_a_held_run_id_is_retried_until_released(monkeypatch):
-    monkeypatch.setattr(tracking, "IN_USE_WAIT_S", 0.0)
-    wandb = RefusingWandb(refusals=3)
-    assert tracking._init_when_free(wandb, {"id": "abc123"}) == "run abc123" and wandb.calls == 4
-
-
-def test_a_run_id_held_for_good_or_another_error_is_raised(monkeypatch):
-    monkeypatch.setattr(tracking, "IN_USE_WAIT_S", 0.0)
-    held = RefusingWandb(refusals=10**6)
-    with pytest.raises(RuntimeError, match="is in use"):
-        tracking._init_when_free(held, {"id": "abc123"})
-    assert held.calls == tracking.IN_USE_RETRIES + 1
-    other = RefusingWandb(refusals=1, message="permission denied")
-    with pytest.raises(RuntimeError, match="permission denied"):
-        tracking._init_when_free(other, {"id": "abc123"})
-    assert other.calls == 1  # not retried
+def test_an_inherited_service_is_forgotten_and_the_own_one_kept(monkeypatch):
+    monkeypatch.setenv("WANDB_SERVICE", f"2-{os.getppid()}-unix-/tmp/parent.sock")
+    use_own_wandb_service()
+    assert "WANDB_SERVICE" not in os.environ
+    own = f"2-{os.getpid()}-unix-/tmp/own.sock"
+    monkeypatch.setenv("WANDB_SERVICE", own)
+    use_own_wandb_service()
+    assert os.environ["WANDB_SERVICE"] == own
+    monkeypatch.delenv("WANDB_SERVICE")
+    use_own_wandb_service()  # nothing set: nothing to do
+    assert "WANDB_SERVICE" not in os.environ

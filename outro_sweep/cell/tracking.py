@@ -8,6 +8,7 @@ is the cell's identity, so a requeued, re-run or re-scored cell continues its ow
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def update_summary(config: dict, directory: Path, metrics: dict) -> bool:
         return False
     import wandb
 
+    use_own_wandb_service()
     run = wandb.init(id=config["identity"], resume="allow", project=logger.get("project"),
                      entity=logger.get("entity"), dir=str(directory), mode=logger["mode"], reinit="finish_previous",
                      settings=wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True))
@@ -92,7 +94,8 @@ class CellRun:
             reinit="finish_previous",
             settings=wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True),
         )
-        self.run = _init_when_free(wandb, arguments)
+        use_own_wandb_service()
+        self.run = wandb.init(**arguments)
         if mode == "offline":
             log.info("W&B offline run in %s (upload later with `wandb sync`)", self.run.dir)
 
@@ -108,23 +111,13 @@ class CellRun:
         self.run.finish(exit_code=1)
 
 
-# A requeued task can start while the W&B service of its killed attempt still holds the run
-# (wandb-core answers "run ID <id> is in use" until it notices): wait for it to let go.
-IN_USE_RETRIES = 12
-IN_USE_WAIT_S = 5.0
 
-
-def _init_when_free(wandb, arguments: dict):
-    import time
-
-    waited = 0
-    while True:
-        try:
-            return wandb.init(**arguments)
-        except Exception as err:  # wandb raises its own error types, all carrying this message
-            if "is in use" not in str(err) or waited == IN_USE_RETRIES:
-                raise
-            waited += 1
-            log.warning("W&B run %s is still held by an earlier attempt; retrying in %.0f s",
-                        arguments.get("id"), IN_USE_WAIT_S)
-            time.sleep(IN_USE_WAIT_S)
+def use_own_wandb_service() -> None:
+    """Forget a W&B service this process inherited (``WANDB_SERVICE`` set by a parent: a
+    notebook, a test runner, the process that submitted a SLURM array). A cell's run must live
+    in a service its own process starts: a parent's service outlives a killed attempt and keeps
+    that attempt's run id "in use", so the requeued attempt could not continue its run. The
+    token is ``<version>-<pid of the process that started the service>-...``."""
+    token = os.environ.get("WANDB_SERVICE")
+    if token and token.split("-")[1:2] != [str(os.getpid())]:
+        del os.environ["WANDB_SERVICE"]
