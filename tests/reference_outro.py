@@ -47,6 +47,18 @@ PROJECTION_EPS = 1e-8  # |v|^2 + 1e-8 in the projection (spec §2)
 NORM_EPS = 1e-8  # |o'| + 1e-8 in the norm restore (spec §2)
 
 
+def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows (each (n,) long) -> (input_ids, attention_mask), both (B, max n), padded on the
+    left with 0 as the models' own batches are."""
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
 def edit_dtype(dtype: torch.dtype) -> torch.dtype:
     """The edits (relaxation rows, vbar, rotation) run in max(float32, model dtype) (spec §4)."""
     return torch.float64 if dtype == torch.float64 else torch.float32

@@ -24,6 +24,7 @@ from outro_sweep.interventions.settings import check_rotate_decode
 from outro_sweep.interventions.sinks.attention_mass import AttentionMass
 from outro_sweep.interventions.sinks.first_k import FirstK
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
+from tests.reference_outro import left_pad
 
 PROMPTS = [
     "Hello there",
@@ -188,12 +189,7 @@ def tiny_llama():
 def tiny_batch():
     generator = torch.Generator().manual_seed(3)
     rows = [torch.randint(1, 128, (n,), generator=generator) for n in (3, 8, 14)]
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = r
-        mask[i, width - len(r) :] = 1
+    ids, mask = left_pad(rows)
     solos = [{"input_ids": r.view(1, -1), "attention_mask": torch.ones(1, len(r), dtype=torch.long)} for r in rows]
     return {"input_ids": ids, "attention_mask": mask}, solos
 

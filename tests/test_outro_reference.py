@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference_outro import reference_decode, reference_outro, reference_relax_layers  # noqa: E402
+from reference_outro import left_pad, reference_decode, reference_outro, reference_relax_layers  # noqa: E402
 
 from outro_sweep.interventions.outro import OutRo  # noqa: E402
 from outro_sweep.interventions.sinks.attention_mass import AttentionMass  # noqa: E402
@@ -350,16 +350,6 @@ DECODE_ROWS = [TINY_IDS] + [
     torch.randint(1, 128, (n,), generator=torch.Generator().manual_seed(3 + n)) for n in (3, 8)
 ]
 DECODE_STEPS = 4  # the prefill's token plus three decode steps
-
-
-def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = r
-        mask[i, width - len(r) :] = 1
-    return ids, mask
 
 
 @torch.no_grad()
