@@ -11,6 +11,8 @@ import logging
 import os
 from pathlib import Path
 
+from outro_sweep.cell.identity import defines_cell
+
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
@@ -29,8 +31,6 @@ def wandb_group_and_name() -> tuple[str, str]:
     """(W&B group, W&B name): the sweep this cell belongs to and the cell's own overrides."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-
-    from outro_sweep.cell.identity import defines_cell
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:

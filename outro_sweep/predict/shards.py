@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outro_sweep.cell.atomic import TMP_SUFFIX, write_lines_atomic
+from outro_sweep.interventions.stack import add_sums
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,6 @@ def timing(shards: list[Shard]) -> tuple[float, int]:
 def diagnostic_sums(shards: list[Shard]) -> dict[str, dict[str, float]]:
     """The interventions' running sums over the whole cell: every shard's ``diagnostic_sums``,
     added key-wise in name order."""
-    from outro_sweep.interventions.stack import add_sums
-
     total: dict[str, dict[str, float]] = {}
     for shard in sorted(shards, key=lambda s: s.path.name):
         add_sums(total, shard.diagnostic_sums)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from outro_sweep.cell.identity import defines_cell
 from outro_sweep.cell.store import CellStore
 from outro_sweep.scoring.metrics import read_predictions
 
@@ -158,18 +159,9 @@ def expected_jobs(multirun: dict) -> list[list[str]] | None:
     return [list(combo) for combo in itertools.product(*final.values())]
 
 
-def job_dirname(overrides: list[str], multirun: dict) -> str:
-    """The folder name a job gets (after ``<n>_``), by the CLI's ``cell_dirname`` resolver."""
-    from outro_sweep.sweep.cli import cell_dirname
-
-    return cell_dirname(overrides)
-
-
-def plan_key(overrides: list[str], multirun: dict | None) -> tuple[str, ...]:
+def plan_key(overrides: list[str]) -> tuple[str, ...]:
     """Overrides that make the same cell compare equal: the keys that define a cell, sorted
     (a planned cell without a job folder is matched to the launched jobs by this key)."""
-    from outro_sweep.cell.identity import defines_cell
-
     return tuple(sorted(o for o in overrides if defines_cell(o.split("=", 1)[0])))
 
 
@@ -209,11 +201,13 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
     multirun = _read_multirun(sweep_dir)
     output_dir = output_dir_of(sweep_dir, multirun)
     plan = expected_jobs(multirun) if multirun else None
+    from outro_sweep.sweep.cli import cell_dirname  # the job folders' names (imported late: it loads Hydra)
+
     by_dirname: dict[str, list[list[str]]] = {}  # several planned jobs can share a name (excluded keys)
     if plan is not None:
         for overrides in plan:
             try:
-                by_dirname.setdefault(job_dirname(overrides, multirun), []).append(overrides)
+                by_dirname.setdefault(cell_dirname(overrides), []).append(overrides)
             except Exception as err:  # noqa: BLE001 - that job then shows under its folder's name
                 log.debug("no job folder name for %s: %s", overrides, err)
     elif multirun is None:
@@ -238,7 +232,7 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
             cell = read_cell(path, "skipped (already done)")
             cell.identity = cell.identity or entry.get("identity")
             cell.overrides = list(entry.get("overrides") or [])
-            seen_plans.add(plan_key(cell.overrides, multirun))
+            seen_plans.add(plan_key(cell.overrides))
             cells.append(cell)
 
     # Launched jobs: a folder name can stand for several planned jobs (keys it leaves out, or
@@ -247,10 +241,10 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
                       key=lambda p: (int(p.name.split("_", 1)[0]), p.name)) if sweep_dir.is_dir() else []
     for job_dir in job_dirs:
         queue = by_dirname.get(_job_suffix(job_dir.name), [])
-        while queue and plan_key(queue[0], multirun) in seen_plans:
+        while queue and plan_key(queue[0]) in seen_plans:
             queue.pop(0)
         overrides = queue.pop(0) if queue else _overrides_from_name(job_dir.name)
-        seen_plans.add(plan_key(overrides, multirun))
+        seen_plans.add(plan_key(overrides))
         status = {}
         if (job_dir / "status.json").is_file():
             try:
@@ -294,7 +288,7 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
                                                 "(not started yet, or its job never ran)")]))
     elif plan is not None:
         for overrides in plan:
-            key = plan_key(overrides, multirun)
+            key = plan_key(overrides)
             if key not in seen_plans:
                 seen_plans.add(key)
                 cells.append(ReportCell(identity=None, dir=None, state="missing", overrides=list(overrides),
