@@ -20,8 +20,10 @@ type, video duration, ...) as ``(name, value)`` pairs, so results break down by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
 
 SCORING_METHODS = ("generate", "logits")
@@ -111,9 +113,9 @@ class Benchmark:
 
     def __init__(
         self,
-        limit: int | None = None,
-        scoring: str = "generate",
-        max_new_tokens: int = 8,
+        limit: Annotated[int, Range(ge=0)] | None = None,
+        scoring: Literal[SCORING_METHODS] = "generate",
+        max_new_tokens: Annotated[int, Range(ge=1)] = 8,
     ) -> None:
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise ConfigError(f"benchmark.limit={limit!r} is invalid: valid values are null or an integer >= 0")

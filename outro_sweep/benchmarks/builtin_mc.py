@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from typing import Annotated
 
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
 
 # A week has seven days: the calendar questions cannot offer more distinct plausible options.
@@ -188,7 +190,8 @@ def _is_int(value) -> bool:
 class BuiltinMC(Benchmark):
     name = "builtin_mc"
 
-    def __init__(self, num_questions: int = 300, seed: int = 0, num_options: int = 4, **kwargs) -> None:
+    def __init__(self, num_questions: Annotated[int, Range(ge=1)] = 300, seed: int = 0,
+                 num_options: Annotated[int, Range(ge=2, le=MAX_OPTIONS)] = 4, **kwargs) -> None:
         super().__init__(**kwargs)
         if not _is_int(num_questions) or num_questions < 1:
             raise ConfigError(

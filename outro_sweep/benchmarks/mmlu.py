@@ -17,9 +17,12 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
+from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import format_options, option_letters
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
 
 SPLITS = ("dev", "val", "test")
@@ -42,9 +45,9 @@ class MMLU(Benchmark):
     def __init__(
         self,
         data_dir: str,
-        subjects: Sequence[str] | str = "all",
-        split: str = "test",
-        num_fewshot: int = 0,
+        subjects: list[str] | str = "all",
+        split: Literal[SPLITS] = "test",
+        num_fewshot: Annotated[int, Range(ge=0, le=MAX_FEWSHOT)] = 0,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,7 +108,7 @@ class MMLU(Benchmark):
 
     def _read(self, subject: str, split: str) -> list[list[str]]:
         path = self.root / split / f"{subject}_{split}.csv"
-        with open(path, newline="", encoding="utf-8") as f:
+        with open_text(path, self.root, "csv rows of question, A, B, C, D, answer letter") as f:
             rows = list(csv.reader(f))
         for number, row in enumerate(rows):
             if len(row) != 6 or row[5].strip() not in LETTERS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 
+from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 
@@ -44,7 +45,7 @@ class _NExTQA(VideoBenchmark):
         return f"split={self.split}"
 
     def _rows(self) -> list[dict[str, str]]:
-        with open(self.csv_path, newline="", encoding="utf-8") as f:
+        with open_text(self.csv_path, self.root, self.layout) as f:
             reader = csv.DictReader(f)
             missing = [c for c in self.columns if c not in (reader.fieldnames or [])]
             if missing:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 
+from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 from outro_sweep.errors import ConfigError
@@ -57,7 +58,7 @@ class TGIFQA(VideoBenchmark):
         return f"task={self.task}, split={self.split}"
 
     def _load(self) -> list[Question]:
-        with open(self.path, newline="", encoding="utf-8") as f:
+        with open_text(self.path, self.root, self.layout) as f:
             reader = csv.DictReader(f, delimiter="\t")
             columns = COLUMNS[self.task]
             if not set(columns) <= set(reader.fieldnames or []):

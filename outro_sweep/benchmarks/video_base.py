@@ -13,8 +13,10 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.base import OPEN_METRICS, YES_NO, Benchmark, Question, ask  # noqa: F401 (re-exported)
+from outro_sweep.config.schema import Doc
 from outro_sweep.errors import ConfigError
 
 _EXT = re.compile(r"\.[A-Za-z0-9]+")
@@ -46,10 +48,10 @@ class VideoBenchmark(Benchmark):
     def __init__(
         self,
         data_dir: str,
-        video_dir: str | None = None,
+        video_dir: Annotated[str, Doc("the folder holding the benchmark's video files")] | None = None,
         skip_missing: bool = False,
         video_ext: str | None = None,
-        open_metric: str | None = None,
+        open_metric: Literal[OPEN_METRICS] | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

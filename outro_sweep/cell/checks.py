@@ -1,11 +1,15 @@
 """Everything about a cell that can be checked without its model, before the model loads: a
 typo in a sweep costs seconds, not a model load. ``check_cell`` runs in-process (no Hydra
-job needed), so tests call it directly."""
+job needed), so tests call it directly; the sweeper runs it on every cell of the grid before
+any launches, with one ``memo`` for the whole grid so that each distinct benchmark, model and
+judge node is read once however many cells share it."""
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.benchmarks.base import Benchmark, Question
-from outro_sweep.cell.tracking import MODES
+from outro_sweep.config.check import check_config
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.media.decode import missing_videos_message
@@ -48,56 +52,93 @@ def build(node: DictConfig, **kwargs):
         raise
 
 
-def check_cell(cfg: DictConfig) -> CheckedCell:
-    """Build and check every part of the cell; a ConfigError (one line) for bad input."""
-    if cfg.logger.mode not in MODES:
-        raise ConfigError(f"logger.mode={cfg.logger.mode!r} is invalid: valid values are {', '.join(MODES)}")
-    if not isinstance(cfg.predict.batch_size, int) or cfg.predict.batch_size < 1:
-        raise ConfigError(f"predict.batch_size={cfg.predict.batch_size!r} is invalid: valid values are integers >= 1")
+def check_cell(cfg: DictConfig, memo: dict | None = None, choices: Mapping[str, str] | None = None) -> CheckedCell:
+    """Build and check every part of the cell; a ConfigError (one line) for bad input.
+
+    memo: results (and errors) of the node-level checks, shared by the cells of one sweep;
+    choices: the group choices as written (Hydra's ``runtime.choices``) where HydraConfig does
+    not hold this cell's (the sweeper's process)."""
+    memo = {} if memo is None else memo
+    check_config(cfg)  # every key's type and range (outro_sweep.config)
     stack = InterventionStack.from_config(cfg)
-    benchmark = build(cfg.benchmark)
-    questions = benchmark.load()
-    loader = build(cfg.model)
-    check_pairing(cfg, questions, loader)
-    check_videos_present(benchmark, questions)
+    benchmark, questions = _memoised(memo, "benchmark", cfg.benchmark, lambda: load_benchmark(cfg.benchmark))
+    loader = _memoised(memo, "model", cfg.model, lambda: build(cfg.model))
+    check_pairing(cfg, questions, loader, choices)
+    _memoised(memo, "videos", cfg.benchmark, lambda: check_videos_present(benchmark, questions))
+    num_layers, hidden_size = _memoised(memo, "model shape", cfg.model, lambda: model_shape(loader))
     Scorer.for_benchmark(cfg.benchmark)  # e.g. WUPS without WordNet fails here, not after prediction
-    judge = build_judge(cfg)
+    judge = _memoised(memo, "judge", cfg.judge, lambda: build_judge(cfg))
     rule = build(cfg.sink)
     if stack.active:
-        stack.check_model(loader.num_layers())
+        stack.check_model(num_layers)
         if stack.needs_sink_rule:
             rule.configure(loader.sink_dims)
+            rule.check_hidden_size(hidden_size)
     return CheckedCell(benchmark, questions, loader, rule, stack, judge)
 
 
+def _memoised(memo: dict, name: str, node: DictConfig, make: Callable):
+    """``make()`` once per distinct ``node`` content; a ConfigError is remembered and raised again."""
+    key = (name, json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True, default=str))
+    if key not in memo:
+        try:
+            memo[key] = (make(), None)
+        except ConfigError as err:
+            memo[key] = (None, err)
+    result, error = memo[key]
+    if error is not None:
+        raise error
+    return result
+
+
+def load_benchmark(node: DictConfig) -> tuple[Benchmark, list[Question]]:
+    benchmark = build(node)
+    return benchmark, benchmark.load()
+
+
+def model_shape(loader: ModelLoader) -> tuple[int, int]:
+    """(decoder layers, hidden size), read from the model's config, never its weights."""
+    return loader.num_layers(), loader.hidden_size()
+
+
 def build_judge(cfg: DictConfig):
-    """The LLM judge of judge=llm (its model loader built, not loaded), or None."""
+    """The LLM judge of judge=llm (its model loader built and its config read, not its
+    weights), or None. Checked even where no answer will need judging: a judge that could not
+    load is a broken setting whatever this cell's questions are."""
     if not cfg.judge.enabled:
         return None
-    if "path" in cfg.judge.model and OmegaConf.is_missing(cfg.judge.model, "path"):
-        raise ConfigError("judge.model.path is required for the judge's model: a local folder or a cached hub id")
-    return build(cfg.judge)
+    judge = build(cfg.judge)
+    try:
+        judge.model.num_layers()
+    except ConfigError as err:  # the loader names its keys model.*; here they are judge.model.*
+        message = str(err)
+        raise ConfigError(f"judge.{message}" if message.startswith("model.") else message) from None
+    return judge
 
 
-def _choice(cfg: DictConfig, group: str) -> str:
+def _choice(cfg: DictConfig, group: str, choices: Mapping[str, str] | None) -> str:
     """The group's choice as the user wrote it (Hydra's), else the class its node builds."""
-    if HydraConfig.initialized():
+    if choices is not None and group in choices:
+        return str(choices[group])
+    if choices is None and HydraConfig.initialized():
         return str(HydraConfig.get().runtime.choices.get(group))
     return str(cfg[group].get("_target_", "?")).rsplit(".", 1)[-1]
 
 
-def check_pairing(cfg: DictConfig, questions: list[Question], loader: ModelLoader) -> None:
+def check_pairing(cfg: DictConfig, questions: list[Question], loader: ModelLoader,
+                  choices: Mapping[str, str] | None = None) -> None:
     """Questions about videos need a video model; text questions a text model."""
     video = any(q.video is not None for q in questions)
     is_video_model = isinstance(loader, VideoLMLoader)
+    benchmark, model = _choice(cfg, "benchmark", choices), _choice(cfg, "model", choices)
     if video and not is_video_model:
         raise ConfigError(
-            f"benchmark={_choice(cfg, 'benchmark')} is a video benchmark and model={_choice(cfg, 'model')} reads "
+            f"benchmark={benchmark} is a video benchmark and model={model} reads "
             f"text only: valid values are the video models {', '.join(video_model_choices())}"
         )
     if not video and is_video_model:
         raise ConfigError(
-            f"benchmark={_choice(cfg, 'benchmark')} has no videos and model={_choice(cfg, 'model')} is a video "
+            f"benchmark={benchmark} has no videos and model={model} is a video "
             "model: valid values are the video benchmarks (conf/benchmark/), or a text model"
         )
 

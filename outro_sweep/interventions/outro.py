@@ -33,7 +33,10 @@ from outro_sweep.interventions.attention_hook import attach_editor, detach_edito
 from outro_sweep.interventions.decoder import attention_module, config_path, find_decoder
 from outro_sweep.interventions.base import Intervention
 from outro_sweep.interventions.settings import (
+    Alpha,
     LayerSpec,
+    RotateDecode,
+    Temperature,
     check_layer_syntax,
     check_rotate_decode,
     check_strengths,
@@ -323,8 +326,8 @@ class OutRoIntervention(Intervention):
     edits = frozenset({"attention_output"})
     needs_sink_rule = True
 
-    def __init__(self, group: str = "outro", enabled: bool = True, alpha: float = 3.0, temperature: float = 0.1,
-                 layer: LayerSpec = "auto", rotate_decode: bool | str = True) -> None:
+    def __init__(self, group: str = "outro", enabled: bool = True, alpha: Alpha = 3.0, temperature: Temperature = 0.1,
+                 layer: LayerSpec = "auto", rotate_decode: RotateDecode = True) -> None:
         super().__init__(group, enabled)
         if isinstance(layer, Sequence) and not isinstance(layer, str):  # a ListConfig from the YAML
             layer = list(layer)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated, Literal
 
+from outro_sweep.config.schema import NonEmpty, Range
 from outro_sweep.errors import ConfigError
 
-LayerSpec = int | list[int] | str | None
+# outro.layer: one layer index, a non-empty list of them, auto, or null (no relaxation).
+LayerSpec = (Annotated[int, Range(ge=0)] | Annotated[list[Annotated[int, Range(ge=0)]], NonEmpty()] | Literal["auto"]
+             | None)
+Alpha = Annotated[float, Range(ge=0, finite=True)]
+Temperature = Annotated[float, Range(gt=0, finite=True)]
+RotateDecode = bool | Literal["official"]
 
 
 def relaxation_layers(layer: LayerSpec, num_layers: int) -> list[int]:

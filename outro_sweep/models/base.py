@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 
+from outro_sweep.config.schema import Doc, Range
 from outro_sweep.errors import ConfigError
 
 
@@ -27,6 +29,8 @@ class LoadedModel:
 
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# model.path: where the weights are (read without contacting the hub).
+ModelPath = Annotated[str, Doc("a local model folder or a hub id in the local HF cache")]
 
 
 class ModelLoader:
@@ -36,10 +40,10 @@ class ModelLoader:
     def __init__(
         self,
         name: str,
-        dtype: str = "float32",
-        attn_implementation: str = "sdpa",
+        dtype: Literal[tuple(_DTYPES)] = "float32",
+        attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         use_chat_template: bool = True,
-        sink_dims: list[int] | None = None,
+        sink_dims: list[Annotated[int, Range(ge=0)]] | None = None,
     ) -> None:
         if dtype not in _DTYPES:
             raise ConfigError(f"model.dtype={dtype!r} is not supported: valid values are {', '.join(_DTYPES)}")
@@ -57,6 +61,10 @@ class ModelLoader:
 
     def num_layers(self) -> int:
         """Number of decoder layers, read from the config without loading weights."""
+        raise NotImplementedError
+
+    def hidden_size(self) -> int:
+        """Width of the decoder's residual stream, read from the config without loading weights."""
         raise NotImplementedError
 
     def load_processor(self):

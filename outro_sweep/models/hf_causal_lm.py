@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.models.base import ModelLoader
+from outro_sweep.models.base import ModelLoader, ModelPath
 
 
 class HFCausalLM(ModelLoader):
-    def __init__(self, path: str, name: str = "hf_causal_lm", **kwargs) -> None:
+    def __init__(self, path: ModelPath, name: str = "hf_causal_lm", **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         if not path or path == "???":
             raise ConfigError("model.path is required for model=hf_causal_lm: a local folder or a cached hub id")
@@ -20,16 +20,21 @@ class HFCausalLM(ModelLoader):
 
         try:
             return AutoConfig.from_pretrained(self.path)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # no such folder or cached id; a folder without a config
             raise ConfigError(
                 f"model.path={self.path!r} is neither a model folder nor a hub id in the local HF cache "
                 f"(the hub is never contacted): {str(err).splitlines()[0]}"
             ) from None
 
-    def num_layers(self) -> int:
+    def _text_config(self):
         config = self._config()
-        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-        return int(text_config.num_hidden_layers)
+        return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+    def num_layers(self) -> int:
+        return int(self._text_config().num_hidden_layers)
+
+    def hidden_size(self) -> int:
+        return int(self._text_config().hidden_size)
 
     def folder(self) -> str:
         return self.path

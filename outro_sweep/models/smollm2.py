@@ -44,13 +44,20 @@ class SmolLM2(ModelLoader):
         return self.cache_dir / "smollm2-135m-instruct-q4_1"
 
     def num_layers(self) -> int:
+        return self._shape("num_hidden_layers", "llama.block_count")
+
+    def hidden_size(self) -> int:
+        return self._shape("hidden_size", "llama.embedding_length")
+
+    def _shape(self, key: str, gguf_key: str) -> int:
+        """One number of the model's shape: from the converted config, else the GGUF metadata."""
         config_file = self.converted_dir / "config.json"
         if config_file.exists():
-            return int(json.loads(config_file.read_text())["num_hidden_layers"])
+            return int(json.loads(config_file.read_text())[key])
         import gguf  # reads only the header and metadata, not the weights
 
         reader = gguf.GGUFReader(str(gguf_folder() / GGUF_FILE))
-        field = reader.fields["llama.block_count"]
+        field = reader.fields[gguf_key]
         return int(field.parts[field.data[0]][0])
 
     def ensure_converted(self) -> Path:

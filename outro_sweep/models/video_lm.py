@@ -14,9 +14,11 @@ write timestamps into the prompt from them).
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
-from outro_sweep.models.base import LoadedModel, ModelLoader, left_padding
+from outro_sweep.models.base import LoadedModel, ModelLoader, ModelPath, left_padding
 from outro_sweep.media.decode import DecodedVideo, VideoSampling
 
 
@@ -29,14 +31,14 @@ class VideoLMLoader(ModelLoader):
 
     def __init__(
         self,
-        path: str,
+        path: ModelPath,
         name: str,
-        num_frames: int | None = 8,
-        fps: float | None = None,
-        max_frames: int | None = None,
-        max_side: int | None = None,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
+        num_frames: Annotated[int, Range(ge=1)] | None = 8,
+        fps: Annotated[float, Range(gt=0, finite=True)] | None = None,
+        max_frames: Annotated[int, Range(ge=1)] | None = None,
+        max_side: Annotated[int, Range(ge=1)] | None = None,
+        min_pixels: Annotated[int, Range(ge=1)] | None = None,
+        max_pixels: Annotated[int, Range(ge=1)] | None = None,
         use_audio: bool = False,
         system_prompt: str | None = None,
         **kwargs,
@@ -97,6 +99,9 @@ class VideoLMLoader(ModelLoader):
 
     def num_layers(self) -> int:
         return int(self.text_config(self._config()).num_hidden_layers)
+
+    def hidden_size(self) -> int:
+        return int(self.text_config(self._config()).hidden_size)
 
     # ------------------------------------------------------------------ weights
 

@@ -29,7 +29,9 @@ import math
 import re
 import warnings
 from dataclasses import dataclass
+from typing import Annotated
 
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
 from outro_sweep.scoring.open_answers import NO_WORDS, YES_WORDS, parse_yes_no
 from outro_sweep.scoring.stats import accuracy_summary
@@ -190,8 +192,8 @@ class LLMJudge:
     loaded by ``judge()`` only when some record needs judging, and freed before it returns.
     """
 
-    def __init__(self, model, prompt: str, max_new_tokens: int = 24, batch_size: int = 8,
-                 enabled: bool = True) -> None:
+    def __init__(self, model, prompt: str, max_new_tokens: Annotated[int, Range(ge=1)] = 24,
+                 batch_size: Annotated[int, Range(ge=1)] = 8, enabled: bool = True) -> None:
         if not callable(getattr(model, "load", None)):
             raise ConfigError(
                 f"judge.model={type(model).__name__} is not a model loader: valid values are the choices "

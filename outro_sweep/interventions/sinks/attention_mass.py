@@ -8,8 +8,11 @@ attention probabilities, so a model run with this rule uses the eager attention 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
 
@@ -18,7 +21,7 @@ class AttentionMass(SinkRule):
     name = "attention_mass"
     needs_attention_probs = True
 
-    def __init__(self, eps: float = 0.3) -> None:
+    def __init__(self, eps: Annotated[float, Range(gt=0, lt=1)] = 0.3) -> None:
         if not 0 < eps < 1:
             raise ConfigError(f"sink.eps={eps} is invalid: valid values are numbers in (0, 1)")
         self.eps = float(eps)

@@ -19,6 +19,10 @@ class SinkRule:
     def configure(self, sink_dims: list[int]) -> None:
         """Receive per-model settings (only ``sink_dims`` needs any)."""
 
+    def check_hidden_size(self, hidden_size: int) -> None:
+        """Checks against the model's hidden size (from its config, before the weights load);
+        raise ConfigError."""
+
     def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: (n, D) residual stream entering the layer, real tokens only.
 

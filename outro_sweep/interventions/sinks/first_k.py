@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
 
@@ -11,7 +14,7 @@ from outro_sweep.interventions.sinks.base import SinkRule
 class FirstK(SinkRule):
     name = "first_k"
 
-    def __init__(self, k: int = 1) -> None:
+    def __init__(self, k: Annotated[int, Range(ge=1)] = 1) -> None:
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"sink.k={k!r} is invalid: valid values are integers >= 1")
         self.k = k

@@ -8,16 +8,21 @@ The median is taken over every real token and every dimension of the row, and is
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from outro_sweep.config.schema import Range
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
+
+Threshold = Annotated[float, Range(ge=0, finite=True)]
 
 
 class MassiveActivation(SinkRule):
     name = "massive_activation"
 
-    def __init__(self, abs_threshold: float = 100.0, median_ratio: float = 1000.0) -> None:
+    def __init__(self, abs_threshold: Threshold = 100.0, median_ratio: Threshold = 1000.0) -> None:
         if not abs_threshold >= 0:
             raise ConfigError(f"sink.abs_threshold={abs_threshold} is invalid: valid values are numbers >= 0")
         if not median_ratio >= 0:

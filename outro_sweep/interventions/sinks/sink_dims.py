@@ -8,16 +8,24 @@ The dimensions are a property of the model, so they come from ``model.sink_dims`
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
+from outro_sweep.config.schema import NonEmpty, Range
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
+
+# Hidden-dimension indices: non-negative (a negative one would index from the end), at least
+# one (an empty list is a rule that can never fire), and below the model's hidden size
+# (``check_hidden_size``, from the model's config before its weights load).
+Dims = Annotated[list[Annotated[int, Range(ge=0)]], NonEmpty()]
 
 
 class SinkDims(SinkRule):
     name = "sink_dims"
 
-    def __init__(self, dims: list[int] | None = None, tau: float = 20.0) -> None:
+    def __init__(self, dims: Dims | None = None, tau: Annotated[float, Range(gt=0, finite=True)] = 20.0) -> None:
         if not tau > 0:
             raise ConfigError(f"sink.tau={tau} is invalid: valid values are numbers > 0")
         self.dims = list(dims) if dims else []
@@ -30,6 +38,12 @@ class SinkDims(SinkRule):
             raise ConfigError(
                 "sink.dims is empty and the model config has no sink_dims: valid values are a list of "
                 "hidden-dimension indices, e.g. sink.dims=[1415,2533] for LLaMA-2-7B"
+            )
+
+    def check_hidden_size(self, hidden_size: int) -> None:
+        if max(self.dims) >= hidden_size:
+            raise ConfigError(
+                f"sink.dims={self.dims} is out of range: valid values are 0..{hidden_size - 1} for this model"
             )
 
     def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
