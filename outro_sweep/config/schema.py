@@ -212,7 +212,7 @@ def _noun(base) -> str:
     if base is None or base is type(None):
         return "null"
     if origin is Literal:
-        return ", ".join(show(c) for c in typing.get_args(base))
+        return ", ".join(dict.fromkeys(show(c) for c in typing.get_args(base)))
     if base is bool:
         return "true, false"
     if base is int:
@@ -313,7 +313,7 @@ def _keys(node) -> list[str]:
 
 def _is_missing(node, name: str) -> bool:
     if isinstance(node, DictConfig):
-        return name in node and OmegaConf.is_missing(node, name)
+        return name in node.keys() and OmegaConf.is_missing(node, name)  # `in node` is False for ???
     return node.get(name) == _MISSING
 
 

@@ -101,13 +101,49 @@ def _with_dry_run_launcher(argv: list[str]) -> list[str]:
     return [*kept, "hydra/launcher=basic"]
 
 
-def main() -> None:
+def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Refuse bad input in one line before Hydra starts (so before any output folder exists):
+    unknown group choices, anything that does not compose (misspelt keys, an unknown launcher,
+    malformed overrides), and for a single run the typed schemas (``outro_sweep.config``). A
+    multirun composes here with the first value of each sweep; the sweeper checks every cell."""
+    from hydra._internal.utils import get_args_parser
+
+    from outro_sweep.config.check import check_config
+    from outro_sweep.config.compose import compose_config, job_config
+
+    check_group_choices(argv, conf_dir)
+    args = get_args_parser().parse_args(argv)
+    if args.help or args.hydra_help or args.info or args.shell_completion or args.config_name or args.config_dir:
+        return  # Hydra's own output, or another config than conf/config.yaml
+    if args.cfg and args.multirun:
+        raise ConfigError(f"--cfg {args.cfg} with -m is not supported (--cfg prints one composed config, a multirun "
+                          "composes one per cell): valid values are --cfg with one cell's overrides, or -m with "
+                          "+dry_run=true to list the cells")
+    cfg = compose_config([first_value(o) for o in args.overrides] if args.multirun else args.overrides, conf_dir)
+    if not (args.multirun or args.cfg):  # --cfg shows the config as composed, valid or not
+        check_config(job_config(cfg))
+
+
+def first_value(override: str) -> str:
+    """``key=a,b`` -> ``key=a`` (a sweep's first cell, for composing); other overrides as they are."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     try:
-        check_group_choices(sys.argv[1:])
+        parsed = OverridesParser.create().parse_override(override)
+        if parsed.is_sweep_override():
+            return f"{parsed.get_key_element()}={next(iter(parsed.sweep_string_iterator()))}"
+    except Exception:  # noqa: BLE001 - malformed, or a glob: composing reports it, or the sweeper does
+        pass
+    return override
+
+
+def main() -> None:
+    sys.argv = [sys.argv[0], *_with_dry_run_launcher(sys.argv[1:])]
+    try:
+        preflight(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    sys.argv = [sys.argv[0], *_with_dry_run_launcher(sys.argv[1:])]
     from outro_sweep.sweep.sweeper import register_plugin
 
     register_plugin()
