@@ -8,6 +8,12 @@ submits only the missing cells. ``force=true`` and ``+dry_run=true`` launch ever
 cells themselves then recompute, or only list). The skipped cells are written to
 ``<sweep dir>/skipped.json`` for the sweep summary.
 
+Before anything launches, every cell of the grid goes through its model-free checks
+(``outro_sweep.cell.checks.check_cell``, schemas included; one memo for the grid, so a
+benchmark shared by 50 cells is read once). One bad cell refuses the whole sweep: one
+``error:`` line per distinct error, naming the cells that have it, exit status 2, and no cell
+folder is created.
+
 With ``baseline=true`` (the default) each cell with an intervention on brings its stock-model
 baseline (``outro_sweep.sweep.baseline``: same model, benchmark and settings, every intervention
 off): since a baseline's identity ignores the interventions' knobs and the sink rule, the grid's
@@ -20,15 +26,19 @@ numbering stay Hydra's own; only the launcher call is filtered.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
+from outro_sweep.cell.checks import check_cell
 from outro_sweep.cell.identity import identity_of
 from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.store import CellStore
+from outro_sweep.config.compose import composition_error, job_config
+from outro_sweep.errors import ConfigError
 from outro_sweep.sweep.baseline import baseline_identity, baseline_overrides, is_baseline
 
 # Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper
@@ -60,6 +70,37 @@ class SkipDoneSweeper(BasicSweeper):
             del cfg["hydra"]  # the job's config has no hydra node either
         return cfg
 
+    def checked_cells(self, job_overrides: list[list[str]]) -> list[tuple[list[str], object]]:
+        """(overrides, job config) of every cell, each composed and checked; with any bad cell,
+        one ``error:`` line per distinct error and exit status 2, before anything launches."""
+        from outro_sweep.sweep.cli import CONF_DIR
+
+        memo: dict = {}
+        cells, errors = [], {}
+        for overrides in job_overrides:
+            try:
+                full = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                                          sweep_overrides=list(overrides))
+            except Exception as err:  # noqa: BLE001 - a composition error, as one line
+                errors.setdefault(composition_error(err, overrides, CONF_DIR), []).append(overrides)
+                continue
+            cfg = job_config(full)
+            try:
+                check_cell(cfg, memo, choices=dict(full.hydra.runtime.choices))
+            except ConfigError as err:
+                errors.setdefault(str(err), []).append(overrides)
+                continue
+            except Exception as err:  # noqa: BLE001 - the check itself broke: still refuse the sweep
+                errors.setdefault(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                                  []).append(overrides)
+                continue
+            cells.append((overrides, cfg))
+        if errors:
+            for line in refusal_lines(errors, job_overrides):
+                print(line, file=sys.stderr, flush=True)
+            raise SystemExit(2)  # not an exception: Hydra would print it with a traceback
+        return cells
+
     def store_of(self, cfg) -> CellStore:
         return CellStore(cfg.paths.output_dir, identity_of(cfg))
 
@@ -70,8 +111,7 @@ class SkipDoneSweeper(BasicSweeper):
         jobs: list[list[str]] = []
         seen: set[str] = set()
         with_baselines = []  # (overrides, composed config, added as a baseline)
-        for overrides in (list(o) for o in job_overrides):
-            cfg = self.cell_config(overrides)
+        for overrides, cfg in self.checked_cells([list(o) for o in job_overrides]):
             with_baselines.append((overrides, cfg, False))
             config = OmegaConf.to_container(cfg, resolve=True)
             if cfg.get("baseline", False) and not is_baseline(config):
@@ -108,6 +148,20 @@ class SkipDoneSweeper(BasicSweeper):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(sweep_dir / name, entries)
+
+
+def refusal_lines(errors: dict[str, list[list[str]]], all_cells: list[list[str]], shown: int = 5) -> list[str]:
+    """One ``error:`` line per distinct error, naming the cells that have it by the overrides
+    that tell them apart (those every cell shares are left out)."""
+    shared = set.intersection(*(set(cell) for cell in all_cells)) if len(all_cells) > 1 else set()
+    lines = []
+    for message, cells in errors.items():
+        names = [" ".join(o for o in cell if o not in shared) or "defaults" for cell in cells]
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        which = (f"all {len(all_cells)} cells" if len(cells) == len(all_cells) > 1
+                 else "; ".join(names[:shown]) + more)
+        lines.append(f"error: {message} (cells: {which}; the sweep launched nothing)")
+    return lines
 
 
 class _LaunchUnfinished:
