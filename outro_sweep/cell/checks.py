@@ -77,6 +77,15 @@ def check_cell(cfg: DictConfig, memo: dict | None = None, choices: Mapping[str, 
     return CheckedCell(benchmark, questions, loader, rule, stack, judge)
 
 
+def check_before_launch(cfg: DictConfig, memo: dict | None = None, choices: Mapping[str, str] | None = None) -> None:
+    """What the CLI and the sweeper check before anything runs: the whole ``check_cell``, or
+    with ``+dry_run=true`` the schemas only (listing the cells reads no data)."""
+    if cfg.get("dry_run", False):
+        check_config(cfg)
+    else:
+        check_cell(cfg, memo, choices)
+
+
 def _memoised(memo: dict, name: str, node: DictConfig, make: Callable):
     """``make()`` once per distinct ``node`` content; a ConfigError is remembered and raised again."""
     key = (name, json.dumps(OmegaConf.to_container(node, resolve=True), sort_keys=True, default=str))

@@ -2,7 +2,8 @@
 
 Each group node with a ``_target_`` (model, benchmark, sink, outro and any other intervention,
 judge, trainer) is checked against the class it names (``schema.check_node``); the remaining
-top-level keys against ``RunSettings``. Lightning's Trainer annotates ``accelerator`` and
+top-level keys against ``RunSettings`` (other top-level keys are free-form notes unless they
+look like a typo of a known one). Lightning's Trainer annotates ``accelerator`` and
 ``devices`` loosely (any string), so they are refined here from Lightning's own registry.
 """
 
@@ -94,4 +95,6 @@ def check_config(cfg: DictConfig) -> None:
         if not isinstance(cls, type):
             raise ConfigError(f"{key}._target_={node._target_} is not a class: valid values are a class path")
         check_node(node, cls, key, refine=refine, skip=skip)
-    check_node(cfg, RunSettings, "", elsewhere=groups)
+    # A top-level key added with + that no schema names is a note, recorded with the cell and
+    # read by nothing (e.g. +note=...); one close to a known key is taken for a typo of it.
+    check_node(cfg, RunSettings, "", elsewhere=groups, notes=True)

@@ -89,8 +89,10 @@ def show(value) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
-    if isinstance(value, str):
-        return value if re.fullmatch(r"[\w./:+@~-]+", value) else repr(value)
+    if isinstance(value, str):  # quoted where it would read as another type, or needs quotes
+        plain = re.fullmatch(r"[\w./:+@~-]+", value) and not re.fullmatch(r"[-+]?[\d.]+(e[-+]?\d+)?|true|false|null",
+                                                                           value, re.IGNORECASE)
+        return value if plain else repr(value)
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{show(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -266,18 +268,21 @@ def target_class(node) -> type | None:
 
 
 def check_node(node, schema: type, key: str, refine: Mapping[str, Any] | None = None,
-               skip: Sequence[str] = (), elsewhere: Sequence[str] = ()) -> None:
+               skip: Sequence[str] = (), elsewhere: Sequence[str] = (), notes: bool = False) -> None:
     """Check a config node (DictConfig or dict) against ``schema``'s keywords (a class or a
     dataclass). ``key``: the node's dotted path for messages; ``refine``: stricter annotations
     for some keywords (a library's class whose annotation says only ``str``); ``skip``: keywords
     the caller passes rather than the config (an intervention's ``group``); ``elsewhere``: keys
-    of the node that are checked by another schema (the config's groups)."""
+    of the node that are checked by another schema (the config's groups); ``notes``: a key the
+    schema lacks is a free-form note (``+note=...``) unless it is close to a valid key (a typo)."""
     params = {name: p for name, p in parameters(schema).items() if name not in skip}
     annotations = {name: p.annotation for name, p in params.items()} | dict(refine or {})
     names = [k for k in _keys(node) if k not in _HYDRA_KEYS and k not in elsewhere]
+    valid = sorted({*params, *elsewhere})
     for name in names:
-        if name not in params:
-            raise ConfigError(_unknown_key(node, name, key, sorted({*params, *elsewhere})))
+        if name not in params and not (notes and not difflib.get_close_matches(name, valid, n=1)):
+            raise ConfigError(_unknown_key(node, name, key, valid))
+    names = [name for name in names if name in params]
     for name, param in params.items():
         path = f"{key}.{name}" if key else name
         if _is_missing(node, name):

@@ -104,11 +104,12 @@ def _with_dry_run_launcher(argv: list[str]) -> list[str]:
 def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     """Refuse bad input in one line before Hydra starts (so before any output folder exists):
     unknown group choices, anything that does not compose (misspelt keys, an unknown launcher,
-    malformed overrides), and for a single run the typed schemas (``outro_sweep.config``). A
-    multirun composes here with the first value of each sweep; the sweeper checks every cell."""
+    malformed overrides), and for a single run every model-free check of its cell (the typed
+    schemas and the data: ``check_cell``). A multirun composes here with the first value of
+    each sweep; the sweeper checks every cell."""
     from hydra._internal.utils import get_args_parser
 
-    from outro_sweep.config.check import check_config
+    from outro_sweep.cell.checks import check_before_launch
     from outro_sweep.config.compose import compose_config, job_config
 
     check_group_choices(argv, conf_dir)
@@ -121,7 +122,7 @@ def preflight(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
                           "+dry_run=true to list the cells")
     cfg = compose_config([first_value(o) for o in args.overrides] if args.multirun else args.overrides, conf_dir)
     if not (args.multirun or args.cfg):  # --cfg shows the config as composed, valid or not
-        check_config(job_config(cfg))
+        check_before_launch(job_config(cfg), choices=dict(cfg.hydra.runtime.choices))
 
 
 def first_value(override: str) -> str:

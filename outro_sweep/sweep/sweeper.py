@@ -10,7 +10,7 @@ cells themselves then recompute, or only list). The skipped cells are written to
 
 Before anything launches, every cell of the grid goes through its model-free checks
 (``outro_sweep.cell.checks.check_cell``, schemas included; one memo for the grid, so a
-benchmark shared by 50 cells is read once). One bad cell refuses the whole sweep: one
+benchmark shared by 50 cells is read once; ``+dry_run=true``: the schemas only). One bad cell refuses the whole sweep: one
 ``error:`` line per distinct error, naming the cells that have it, exit status 2, and no cell
 folder is created.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from outro_sweep.cell.checks import check_cell
+from outro_sweep.cell.checks import check_before_launch
 from outro_sweep.cell.identity import identity_of
 from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.store import CellStore
@@ -86,7 +86,7 @@ class SkipDoneSweeper(BasicSweeper):
                 continue
             cfg = job_config(full)
             try:
-                check_cell(cfg, memo, choices=dict(full.hydra.runtime.choices))
+                check_before_launch(cfg, memo, choices=dict(full.hydra.runtime.choices))
             except ConfigError as err:
                 errors.setdefault(str(err), []).append(overrides)
                 continue
