@@ -33,7 +33,6 @@ from pathlib import Path
 from hydra.core.plugins import Plugins
 from omegaconf import OmegaConf, open_dict
 
-from outro_sweep.cell.checks import check_before_launch
 from outro_sweep.cell.identity import identity_of
 from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.store import CellStore
@@ -73,6 +72,7 @@ class SkipDoneSweeper(BasicSweeper):
     def checked_cells(self, job_overrides: list[list[str]]) -> list[tuple[list[str], object]]:
         """(overrides, job config) of every cell, each composed and checked; with any bad cell,
         one ``error:`` line per distinct error and exit status 2, before anything launches."""
+        from outro_sweep.cell.checks import check_before_launch  # here: it imports torch; summary.py imports this module
         from outro_sweep.sweep.cli import CONF_DIR
 
         memo: dict = {}
