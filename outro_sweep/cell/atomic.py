@@ -4,7 +4,12 @@ file in the same folder, flushed and fsync'ed, renamed over the final name with
 old file or the new one, never a part; at worst a stray ``.<name>.<8 hex>.tmp`` is left.
 
 Used for prediction shards and predictions.jsonl, metrics.json, the DONE/FAILED markers,
-each job's status.json and the sweep's skipped.json.
+each job's status.json and the sweep's plan.json and skipped.json.
+
+Credentials never reach a file (``outro_sweep.cell.masking``): JSON payloads are masked as
+data, by key name and by value, before they are serialised; text is masked by value, long
+values only (a short one may be a number or a key of serialised data), so a writer of
+serialised data (config.yaml, JSON lines) masks the data first with ``mask``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+from outro_sweep.cell.masking import mask, mask_text
 
 TMP_SUFFIX = ".tmp"
 
@@ -33,7 +40,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
+    path, text = Path(path), mask_text(text, words=False)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
         with open(temporary, "w", encoding="utf-8") as handle:
@@ -53,5 +60,5 @@ def write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
 
 
 def write_json_atomic(path: Path, payload) -> None:
-    """Indented, keys sorted, one trailing newline."""
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Indented, keys sorted, one trailing newline; credentials masked."""
+    write_text_atomic(path, json.dumps(mask(payload), indent=2, sort_keys=True) + "\n")
