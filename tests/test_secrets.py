@@ -22,7 +22,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from outro_sweep.cell.atomic import write_json_atomic, write_text_atomic
+from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.identity import identity_of
 from outro_sweep.cell.masked_output import MaskingStream, masking_record_factory
 from outro_sweep.cell.masking import MASK, is_secret_name, mask, mask_override, mask_text, secret_values
@@ -105,7 +105,6 @@ def test_long_values_anywhere_short_ones_as_words_tiny_ones_as_whole_values():
     assert mask_text("inside aQz7kb or Qz7k_1", values) == "inside aQz7kb or Qz7k_1"  # not a whole word
     assert mask_text("x1 stays in text", values) == "x1 stays in text"
     assert mask({"a": "x1", "b": "ax1", "c": "pw Qz7k"}, values) == {"a": MASK, "b": "ax1", "c": "pw ***"}
-    assert mask_text("pw Qz7k", values, words=False) == "pw Qz7k"  # serialised data: long values only
 
 
 def test_mask_by_key_name_at_any_depth():
@@ -118,14 +117,13 @@ def test_mask_by_key_name_at_any_depth():
         "max_new_tokens": 8, "token": None}
 
 
-def test_json_files_stay_valid_with_a_numeric_short_secret(tmp_path, monkeypatch):
-    monkeypatch.setenv("DB_PASS", "1234")
-    write_json_atomic(tmp_path / "m.json", {"n": 1234, "error": "bad value 1234 for x", "api_key": "k-1"})
-    assert json.loads((tmp_path / "m.json").read_text()) == {"n": 1234, "error": "bad value *** for x",
-                                                              "api_key": MASK}
-    monkeypatch.setenv("HF_TOKEN", "hf_abcdefgh123")
-    write_text_atomic(tmp_path / "t.txt", "n: 1234\nt: hf_abcdefgh123\n")
-    assert (tmp_path / "t.txt").read_text() == "n: 1234\nt: ***\n"
+@pytest.mark.parametrize("secret", ["1234", "123456"])
+def test_json_files_are_masked_as_data_and_stay_valid(tmp_path, monkeypatch, secret):
+    """A numeric credential leaves numbers alone (masking JSON text would break the file)."""
+    monkeypatch.setenv("DB_PASS", secret)
+    payload = {"n": int(secret), "seconds": float(f"0.{secret}"), "error": f"bad value {secret} for x", "api_key": "k"}
+    write_json_atomic(tmp_path / "m.json", payload)
+    assert json.loads((tmp_path / "m.json").read_text()) == {**payload, "error": "bad value *** for x", "api_key": MASK}
 
 
 def test_overrides_for_display_and_folder_names(monkeypatch):
@@ -206,14 +204,16 @@ def test_log_records_and_tracebacks_are_masked(monkeypatch):
 
 # -- the real command ------------------------------------------------------------------------
 def scan(root: Path, console: str, secrets: list[str]) -> tuple[int, int, list[str]]:
-    """(files, bytes, hits): every file under ``root`` (links not followed: their targets are
-    under ``root`` too), every path name, and the console, searched for every secret."""
+    """(files, bytes, hits): every file under ``root``, every path name, the files that links
+    point to outside ``root`` (W&B's debug-core.log lives in ~/.cache/wandb), and the console,
+    searched for every secret."""
     files, size, hits = 0, 0, []
     for path in sorted(root.rglob("*")):
         for secret in secrets:
             if secret in str(path.relative_to(root)):
                 hits.append(f"{secret!r} in the name {path}")
-        if path.is_file() and not path.is_symlink():
+        outside = path.is_symlink() and not path.resolve().is_relative_to(root.resolve())
+        if path.is_file() and (outside or not path.is_symlink()):
             data = path.read_bytes()
             files, size = files + 1, size + len(data)
             hits += [f"{secret!r} in {path}" for secret in secrets if secret.encode() in data]
@@ -267,12 +267,12 @@ def test_no_secret_anywhere_basic_launcher(kind, tmp_path):
 
 @pytest.mark.slow
 def test_no_secret_anywhere_local_launcher(tmp_path):
-    args, env, secrets = [], {}, []
-    for kind in ("key on the command line", "environment names outside the old pattern", "short value"):
-        kind_args, kind_env, kind_secrets, _ = KINDS[kind]
-        args, env, secrets = args + kind_args, {**env, **kind_env}, secrets + kind_secrets
-    env["DB_PASS"] = "Qz7k"  # the short value wins the shared name; the long one is checked elsewhere
-    secrets.remove("dbP8vN3qL7s")
+    """The three kinds of a cell that runs, in one cell process of the local launcher."""
+    env = {**KINDS["environment names outside the old pattern"][1], **KINDS["short value"][1]}
+    secrets = [*KINDS["key on the command line"][2], *env.values()]
+    args = [*KINDS["key on the command line"][0], "+more=${oc.env:SVC_CREDENTIAL}", "+short=${oc.env:DB_PASS}",
+            "+note=a ${oc.env:OPENAI_KEY} ${oc.env:PRIVATE_KEY} ${oc.env:X_AUTH} b ${oc.env:DB_PASS} end",
+            "logger.tags=[${oc.env:OPENAI_KEY},${oc.env:DB_PASS}]"]
     result = run_cli(["-m", "hydra/launcher=local", "baseline=false", *args, *LIGHT], tmp_path, extra_env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     files, size, hits = scan(tmp_path, result.stdout + result.stderr, secrets)

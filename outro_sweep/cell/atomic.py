@@ -6,10 +6,10 @@ old file or the new one, never a part; at worst a stray ``.<name>.<8 hex>.tmp`` 
 Used for prediction shards and predictions.jsonl, metrics.json, the DONE/FAILED markers,
 each job's status.json and the sweep's plan.json and skipped.json.
 
-Credentials never reach a file (``outro_sweep.cell.masking``): JSON payloads are masked as
-data, by key name and by value, before they are serialised; text is masked by value, long
-values only (a short one may be a number or a key of serialised data), so a writer of
-serialised data (config.yaml, JSON lines) masks the data first with ``mask``.
+Credentials never reach a file (``outro_sweep.cell.masking``): a JSON payload is masked here,
+as data, before it is serialised. Text is written as given: masking serialised text could
+turn a number into ``***`` and break the file, so a writer of serialised data (config.yaml,
+prediction shards, predictions.jsonl) masks the data with ``mask`` before serialising it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from outro_sweep.cell.masking import mask, mask_text
+from outro_sweep.cell.masking import mask
 
 TMP_SUFFIX = ".tmp"
 
@@ -40,7 +40,7 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path, text = Path(path), mask_text(text, words=False)
+    path = Path(path)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
         with open(temporary, "w", encoding="utf-8") as handle:

@@ -22,6 +22,10 @@ Two rules, both case-insensitive:
   string inside longer words is too common to mask everywhere; one of 1 or 2 characters only
   where it is a whole string value. Switch values (``true``, ``false``, ``yes``, ``no``,
   ``on``, ``off``, ``none``, ``null``) are settings, not credentials, and are never masked.
+
+In data (``mask``: configs, records, JSON files, the W&B run), strings are masked by value and
+any value under a secret-named key is masked whole; other numbers are left alone, so masked
+JSON and YAML stay valid.
 """
 
 from __future__ import annotations
@@ -56,22 +60,20 @@ def secret_values() -> list[str]:
 
 
 @functools.lru_cache(maxsize=64)
-def _pattern(values: tuple[str, ...], words: bool) -> re.Pattern | None:
+def _pattern(values: tuple[str, ...]) -> re.Pattern | None:
     alternatives = []
     for value in values:  # longest first: the regex tries alternatives in order
         if len(value) >= ANYWHERE_LENGTH:
             alternatives.append(re.escape(value))
-        elif len(value) >= WORD_LENGTH and words:
+        elif len(value) >= WORD_LENGTH:
             alternatives.append(rf"(?<![A-Za-z0-9_]){re.escape(value)}(?![A-Za-z0-9_])")
     return re.compile("|".join(alternatives)) if alternatives else None
 
 
-def mask_text(text: str, values: list[str] | None = None, words: bool = True) -> str:
-    """``text`` with every secret value masked (``values``: default ``secret_values()``).
-    ``words=False`` leaves short values alone: for serialised JSON or YAML, where a short value
-    may be a number or a key and masking it would break the file (mask the data first)."""
+def mask_text(text: str, values: list[str] | None = None) -> str:
+    """``text`` with every secret value masked (``values``: default ``secret_values()``)."""
     values = secret_values() if values is None else values
-    pattern = _pattern(tuple(values), words)
+    pattern = _pattern(tuple(values))
     return text if pattern is None else pattern.sub(MASK, text)
 
 
