@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 
 from outro_sweep.cell.masking import mask_text
 
@@ -20,18 +21,21 @@ _LINE_ENDS = ("\n", "\r")
 
 class MaskingStream:
     """A text stream that masks what it forwards. Text is held until a line ends (or a flush),
-    so a credential written in pieces is still masked whole."""
+    so a credential written in pieces is still masked whole. Threads (W&B's, Lightning's) may
+    write at once: the held text is guarded by a lock."""
 
     def __init__(self, stream) -> None:
         self.stream = stream
         self._pending = ""
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
-        self._pending += text
-        end = max(self._pending.rfind(c) for c in _LINE_ENDS)
-        if end >= 0:
-            self.stream.write(mask_text(self._pending[: end + 1]))
-            self._pending = self._pending[end + 1 :]
+        with self._lock:
+            self._pending += text
+            end = max(self._pending.rfind(c) for c in _LINE_ENDS)
+            if end >= 0:
+                self.stream.write(mask_text(self._pending[: end + 1]))
+                self._pending = self._pending[end + 1 :]
         return len(text)
 
     def writelines(self, lines) -> None:
@@ -39,9 +43,10 @@ class MaskingStream:
             self.write(line)
 
     def flush(self) -> None:
-        if self._pending:
-            self.stream.write(mask_text(self._pending))
-            self._pending = ""
+        with self._lock:
+            if self._pending:
+                self.stream.write(mask_text(self._pending))
+                self._pending = ""
         self.stream.flush()
 
     def __getattr__(self, name):  # encoding, fileno, isatty, buffer, ...: the wrapped stream's
