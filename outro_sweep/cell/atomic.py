@@ -4,7 +4,12 @@ file in the same folder, flushed and fsync'ed, renamed over the final name with
 old file or the new one, never a part; at worst a stray ``.<name>.<8 hex>.tmp`` is left.
 
 Used for prediction shards and predictions.jsonl, metrics.json, the DONE/FAILED markers,
-each job's status.json and the sweep's skipped.json.
+each job's status.json and the sweep's plan.json and skipped.json.
+
+Credentials never reach a file (``outro_sweep.cell.masking``): a JSON payload is masked here,
+as data, before it is serialised. Text is written as given: masking serialised text could
+turn a number into ``***`` and break the file, so a writer of serialised data (config.yaml,
+prediction shards, predictions.jsonl) masks the data with ``mask`` before serialising it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+
+from outro_sweep.cell.masking import mask
 
 TMP_SUFFIX = ".tmp"
 
@@ -53,5 +60,5 @@ def write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
 
 
 def write_json_atomic(path: Path, payload) -> None:
-    """Indented, keys sorted, one trailing newline."""
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Indented, keys sorted, one trailing newline; credentials masked."""
+    write_text_atomic(path, json.dumps(mask(payload), indent=2, sort_keys=True) + "\n")

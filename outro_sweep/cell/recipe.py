@@ -19,7 +19,7 @@ from outro_sweep.cell.checks import check_cell
 from outro_sweep.cell.identity import identity_of
 from outro_sweep.cell.interruption import interrupted
 from outro_sweep.cell.interruption import watch as watch_for_interruption
-from outro_sweep.cell.redaction import redact
+from outro_sweep.cell.masking import mask
 from outro_sweep.cell.store import CellStore
 from outro_sweep.cell.tracking import open_cell_run
 from outro_sweep.predict.distributed import process_rank
@@ -31,11 +31,11 @@ log = logging.getLogger(__name__)
 
 def resolved_config(cfg: DictConfig) -> dict:
     """The cell's config.yaml: the resolved config, the group choices, its identity and its
-    baseline's identity (both hashed before redaction), with credentials masked."""
+    baseline's identity (both hashed unmasked), with credentials masked."""
     config = OmegaConf.to_container(cfg, resolve=True)
     bookkeeping = {"identity": identity_of(cfg), "baseline_identity": baseline_identity(config)}
     config["choices"] = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
-    return redact({**config, **bookkeeping})
+    return mask({**config, **bookkeeping})
 
 
 def run_cell(cfg: DictConfig) -> dict:

@@ -3,6 +3,8 @@
 The cell owns the run (not Lightning's WandbLogger): the run must exist before the model
 loads, and must be marked failed, not finished, when anything in the cell raises. Its run id
 is the cell's identity, so a requeued, re-run or re-scored cell continues its own run.
+Everything the run records (config, tags, name, group, summary, table) is masked
+(``outro_sweep.cell.masking``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from pathlib import Path
 
 from outro_sweep.cell.identity import defines_cell
+from outro_sweep.cell.masking import mask, mask_override, mask_text
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +31,8 @@ def _flatten(prefix: str, value, out: dict) -> dict:
 
 
 def wandb_group_and_name() -> tuple[str, str]:
-    """(W&B group, W&B name): the sweep this cell belongs to and the cell's own overrides."""
+    """(W&B group, W&B name): the sweep this cell belongs to and the cell's own overrides,
+    credentials masked."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -37,8 +41,8 @@ def wandb_group_and_name() -> tuple[str, str]:
         group = "sweep-" + "_".join(Path(hydra_cfg.sweep.dir).parts[-2:])
     else:
         group = "run-" + "_".join(Path(hydra_cfg.runtime.output_dir).parts[-2:])
-    overrides = [o for o in hydra_cfg.overrides.task if defines_cell(o.split("=", 1)[0])]
-    return group, ",".join(overrides) or "defaults"
+    overrides = [mask_override(o) for o in hydra_cfg.overrides.task if defines_cell(o.split("=", 1)[0])]
+    return mask_text(group), ",".join(overrides) or "defaults"
 
 
 def open_cell_run(logger, config: dict, directory: Path) -> "CellRun | None":
@@ -63,7 +67,7 @@ def update_summary(config: dict, directory: Path, metrics: dict) -> bool:
     run = wandb.init(id=config["identity"], resume="allow", project=logger.get("project"),
                      entity=logger.get("entity"), dir=str(directory), mode=logger["mode"], reinit="finish_previous",
                      settings=wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True))
-    run.summary.update(_flatten("", metrics, {}))
+    run.summary.update(mask(_flatten("", metrics, {})))
     run.finish(exit_code=0)
     return True
 
@@ -86,8 +90,8 @@ class CellRun:
             group=group,
             name=name,
             job_type="cell",
-            tags=list(tags),
-            config=config,
+            tags=mask(list(tags)),
+            config=mask(config),
             dir=str(directory),
             mode=mode,
             # A sweep runs many cells in one process: never log two cells into one run.
@@ -100,10 +104,10 @@ class CellRun:
             log.info("W&B offline run in %s (upload later with `wandb sync`)", self.run.dir)
 
     def finish(self, metrics: dict, records: list[dict] | None) -> None:
-        self.run.summary.update(_flatten("", metrics, {}))
+        self.run.summary.update(mask(_flatten("", metrics, {})))
         if records:
             columns = ["index", "id", "prompt_hash", "category", "output", "prediction", "target", "valid", "correct"]
-            table = self._wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in records])
+            table = self._wandb.Table(columns=columns, data=mask([[r[c] for c in columns] for r in records]))
             self.run.log({"predictions": table})
         self.run.finish(exit_code=0)
 

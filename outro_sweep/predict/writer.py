@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from outro_sweep.cell.redaction import redact
+from outro_sweep.cell.masking import mask
 from outro_sweep.interventions.stack import subtract_sums
 from outro_sweep.predict.shards import write_shard
 
@@ -45,7 +45,7 @@ class ShardPredictionWriter(BasePredictionWriter):
             return
         seconds = float(getattr(pl_module, "seconds", 0.0))
         sums = _running_sums(pl_module)
-        records = [redact(record) for record in prediction]
+        records = [mask(record) for record in prediction]
         self.written.append(write_shard(self.shard_dir, records, trainer.global_rank, seconds - self._seconds,
                                         subtract_sums(sums, self._sums)))
         self._seconds, self._sums = seconds, sums

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from outro_sweep.cell.atomic import write_json_atomic, write_lines_atomic
-from outro_sweep.cell.redaction import redact
+from outro_sweep.cell.masking import mask
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.predict.shards import ShardSet, diagnostic_sums, dumps, timing
 from outro_sweep.scoring.answers import Scorer
@@ -41,6 +41,6 @@ def score_cell(shard_set: ShardSet, config: Mapping, cell_dir: Path, judge=None,
 
         metrics.update(judge_summary(records), judge=judge.identity())
     cell_dir = Path(cell_dir)
-    write_lines_atomic(cell_dir / "predictions.jsonl", [dumps(redact(record)) for record in records])
+    write_lines_atomic(cell_dir / "predictions.jsonl", [dumps(mask(record)) for record in records])
     write_json_atomic(cell_dir / "metrics.json", metrics)  # written only once every sample is in
     return metrics, records

@@ -10,7 +10,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from outro_sweep.cell import masked_output
+from outro_sweep.cell.masking import mask_override
 from outro_sweep.errors import ConfigError
+from outro_sweep.sweep.secret_overrides import move_secrets_to_environment
 
 log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -21,10 +24,11 @@ _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--c
 
 def cell_dirname(overrides) -> str:
     """A job folder's name after ``<n>_``: the overrides that define the cell
-    (``outro_sweep.cell.identity.defines_cell``), sorted, comma-joined and made folder-safe."""
+    (``outro_sweep.cell.identity.defines_cell``), sorted, credentials masked, comma-joined and
+    made folder-safe."""
     from outro_sweep.cell.identity import defines_cell
 
-    kept = sorted(str(o) for o in overrides if defines_cell(str(o).split("=", 1)[0]))
+    kept = sorted(mask_override(str(o)) for o in overrides if defines_cell(str(o).split("=", 1)[0]))
     return re.sub(r"[^\w=.,+-]", "_", ",".join(kept))[:150] or "defaults"
 
 
@@ -71,6 +75,7 @@ def _run(cfg: DictConfig) -> float | None:
     from outro_sweep.cell.recipe import run_cell  # imported here: torch/transformers load after arg checks
     from outro_sweep.cell.interruption import interrupted
 
+    masked_output.install()  # a submitit job runs here in a fresh process
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run_cell(cfg)
@@ -139,8 +144,9 @@ def first_value(override: str) -> str:
 
 
 def main() -> None:
-    sys.argv = [sys.argv[0], *_with_dry_run_launcher(sys.argv[1:])]
+    masked_output.install()
     try:
+        sys.argv = [sys.argv[0], *_with_dry_run_launcher(move_secrets_to_environment(sys.argv[1:]))]
         preflight(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
