@@ -52,7 +52,8 @@ def open_cell_run(logger, config: dict, directory: Path) -> "CellRun | None":
         return None
     group, name = wandb_group_and_name()
     return CellRun(mode=logger.mode, project=logger.project, entity=logger.entity, group=group, name=name,
-                   config=config, directory=directory, tags=logger.tags, run_id=config["identity"])
+                   config=config, directory=directory, tags=logger.tags, run_id=config["identity"],
+                   api_key=logger.get("api_key"))
 
 
 def update_summary(config: dict, directory: Path, metrics: dict) -> bool:
@@ -66,17 +67,28 @@ def update_summary(config: dict, directory: Path, metrics: dict) -> bool:
     use_own_wandb_service()
     run = wandb.init(id=config["identity"], resume="allow", project=logger.get("project"),
                      entity=logger.get("entity"), dir=str(directory), mode=logger["mode"], reinit="finish_previous",
-                     settings=wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True))
+                     settings=run_settings(logger.get("api_key")))
     run.summary.update(mask(_flatten("", metrics, {})))
     run.finish(exit_code=0)
     return True
+
+
+def run_settings(api_key: str | None):
+    """W&B settings of a cell's run: no code or system-stats capture, no console mirroring;
+    ``api_key`` (``logger.api_key``) authenticates online runs, None leaves it to W&B
+    (``WANDB_API_KEY`` or ~/.netrc)."""
+    import wandb
+
+    extra = {"api_key": str(api_key)} if api_key is not None else {}
+    return wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True, **extra)
 
 
 class CellRun:
     """Start with ``CellRun(...)``; end with ``finish(metrics, records)`` or ``fail()``."""
 
     def __init__(self, *, mode: str, project: str, entity: str | None, group: str, name: str,
-                 config: dict, directory: Path, tags: list[str], run_id: str | None = None) -> None:
+                 config: dict, directory: Path, tags: list[str], run_id: str | None = None,
+                 api_key: str | None = None) -> None:
         import wandb
 
         self._wandb = wandb
@@ -96,7 +108,7 @@ class CellRun:
             mode=mode,
             # A sweep runs many cells in one process: never log two cells into one run.
             reinit="finish_previous",
-            settings=wandb.Settings(save_code=False, x_disable_stats=True, console="off", quiet=True),
+            settings=run_settings(api_key),
         )
         use_own_wandb_service()
         self.run = wandb.init(**arguments)

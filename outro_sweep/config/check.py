@@ -38,6 +38,7 @@ class LoggerSettings:
     entity: str | None = None
     tags: list[str] = field(default_factory=list)
     log_predictions: bool = True
+    api_key: str | None = None  # online runs' credential (masked in every output)
 
 
 @dataclass
