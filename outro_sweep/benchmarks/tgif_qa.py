@@ -17,6 +17,7 @@ id. The video is ``<gif_name>.gif``.
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
@@ -55,6 +56,9 @@ class TGIFQA(VideoBenchmark):
 
     def describe(self) -> str:
         return f"task={self.task}, split={self.split}"
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.path)
 
     def _load(self) -> list[Question]:
         with open(self.path, newline="", encoding="utf-8") as f:

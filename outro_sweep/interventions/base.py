@@ -54,6 +54,15 @@ class Intervention:
     def active(self) -> bool:
         return self.enabled
 
+    @classmethod
+    def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
+        """The settings as this intervention acts on them, for the cell identity: two spellings
+        of one behaviour (OutRo's ``layer: auto`` and the layers it resolves to) must hash
+        alike. ``settings``: its config node as a plain dict (numbers already canonical, 3.0 is
+        3); ``num_layers``: the model's decoder depth, None where no model is configured.
+        Default: the settings as written."""
+        return settings
+
     def check_model(self, num_layers: int) -> None:
         """Checks that need the model's shape (not its weights); raise ConfigError."""
 

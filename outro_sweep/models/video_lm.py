@@ -98,6 +98,9 @@ class VideoLMLoader(ModelLoader):
     def num_layers(self) -> int:
         return int(self.text_config(self._config()).num_hidden_layers)
 
+    def folder(self) -> str:
+        return self.path
+
     # ------------------------------------------------------------------ weights
 
     def _model_class(self):
