@@ -18,6 +18,9 @@ The lifecycle of one intervention in one cell:
 4. ``summarise(samples, sums)`` — the cell-level diagnostics from every record's per-sample dict
    and the summed ``running_sums``; needs no model.
 
+For the cell identity, ``identity_settings(settings, num_layers)`` gives its settings as it
+acts on them (OutRo: ``layer: auto`` as the layers it resolves to); the default is as written.
+
 An inactive intervention (``enabled: false``) changes nothing: with every intervention inactive
 the cell is the stock-model baseline, and its identity ignores the intervention's other knobs.
 """
