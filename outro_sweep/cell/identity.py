@@ -102,21 +102,32 @@ def canonical_numbers(value: Any) -> Any:
 
 
 def _build(node: Any):
-    """The object a config node's ``_target_`` names, built from its settings (a one-line
-    ConfigError passes through unwrapped); None for a node without ``_target_``."""
+    """The object a config node's ``_target_`` names, built from its settings (no weights, no
+    data read); None for a node without ``_target_`` and for one that cannot be built: such a
+    cell fails its checks with one line and never has results, so its identity is its config's."""
     if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
         return None
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+    from omegaconf.errors import OmegaConfBaseException
 
     from outro_sweep.errors import ConfigError
 
     try:
         return instantiate(node)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
+    except (ConfigError, InstantiationException, OmegaConfBaseException):
+        return None
+
+
+def _checked(compute, fallback):
+    """``compute()``, or ``fallback`` where bad input makes it raise its one-line ConfigError:
+    the identity never fails; the cell's checks report that error (and the cell has no results)."""
+    from outro_sweep.errors import ConfigError
+
+    try:
+        return compute()
+    except ConfigError:
+        return fallback
 
 
 def identity_inputs(config: dict) -> dict:
@@ -130,12 +141,13 @@ def identity_inputs(config: dict) -> dict:
     loader, benchmark = _build(config.get("model")), _build(config.get("benchmark"))
     cache_dir = (config.get("paths") or {}).get("cache_dir")
     active = intervention_groups(kept)  # the inactive ones are {"enabled": False} by now: not found
-    num_layers = loader.num_layers() if loader is not None and active else None
+    num_layers = _checked(loader.num_layers, None) if loader is not None and active else None
     for group, cls in active.items():
-        kept[group] = canonical_numbers(cls.identity_settings(kept[group], num_layers))
+        settings = _checked(lambda: cls.identity_settings(kept[group], num_layers), kept[group])
+        kept[group] = canonical_numbers(settings)
     inputs: dict = {"results_version": RESULTS_VERSION, "config": kept}
     if loader is not None:
-        inputs["model_files"] = fingerprint_files(loader.model_files(), cache_dir)
+        inputs["model_files"] = fingerprint_files(_checked(loader.model_files, {}), cache_dir)
     if benchmark is not None:
         inputs["benchmark_files"] = fingerprint_files(benchmark.data_files(), cache_dir)
         inputs["media"] = benchmark.media_listing()
