@@ -128,6 +128,27 @@ def test_new_weights_at_the_same_path_make_a_new_cell_and_are_hashed_once(model_
     assert after != before and reads == [WEIGHTS]  # only the rewritten file is read again
 
 
+def test_a_hub_id_is_fingerprinted_from_its_snapshot_in_the_local_hf_cache(model_copy, tmp_path, monkeypatch,
+                                                                            fresh_memo):
+    """A local HF cache in its real layout (refs/main -> snapshots/<commit>/), holding the tiny
+    model under a hub id: the id's files are those of its snapshot, hashed like a folder's."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    commit = "0" * 40
+    shutil.copytree(model_copy, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cache = tmp_path / "cache"
+    by_id = identity_inputs(OmegaConf.to_container(composed(*tiny("org/tiny", cache)), resolve=True))
+    by_folder = identity_inputs(OmegaConf.to_container(composed(*tiny(model_copy, cache)), resolve=True))
+    assert by_id["model_files"] == by_folder["model_files"] and WEIGHTS in by_id["model_files"]
+    before = identity(*tiny("org/tiny", cache))
+    (repo / "snapshots" / commit / "config.json").write_text((model_copy / "config.json").read_text() + "\n")
+    assert identity(*tiny("org/tiny", cache)) != before  # the id now names other content
+
+
 def test_an_edited_answer_key_makes_a_new_cell(shared_data, tmp_path, fresh_memo):
     data = tmp_path / "mmlu"
     for split in ("dev", "val", "test"):
