@@ -14,6 +14,8 @@ and ``video_ext`` change that.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from outro_sweep.benchmarks.video_base import (
     YES_NO,
     VideoBenchmark,
@@ -51,6 +53,9 @@ class ActivityNetQA(VideoBenchmark):
 
     def describe(self) -> str:
         return f"split={self.split}"
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.questions_path, self.answers_path)
 
     def _load(self) -> list[Question]:
         qdata, adata = self._read_json(self.questions_path), self._read_json(self.answers_path)

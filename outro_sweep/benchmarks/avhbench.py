@@ -69,6 +69,9 @@ class AVHBench(VideoBenchmark):
         else:
             self.files = [self._file(str(qa_file), key="benchmark.qa_file")]
 
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(*self.files)
+
     def describe(self) -> str:
         return f"tasks=[{', '.join(self.tasks)}]"
 

@@ -20,6 +20,7 @@ type, video duration, ...) as ``(name, value)`` pairs, so results break down by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
@@ -131,6 +132,18 @@ class Benchmark:
 
     def _load(self) -> list[Question]:
         raise NotImplementedError
+
+    def data_files(self) -> dict[str, Path]:
+        """The annotation files ``_load`` reads, by a name relative to the benchmark's data
+        folder: their content is fingerprinted into the cell identity, so an answer key edited
+        in place makes a new cell. {} for a benchmark that reads no file (builtin_mc)."""
+        return {}
+
+    def media_listing(self) -> dict[str, int]:
+        """``{relative name: size in bytes}`` of the media files questions can name (video
+        benchmarks: ``video_dir``), part of the cell identity so that adding, removing or
+        replacing a clip makes a new cell. {} for a text benchmark."""
+        return {}
 
     def describe(self) -> str:
         """What was selected, for the no-questions error (e.g. 'subjects=[...], split=test')."""

@@ -20,6 +20,7 @@ Use qa.json for the answers: each clip's QAs_revise.json orders the options diff
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import (
@@ -55,6 +56,9 @@ class DailyOmni(VideoBenchmark):
     def __init__(self, data_dir: str, qa_file: str = "qa.json", **kwargs) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
         self.qa_path = self._file(str(qa_file), key="benchmark.qa_file")
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.qa_path)
 
     def _load(self) -> list[Question]:
         data = self._read_json(self.qa_path)

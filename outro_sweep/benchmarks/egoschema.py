@@ -38,6 +38,9 @@ class EgoSchema(VideoBenchmark):
     def describe(self) -> str:
         return f"questions with an answer in {self.answers_path.name}"
 
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.questions_path, self.answers_path)
+
     def _load(self) -> list[Question]:
         answers = self._read_json(self.answers_path)
         if not isinstance(answers, dict):

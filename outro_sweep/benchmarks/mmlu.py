@@ -106,6 +106,11 @@ class MMLU(Benchmark):
         shown = self.subjects if len(self.subjects) <= 4 else [*self.subjects[:3], f"... {len(self.subjects)} in all"]
         return f"subjects=[{', '.join(shown)}], split={self.split}"
 
+    def data_files(self) -> dict[str, Path]:
+        splits = [self.split, *(["dev"] if self.num_fewshot else [])]
+        names = [f"{split}/{subject}_{split}.csv" for subject in self.subjects for split in splits]
+        return {name: self.root / name for name in names}
+
     def _read(self, subject: str, split: str) -> list[list[str]]:
         path = self.root / split / f"{subject}_{split}.csv"
         with open_text(path, self.root, "csv rows of question, A, B, C, D, answer letter") as f:

@@ -19,6 +19,7 @@ MSRVTT-QA are reported by.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from outro_sweep.benchmarks.video_base import (
     VideoBenchmark,
@@ -55,6 +56,9 @@ class MSVDQA(VideoBenchmark):
         self.questions_path = self._file(str(question_file), key="benchmark.question_file")
         self.answers_path = None if answer_file is None else self._file(str(answer_file), key="benchmark.answer_file")
         self.video_prefix = "" if video_prefix is None else str(video_prefix)
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.questions_path, self.answers_path)
 
     def _pairs(self) -> list[tuple[dict, dict]]:
         qdata = self._read_json(self.questions_path)

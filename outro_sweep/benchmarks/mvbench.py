@@ -14,6 +14,8 @@ A task file not in that list is read with its file names as given.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 
@@ -54,6 +56,9 @@ class MVBench(VideoBenchmark):
         if not available:
             self._file("json/<task>.json")  # raises: nothing to read
         self.tasks = self._select("tasks", tasks, available)
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(*(self.root / "json" / f"{task}.json" for task in self.tasks))
 
     def describe(self) -> str:
         return f"tasks=[{', '.join(self.tasks)}]"

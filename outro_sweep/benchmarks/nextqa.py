@@ -19,6 +19,7 @@ the first letter (Causal, Temporal, Descriptive).
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import option_letters
@@ -71,6 +72,10 @@ class _NExTQA(VideoBenchmark):
         return f"{self.name}/{self.split}/{qid}_{video}", mapping[video] + self.video_ext, categories
 
 
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.csv_path, self.map_path)
+
+
 class NExTQAMC(_NExTQA):
     name = "nextqa_mc"
     layout = f"<split>.csv (NExT-QA multiple choice: {', '.join(MC_COLUMNS)}, ...) and {MAP_FILE}"
@@ -108,6 +113,10 @@ class NExTQAOE(_NExTQA):
     columns = OE_COLUMNS
     kinds = ("open",)
     open_metric = "wups"  # NExT-OE's own metric: WUPS, exact match for DC/DB questions
+
+    def data_files(self) -> dict[str, Path]:
+        extra = self.root / f"add_reference_answer_{self.split}.json"
+        return self._relative(self.csv_path, self.map_path, extra if extra.is_file() else None)
 
     def _extra_references(self) -> dict[str, dict[str, str]]:
         path = self.root / f"add_reference_answer_{self.split}.json"

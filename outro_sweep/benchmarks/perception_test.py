@@ -14,6 +14,8 @@ video is ``<video_id>.mp4``. Order: the file's video order, then each video's li
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
 
@@ -28,6 +30,9 @@ class PerceptionTest(VideoBenchmark):
     def __init__(self, data_dir: str, qa_file: str = "mc_question_valid.json", **kwargs) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
         self.qa_path = self._file(str(qa_file), key="benchmark.qa_file")
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.qa_path)
 
     def _load(self) -> list[Question]:
         data = self._read_json(self.qa_path)

@@ -17,6 +17,7 @@ id. The video is ``<gif_name>.gif``.
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import option_letters
@@ -56,6 +57,9 @@ class TGIFQA(VideoBenchmark):
 
     def describe(self) -> str:
         return f"task={self.task}, split={self.split}"
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.path)
 
     def _load(self) -> list[Question]:
         with open_text(self.path, self.root, self.layout) as f:

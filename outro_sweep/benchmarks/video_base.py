@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.base import OPEN_METRICS, YES_NO, Benchmark, Question, ask  # noqa: F401 (re-exported)
+from outro_sweep.cell.fingerprint import file_listing
 from outro_sweep.config.schema import Doc
 from outro_sweep.errors import ConfigError
 
@@ -142,6 +143,21 @@ class VideoBenchmark(Benchmark):
         return [v for v in available if v in chosen]
 
     # ---------------------------------------------------------------- public API
+
+    def _relative(self, *paths: Path | None) -> dict[str, Path]:
+        """``{name relative to data_dir: path}`` for ``data_files`` (None entries left out)."""
+        found = {}
+        for path in (Path(p) for p in paths if p is not None):
+            inside = path.is_relative_to(self.root)  # a file named by an absolute path: its name
+            found[path.relative_to(self.root).as_posix() if inside else path.name] = path
+        return found
+
+    def media_listing(self) -> dict[str, int]:
+        """Every file under ``video_dir`` with ``video_ext`` (every file where the annotations
+        name the extension), with its size; {} without a video_dir."""
+        if self.video_dir is None:
+            return {}
+        return file_listing(self.video_dir, self.video_ext)
 
     def video_path(self, question: Question) -> Path:
         """Where the question's video is: ``video_dir / question.video`` (not checked here)."""

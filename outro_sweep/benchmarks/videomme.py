@@ -18,6 +18,7 @@ The names of the Hugging Face release's rows are accepted too (``duration``, ``d
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from outro_sweep.benchmarks.prompting import option_letters
@@ -75,6 +76,9 @@ class VideoMME(VideoBenchmark):
 
     def describe(self) -> str:
         return f"durations=[{', '.join(self.durations)}]"
+
+    def data_files(self) -> dict[str, Path]:
+        return self._relative(self.qa_path)
 
     def _video_file(self, number: int, record: dict) -> str:
         if self.video_name == "video_id":

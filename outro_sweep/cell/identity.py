@@ -1,11 +1,23 @@
-"""A cell's identity: a stable hash of what determines its results.
+"""A cell's identity: a stable hash of everything that determines its results.
 
 The same model x benchmark x sink rule x intervention settings (x seed, batch size, ...) gives
 the same identity in any sweep, on any day, from any launcher and in any environment; so a re-run
 of a sweep finds the cells it already finished, a requeued task finds its own shards, and the W&B
-run id stays the same. The identity is computed from the resolved config as composed, never from
-a redacted copy (redaction depends on the process environment) and never from keys that only say
-where files go (``NON_DEFINING_KEYS``).
+run id stays the same. And a cell whose results could differ gets a new identity. What is hashed
+(``identity_inputs``, stored in each cell's config.yaml for ``python -m outro_sweep.cells diff``):
+
+- the resolved config, without the keys that only say where files go or how runs are logged
+  (``NON_DEFINING_KEYS``), numbers canonical (3 and 3.0 alike; bools stay bools), each active
+  intervention's settings as it acts on them for this model (``Intervention.identity_settings``:
+  OutRo's ``layer: auto`` as the layers it resolves to);
+- ``RESULTS_VERSION``, the version of what the package predicts;
+- the content of the model's files (``ModelLoader.model_files``) and of the benchmark's
+  annotation files (``Benchmark.data_files``), fingerprinted by ``outro_sweep.cell.fingerprint``,
+  and the names and sizes of its media files (``Benchmark.media_listing``).
+
+It is computed from the config as composed, never from a masked copy (masking depends on the
+process environment), and nothing of the environment enters it: not the cache location, not the
+paths of the fingerprint cache, not secrets.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ import copy
 import hashlib
 import json
 from fnmatch import fnmatchcase
+from typing import Any
 
 # The ONE list of keys that do not define a cell (dotted; ``*`` matches one key at any level):
 # where files and caches go, how runs are logged, how many loader workers decode, progress bars,
@@ -29,6 +42,7 @@ NON_DEFINING_KEYS = (
     "force",
     "dry_run",
     "baseline",
+    "identity_inputs",  # config.yaml's record of what the identity hashed
     "*.cache_dir",  # model.cache_dir, judge.model.cache_dir: ${paths.cache_dir}, environment-dependent
     "*.*.cache_dir",
 )
@@ -75,12 +89,81 @@ def identity_config(config: dict) -> dict:
     return kept
 
 
-def cell_identity(config: dict) -> str:
-    """sha256 of the canonical JSON of ``identity_config(config)``, first 12 hex characters.
-    ``config``: the cell's resolved config as a plain dict (``OmegaConf.to_container(cfg,
-    resolve=True)``), not redacted."""
-    canonical = json.dumps(identity_config(config), sort_keys=True, separators=(",", ":"), default=str)
+def canonical_numbers(value: Any) -> Any:
+    """A copy with every integral float written as an int (3.0 -> 3), so that a knob given as
+    ``3`` or ``3.0`` hashes alike; bools stay bools, other floats stay floats."""
+    if isinstance(value, dict):
+        return {key: canonical_numbers(inner) for key, inner in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical_numbers(inner) for inner in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _build(node: Any):
+    """The object a config node's ``_target_`` names, built from its settings (no weights, no
+    data read); None for a node without ``_target_`` and for one that cannot be built: such a
+    cell fails its checks with one line and never has results, so its identity is its config's."""
+    if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
+        return None
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf.errors import OmegaConfBaseException
+
+    from outro_sweep.errors import ConfigError
+
+    try:
+        return instantiate(node)
+    except (ConfigError, InstantiationException, OmegaConfBaseException):
+        return None
+
+
+def _checked(compute, fallback):
+    """``compute()``, or ``fallback`` where bad input makes it raise its one-line ConfigError:
+    the identity never fails; the cell's checks report that error (and the cell has no results)."""
+    from outro_sweep.errors import ConfigError
+
+    try:
+        return compute()
+    except ConfigError:
+        return fallback
+
+
+def identity_inputs(config: dict) -> dict:
+    """Everything the identity hashes, as JSON-ready data (see the module docstring).
+    ``config``: the cell's resolved config as a plain dict, not redacted."""
+    from outro_sweep import RESULTS_VERSION
+    from outro_sweep.cell.fingerprint import fingerprint_files
+    from outro_sweep.interventions.stack import intervention_groups
+
+    kept = canonical_numbers(identity_config(config))
+    loader, benchmark = _build(config.get("model")), _build(config.get("benchmark"))
+    cache_dir = (config.get("paths") or {}).get("cache_dir")
+    active = intervention_groups(kept)  # the inactive ones are {"enabled": False} by now: not found
+    num_layers = _checked(loader.num_layers, None) if loader is not None and active else None
+    for group, cls in active.items():
+        settings = _checked(lambda: cls.identity_settings(kept[group], num_layers), kept[group])
+        kept[group] = canonical_numbers(settings)
+    inputs: dict = {"results_version": RESULTS_VERSION, "config": kept}
+    if loader is not None:
+        inputs["model_files"] = fingerprint_files(_checked(loader.model_files, {}), cache_dir)
+    if benchmark is not None:
+        inputs["benchmark_files"] = fingerprint_files(benchmark.data_files(), cache_dir)
+        inputs["media"] = benchmark.media_listing()
+    return inputs
+
+
+def hash_inputs(inputs: dict) -> str:
+    """sha256 of the canonical JSON of ``identity_inputs``, first 12 hex characters."""
+    canonical = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:IDENTITY_LENGTH]
+
+
+def cell_identity(config: dict) -> str:
+    """The identity of a cell. ``config``: the cell's resolved config as a plain dict
+    (``OmegaConf.to_container(cfg, resolve=True)``), not redacted."""
+    return hash_inputs(identity_inputs(config))
 
 
 def identity_of(cfg) -> str:

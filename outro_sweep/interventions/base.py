@@ -18,6 +18,9 @@ The lifecycle of one intervention in one cell:
 4. ``summarise(samples, sums)`` — the cell-level diagnostics from every record's per-sample dict
    and the summed ``running_sums``; needs no model.
 
+For the cell identity, ``identity_settings(settings, num_layers)`` gives its settings as it
+acts on them (OutRo: ``layer: auto`` as the layers it resolves to); the default is as written.
+
 An inactive intervention (``enabled: false``) changes nothing: with every intervention inactive
 the cell is the stock-model baseline, and its identity ignores the intervention's other knobs.
 """
@@ -53,6 +56,15 @@ class Intervention:
     @property
     def active(self) -> bool:
         return self.enabled
+
+    @classmethod
+    def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
+        """The settings as this intervention acts on them, for the cell identity: two spellings
+        of one behaviour (OutRo's ``layer: auto`` and the layers it resolves to) must hash
+        alike. ``settings``: its config node as a plain dict (numbers already canonical, 3.0 is
+        3); ``num_layers``: the model's decoder depth, None where no model is configured.
+        Default: the settings as written."""
+        return settings
 
     def check_model(self, num_layers: int) -> None:
         """Checks that need the model's shape (not its weights); raise ConfigError."""

@@ -336,6 +336,19 @@ class OutRoIntervention(Intervention):
         check_rotate_decode(rotate_decode)
         self.alpha, self.temperature, self.layer, self.rotate_decode = alpha, temperature, layer, rotate_decode
 
+    @classmethod
+    def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
+        """``layer`` as the sorted list of layers it relaxes (``auto`` resolved for this model's
+        depth, an int as a one-item list, null as [])."""
+        layer = settings.get("layer", "auto")
+        if num_layers is not None:
+            layer = relaxation_layers(layer, num_layers)
+        elif layer != "auto":  # no model to resolve auto against; ints and lists of ints still canonical
+            values = [] if layer is None else layer if isinstance(layer, list) else [layer]
+            if all(isinstance(v, int) for v in values):
+                layer = sorted(set(values))
+        return {**settings, "layer": layer}
+
     def check_model(self, num_layers: int) -> None:
         relaxation_layers(self.layer, num_layers)
 

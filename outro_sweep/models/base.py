@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
 
+from outro_sweep.cell.fingerprint import folder_files
 from outro_sweep.config.schema import Doc, Range
 from outro_sweep.errors import ConfigError
 
@@ -78,6 +80,15 @@ class ModelLoader:
         """Where the model's files are (a local folder or a cached hub id)."""
         raise NotImplementedError
 
+    def model_files(self) -> dict[str, Path]:
+        """The files whose bytes make the model's predictions (weights, configs, tokenizer, chat
+        template) by a name relative to the model's folder, fingerprinted into the cell identity
+        (``outro_sweep.cell.identity``); no weights are loaded. Default: every file of
+        ``folder()``, a local folder or a hub id's snapshot in the local HF cache ({} when
+        neither exists: the cell's checks refuse such a model)."""
+        folder = local_model_folder(self.folder())
+        return {} if folder is None else folder_files(folder)
+
     def load(self) -> LoadedModel:
         from transformers import AutoModelForCausalLM
 
@@ -119,6 +130,19 @@ class ModelLoader:
         logits = loaded.model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=position_ids,
                               logits_to_keep=1).logits
         return logits[:, -1].float()
+
+
+def local_model_folder(path: str) -> Path | None:
+    """``path`` itself when it is a folder, else the snapshot a hub id resolves to in the local
+    HF cache (the hub is never contacted), else None."""
+    if Path(path).is_dir():
+        return Path(path)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(path, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not a cached hub id (or not a valid repo id at all)
+        return None
 
 
 def left_padding(processor):

@@ -60,6 +60,10 @@ class SmolLM2(ModelLoader):
         field = reader.fields[gguf_key]
         return int(field.parts[field.data[0]][0])
 
+    def model_files(self) -> dict[str, Path]:
+        """The GGUF file: the converted folder is made from it alone."""
+        return {GGUF_FILE: gguf_folder() / GGUF_FILE}
+
     def ensure_converted(self) -> Path:
         """Convert GGUF -> safetensors once; concurrent cells race safely (atomic rename)."""
         target = self.converted_dir

@@ -103,6 +103,9 @@ class VideoLMLoader(ModelLoader):
     def hidden_size(self) -> int:
         return int(self.text_config(self._config()).hidden_size)
 
+    def folder(self) -> str:
+        return self.path
+
     # ------------------------------------------------------------------ weights
 
     def _model_class(self):
