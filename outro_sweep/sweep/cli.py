@@ -108,9 +108,11 @@ def main() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0], *_with_dry_run_launcher(sys.argv[1:])]
+    from outro_sweep.sweep.slurm_launcher import register_launcher
     from outro_sweep.sweep.sweeper import register_plugin
 
     register_plugin()
+    register_launcher()
     if not OmegaConf.has_resolver("cell_dirname"):
         OmegaConf.register_new_resolver("cell_dirname", cell_dirname)
     _run()
