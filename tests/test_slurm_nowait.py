@@ -8,6 +8,7 @@ Cells use the tiny random Llama with SmolLM2's tokenizer, 2 questions each; W&B 
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 
@@ -78,14 +79,14 @@ def test_wait_false_returns_at_once_and_a_dependent_job_summarises(slurm_cluster
     result = submit(slurm_cluster, [*args, "hydra.launcher.wait=false"], tmp_path, sweep_dir)
     command_s = time.monotonic() - started
     try:
-        check_unwatched_sweep(slurm_cluster, result, command_s, tmp_path, sweep_dir, n_cells)
+        check_unwatched_sweep(slurm_cluster, args, result, command_s, tmp_path, sweep_dir, n_cells)
     finally:  # jobs left behind by a failure would go on writing into tmp_path
         submitted = sorted(array_job_ids(sweep_dir) | {p.name for p in (sweep_dir / ".submitit" / "summary").glob("[0-9]*")})
         if submitted:
             slurm_cluster.run("scancel", *submitted, check=False)
 
 
-def check_unwatched_sweep(slurm_cluster, result, command_s, tmp_path, sweep_dir, n_cells):  # noqa: F811
+def check_unwatched_sweep(slurm_cluster, args, result, command_s, tmp_path, sweep_dir, n_cells):  # noqa: F811
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     # the cells are queued or running, not finished, when the command has returned
     done_at_return = sum((cell / "DONE").exists() for cell in cells(tmp_path))
@@ -118,6 +119,13 @@ def check_unwatched_sweep(slurm_cluster, result, command_s, tmp_path, sweep_dir,
     print(f"wait=false: command returned in {command_s:.1f} s; the {n_cells} cells ran {array_s:.0f} s "
           f"({job_row['Start']} summary job start, last task end {last_task_end.isoformat()})")
 
+    # a rerun has nothing to queue: no job at all, and the summary comes from the command itself
+    again = submit(slurm_cluster, [*args, "hydra.launcher.wait=false"], tmp_path, tmp_path / "sweep2")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.splitlines()[-1] == (f"sweep: 0 succeeded, {n_cells} skipped (already done), 0 failed, "
+                                             f"of {n_cells} cells")
+    assert not (tmp_path / "sweep2" / ".submitit").exists()
+
 
 @pytest.mark.cluster
 def test_wait_true_splits_a_sweep_larger_than_max_array_size(slurm_cluster, tiny_model_dir, tmp_path):  # noqa: F811
@@ -129,3 +137,26 @@ def test_wait_true_splits_a_sweep_larger_than_max_array_size(slurm_cluster, tiny
                                               f"of {n_cells} cells")
     assert (sweep_dir / "summary.txt").read_text().splitlines()[-1] == result.stdout.splitlines()[-1]
     assert_each_cell_ran_once(slurm_cluster, tmp_path, sweep_dir, n_cells, cluster_max_array_size(slurm_cluster))
+
+
+@pytest.mark.cluster
+def test_wait_false_summary_job_fails_and_names_a_failed_cell(slurm_cluster, tiny_model_dir, tmp_path):  # noqa: F811
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    for name in os.listdir(tiny_model_dir):
+        data = b"not a safetensors file" if name.endswith(".safetensors") else (tiny_model_dir / name).read_bytes()
+        (broken / name).write_bytes(data)
+    sweep_dir = tmp_path / "sweep"
+    result = submit(slurm_cluster, ["model=hf_causal_lm", f"model.path={tiny_model_dir},{broken}", "benchmark.limit=2",
+                                    "benchmark.scoring=logits", "outro.layer=1", "logger.mode=offline", "baseline=false",
+                                    "hydra.launcher.wait=false"], tmp_path, sweep_dir)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]  # queued is not failed
+    report_job = result.stdout.split(" by job ")[1].split()[0]
+    final = slurm_cluster.wait_until(
+        lambda: (s := slurm_cluster.sacct_states(report_job).get(report_job)) in ("COMPLETED", "FAILED", "CANCELLED")
+        and s, timeout=600, interval=2, what=f"the summary job {report_job} to end")
+    assert final == "FAILED"  # as the waiting command would have exited 1
+    lines = (sweep_dir / "summary.txt").read_text().splitlines()
+    assert lines[-1] == "sweep: 1 succeeded, 0 skipped (already done), 1 failed, of 2 cells"
+    (failed,) = [line for line in lines if line.startswith("failed: ")]
+    assert "broken_model" in failed
