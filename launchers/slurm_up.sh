@@ -21,6 +21,7 @@
 #   OUTRO_SLURM_DB_PORT      MariaDB port on 127.0.0.1        (default 16306)
 #   OUTRO_SLURM_CRED_EXPIRE  credential lifetime in s; also how long a requeued job
 #                            waits before it may start again  (default 10, minimum 5)
+#   OUTRO_SLURM_MAX_ARRAY_SIZE  MaxArraySize: array indices stay below it (default 10001)
 #
 # Exit codes: 0 up; 1 a daemon failed to start (the logs are named); 20 not root, or not
 # Debian with apt; 21 the packages are missing and cannot be installed. (Not 2: bash itself
@@ -35,6 +36,7 @@ SLURMD_PORT="${OUTRO_SLURM_SLURMD_PORT:-6818}"
 DBD_PORT="${OUTRO_SLURM_DBD_PORT:-6819}"
 DB_PORT="${OUTRO_SLURM_DB_PORT:-16306}"
 CRED_EXPIRE="${OUTRO_SLURM_CRED_EXPIRE:-10}"
+MAX_ARRAY_SIZE="${OUTRO_SLURM_MAX_ARRAY_SIZE:-10001}"
 PACKAGES=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server)
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 T0=$(date +%s.%N)
@@ -202,7 +204,7 @@ JobRequeue=1
 PreemptType=preempt/none
 MinJobAge=30
 KillWait=5
-MaxArraySize=10001
+MaxArraySize=$MAX_ARRAY_SIZE
 MaxJobCount=50000
 InactiveLimit=0
 SlurmctldTimeout=30

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Example: the same sweep as one SLURM job array, one array task per cell (submitit_slurm).
 # The submitting process waits until the whole array has finished: run this inside tmux or
-# screen. Timeouts and preemptions requeue a task, which resumes from its prediction shards;
+# screen; with hydra.launcher.wait=false it returns at once, and a job that SLURM starts after the
+# array writes the summary and the report. Timeouts and preemptions requeue a task, which resumes from its prediction shards;
 # re-running the command after a partial failure runs only the cells that are not done.
 #   bash launchers/sweep_slurm.sh hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=4 \
 #       hydra.launcher.tasks_per_node=4 model=qwen2_5_vl_7b model.path=/data/Qwen2.5-VL-7B-Instruct \

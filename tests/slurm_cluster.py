@@ -11,12 +11,14 @@ The fixture starts the cluster with ``launchers/slurm_up.sh`` (which installs th
 packages on first use), yields a :class:`SlurmCluster`, and stops it with
 ``launchers/slurm_down.sh`` at the end of the session, also when tests fail. A cluster
 that was already fully running before the session (a developer's, from ``slurm_up.sh``)
-is used as it is and left running. It skips, naming what is missing, when not root, not
+is used (restarted by slurm_up.sh only if its configuration differs) and left running. It skips, naming what is missing, when not root, not
 on Debian with apt, or when the packages cannot be installed.
 
 Environment: ``OUTRO_SLURM_DIR`` (the prefix, default ``/tmp/outro_slurm``),
 ``OUTRO_SKIP_SLURM=1`` (skip every test that needs the cluster), ``OUTRO_SLURM_KEEP=1``
-(leave a cluster this session started running at the end).
+(leave a cluster this session started running at the end), ``OUTRO_SLURM_MAX_ARRAY_SIZE``
+(default here :data:`TEST_MAX_ARRAY_SIZE`; slurm_up.sh restarts a running cluster whose
+configuration differs).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SLURM_UP = REPO_ROOT / "launchers" / "slurm_up.sh"
 SLURM_DOWN = REPO_ROOT / "launchers" / "slurm_down.sh"
 DEFAULT_PREFIX = "/tmp/outro_slurm"
+# MaxArraySize of the test cluster: a sweep of 5 cells must be split into two arrays, while the
+# largest array another test submits (a 2x2 sweep: indices 0-3) still fits in one.
+TEST_MAX_ARRAY_SIZE = 4
 # slurm_up.sh's exit codes that mean "this machine cannot have the cluster" (skip)
 _EXIT_UNSUPPORTED = {20: "not root or not Debian with apt", 21: "Debian packages cannot be installed"}
 # pid files slurm_up.sh writes, relative to the prefix
@@ -255,6 +260,7 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmClu
     log = tmp_path_factory.mktemp("slurm_cluster") / "slurm_up_down.log"
     env = cluster_env(prefix)
     env["OUTRO_SLURM_DIR"] = str(prefix)
+    env.setdefault("OUTRO_SLURM_MAX_ARRAY_SIZE", str(TEST_MAX_ARRAY_SIZE))
     t0 = time.monotonic()
     with open(log, "w") as fh:
         try:

@@ -53,6 +53,11 @@ def composition_error(err: Exception, overrides: Sequence[str], conf_dir: Path) 
     match = _NOT_OVERRIDABLE.search(str(err))
     if match:
         return _unknown_key(match.group(1), overrides, conf_dir)
+    if str(err).startswith("Error merging override ") and err.__cause__ is not None:
+        # OmegaConf's type error of a typed node (e.g. hydra.launcher.wait=maybe): its first line
+        # says what was expected; the rest (full_key, object_type) repeats the override.
+        override = str(err).removeprefix("Error merging override ")
+        return f"{override} is invalid: {str(err.__cause__).splitlines()[0]}"
     lines = [line.strip() for line in str(err).split("Config search path")[0].splitlines() if line.strip()]
     return "; ".join(lines) or type(err).__name__
 

@@ -144,16 +144,18 @@ def first_value(override: str) -> str:
 
 
 def main() -> None:
+    from outro_sweep.sweep.slurm_launcher import register_launcher
+    from outro_sweep.sweep.sweeper import register_plugin
+
     masked_output.install()
+    register_plugin()  # before the pre-flight composition: hydra/sweeper and hydra/launcher name them
+    register_launcher()
     try:
         sys.argv = [sys.argv[0], *_with_dry_run_launcher(move_secrets_to_environment(sys.argv[1:]))]
         preflight(sys.argv[1:])
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    from outro_sweep.sweep.sweeper import register_plugin
-
-    register_plugin()
     if not OmegaConf.has_resolver("cell_dirname"):
         OmegaConf.register_new_resolver("cell_dirname", cell_dirname)
     _run()

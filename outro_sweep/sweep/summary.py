@@ -3,7 +3,9 @@
 A Hydra callback (registered in conf/config.yaml under hydra.callbacks), so it runs in the
 submitting process after every launcher, local or SLURM. Each job leaves
 ``<job folder>/status.json`` (outro_sweep.cell.recipe.write_status); this reads them all, plus the
-cells the sweeper skipped before launching (``skipped.json``).
+cells the sweeper skipped before launching (``skipped.json``). With ``hydra/launcher=slurm
+hydra.launcher.wait=false`` the same summary and report (``finish_sweep``) come from a SLURM job
+that starts after the cells' arrays have ended, and the submitting process only says where.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from outro_sweep.cell.atomic import write_text_atomic
 from outro_sweep.sweep.sweeper import SKIPPED_FILE
+
+SUMMARY_FILE = "summary.txt"  # the failed cells and the sweep's last line, as printed
 
 
 def read_statuses(sweep_dir: Path) -> list[dict]:
@@ -46,19 +51,40 @@ def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        statuses = read_statuses(sweep_dir)
-        jobs = max(len(statuses), len([p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()])
-                   if sweep_dir.is_dir() else 0)
-        skipped_file = sweep_dir / SKIPPED_FILE
-        skipped = len(json.loads(skipped_file.read_text())) if skipped_file.is_file() else 0
-        write_sweep_report(sweep_dir, statuses, str(config.logger.mode))
-        for status in statuses:
-            if status["status"] == "failed":
-                print(f"failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
-                      f"(marker {status.get('cell')}/FAILED)", flush=True)
-        print(summary_line(statuses, jobs, skipped), flush=True)  # the sweep's last line
-        if any(s["status"] == "failed" for s in statuses) or len(statuses) < jobs:
+        if not config.hydra.launcher.get("wait", True):
+            # hydra/launcher=slurm with wait=false: the cells are queued, not failed; a job that
+            # depends on the arrays runs finish_sweep once they have ended.
+            from outro_sweep.sweep.slurm_launcher import submit_finisher
+
+            line = submit_finisher(sweep_dir, str(config.logger.mode))
+            if line:  # (nothing submitted: every cell was done, so the sweep is summarised here)
+                print(line, flush=True)
+                return
+        if finish_sweep(sweep_dir, str(config.logger.mode)):
             sys.exit(1)
+
+
+def finish_sweep(sweep_dir: Path, wandb_mode: str, launched: int = 0) -> int:
+    """Read every job's status, write the report, print the failed cells and the sweep's last
+    line (also kept in ``<sweep dir>/summary.txt``); 1 if a cell failed or never reported, else 0.
+
+    Runs in the submitting process once the launcher has waited for every cell, or in the job
+    that depends on the SLURM arrays (``hydra.launcher.wait=false``). ``launched``: cells
+    submitted (a cell cancelled before it started has no job folder to count)."""
+    statuses = read_statuses(sweep_dir)
+    jobs = max(launched, len(statuses),
+               len([p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()]) if sweep_dir.is_dir() else 0)
+    skipped_file = sweep_dir / SKIPPED_FILE
+    skipped = len(json.loads(skipped_file.read_text())) if skipped_file.is_file() else 0
+    write_sweep_report(sweep_dir, statuses, wandb_mode)
+    lines = [f"failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
+             f"(marker {status.get('cell')}/FAILED)" for status in statuses if status["status"] == "failed"]
+    lines.append(summary_line(statuses, jobs, skipped))  # the sweep's last line
+    for line in lines:
+        print(line, flush=True)
+    if sweep_dir.is_dir():
+        write_text_atomic(sweep_dir / SUMMARY_FILE, "\n".join(lines) + "\n")
+    return int(any(s["status"] == "failed" for s in statuses) or len(statuses) < jobs)
 
 
 def write_sweep_report(sweep_dir: Path, statuses: list[dict], wandb_mode: str) -> None:

@@ -1,0 +1,173 @@
+"""hydra/launcher=slurm: hydra-submitit-launcher's SLURM launcher with two additions.
+
+* **Arrays the cluster accepts.** SLURM refuses an array index that is not below the cluster's
+  ``MaxArraySize`` (slurm.conf), so a sweep with more cells is submitted as several arrays of at
+  most ``MaxArraySize`` cells each (indices 0 .. MaxArraySize-1). The value is read once per
+  process from ``scontrol show config``; without scontrol the whole sweep is one array, as
+  submitit does it. ``array_parallelism`` caps the running cells of each array.
+* **No watcher** (``wait=false``). The arrays are submitted and the command returns. At the end
+  of the multirun (outro_sweep.sweep.summary.SweepSummary) ONE more job is submitted, with
+  ``--dependency=afterany:<array>:<array>...``: SLURM starts it once every task of every array has
+  ended, whatever its state, and it runs the sweep's summary and report
+  (outro_sweep.sweep.summary.finish_sweep) there. Requeues need no watcher: the requeued task
+  resumes its cell by itself.
+
+A subclass of hydra-submitit-launcher's SlurmLauncher rather than a new launcher: what each task
+runs (``__call__``: Hydra's run_job in the task), the requeue on timeouts and preemption
+(``checkpoint``) and the mapping of the config onto submitit's parameters stay the plugin's
+own; only the submission (``launch``) differs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from omegaconf import OmegaConf
+
+from outro_sweep.sweep.sweeper import PLUGIN_MODULE
+
+log = logging.getLogger(__name__)
+PLUGIN_NAME = f"{PLUGIN_MODULE}.SlurmLauncher"  # hydra.launcher._target_ (see register_launcher)
+# sbatch options of the cells that also place the report job (not their GPUs, tasks or memory)
+_PLACEMENT_KEYS = ("partition", "account", "qos", "comment", "constraint", "exclude", "setup")
+
+
+@dataclass
+class SlurmConf(SlurmQueueConf):
+    _target_: str = PLUGIN_NAME
+    # false: submit the arrays and return; a job that depends on them writes the summary and report
+    wait: bool = True
+
+
+# conf/hydra/launcher/slurm.yaml extends this node. Stored on import, so also in each task: a
+# task unpickles the launcher (importing this module) before it composes its config again.
+ConfigStore.instance().store(group="hydra/launcher", name="outro_slurm", node=SlurmConf(), provider="outro_sweep")
+
+
+@functools.cache
+def max_array_size() -> int | None:
+    """The cluster's ``MaxArraySize`` (array indices must stay below it); None without scontrol."""
+    try:
+        out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
+def array_chunks(n: int, size: int | None) -> list[range]:
+    """Positions 0..n-1 cut into consecutive arrays of at most ``size`` cells (one array if None).
+    A chunk of one cell is submitted by submitit as a plain job."""
+    step = n if size is None else max(1, size)
+    return [range(start, min(n, start + step)) for start in range(0, n, max(1, step))]
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    def __init__(self, wait: bool = True, **params: Any) -> None:
+        super().__init__(**params)  # every other key becomes a submitit parameter
+        self.wait = wait
+
+    def executor(self):
+        """A submitit SLURM executor with the config's parameters, exactly as the plugin's
+        ``launch`` builds it."""
+        import submitit
+
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=self.params["submitit_folder"],
+                                         slurm_max_num_timeout=self.params["max_num_timeout"])
+        generic = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in generic else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items()
+                                      if k not in ("submitit_folder", "max_num_timeout")})
+        return executor
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None and job_overrides
+        executor = self.executor()
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
+        job_params = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = []
+        for chunk in array_chunks(len(job_params), max_array_size()):
+            jobs += executor.map_array(self, *zip(*job_params[chunk.start:chunk.stop]))
+        arrays = list(dict.fromkeys(job.job_id.split("_")[0] for job in jobs))
+        if len(arrays) > 1:
+            log.info(f"{len(jobs)} cells in {len(arrays)} arrays ({', '.join(arrays)}): MaxArraySize is {max_array_size()}")
+        if self.wait:
+            return [job.results()[0] for job in jobs]
+        pending = _UNWAITED.setdefault(str(sweep_dir), {"launcher": self, "arrays": [], "cells": 0})
+        pending["arrays"] += arrays
+        pending["cells"] += len(jobs)
+        return []  # no results: the cells are queued
+
+
+# sweep dir -> the launcher, arrays and number of cells submitted without waiting, in this process
+_UNWAITED: dict[str, dict] = {}
+
+
+def submit_finisher(sweep_dir: Path, wandb_mode: str) -> str | None:
+    """Submit the job that summarises the sweep once every array submitted without waiting has
+    ended; the line to print, or None when this process submitted no cell for ``sweep_dir``."""
+    pending = _UNWAITED.pop(str(sweep_dir), None)
+    if pending is None:
+        return None
+    import submitit
+
+    launcher, arrays = pending["launcher"], pending["arrays"]
+    params = launcher.params
+    # its own folder beside the cells' <job id> folders, which then name only the cells' arrays
+    executor = submitit.AutoExecutor(cluster="slurm", folder=sweep_dir / ".submitit" / "summary" / "%j")
+    executor.update_parameters(
+        name=f"{params['name']}-summary", timeout_min=params["timeout_min"], cpus_per_task=1, tasks_per_node=1,
+        **{f"slurm_{k}": params[k] for k in _PLACEMENT_KEYS if params.get(k) is not None},
+        slurm_additional_parameters=dict(params.get("additional_parameters") or {}),
+        slurm_dependency="afterany:" + ":".join(arrays))
+    job = executor.submit(finish_sweep_job, str(sweep_dir), wandb_mode, pending["cells"])
+    from outro_sweep.sweep.summary import SUMMARY_FILE
+
+    kind = "array" if len(arrays) == 1 else "arrays"
+    return (f"submitted {pending['cells']} cells as {kind} {', '.join(arrays)}; summary and report by job "
+            f"{job.job_id} -> {sweep_dir / SUMMARY_FILE}, {sweep_dir / 'report'} (log {job.paths.stdout})")
+
+
+def finish_sweep_job(sweep_dir: str, wandb_mode: str, launched: int) -> None:
+    """The dependent job: the summary the watcher would have printed; the job fails (exit 1) when
+    a cell failed, as the watching command would have."""
+    from outro_sweep.sweep.summary import finish_sweep
+
+    if finish_sweep(Path(sweep_dir), wandb_mode, launched):
+        sys.exit(1)
+
+
+def register_launcher() -> None:
+    """Make ``hydra/launcher=slurm`` instantiable: called by the CLI before Hydra starts.
+
+    Hydra instantiates only plugins registered under a ``hydra_plugins.`` name, and names a
+    plugin class by its ``__module__``; the class keeps its real module otherwise, because each
+    task unpickles the launcher by that name."""
+    real = SlurmLauncher.__module__
+    SlurmLauncher.__module__ = PLUGIN_MODULE
+    try:
+        Plugins.instance().register(SlurmLauncher)
+    finally:
+        SlurmLauncher.__module__ = real
