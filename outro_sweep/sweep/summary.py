@@ -1,4 +1,5 @@
-"""The sweep's last line: how many cells succeeded, were skipped and failed; exit code 1 if any failed.
+"""The sweep's last line: how many cells succeeded, were skipped, failed and were running
+elsewhere (locked by another process); exit code 1 if any failed or was running elsewhere.
 
 A Hydra callback (registered in conf/config.yaml under hydra.callbacks), so it runs in the
 submitting process after every launcher, local or SLURM. Each job leaves
@@ -16,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from outro_sweep.sweep.sweeper import SKIPPED_FILE
+from outro_sweep.sweep.sweeper import BUSY_FILE, SKIPPED_FILE
 
 
 def read_statuses(sweep_dir: Path) -> list[dict]:
@@ -29,8 +30,9 @@ def read_statuses(sweep_dir: Path) -> list[dict]:
     return statuses
 
 
-def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0) -> str:
-    """``jobs``: cells launched; ``skipped_before_launch``: done cells the sweeper never launched."""
+def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0, busy_before_launch: int = 0) -> str:
+    """``jobs``: cells launched; ``skipped_before_launch``: done cells the sweeper never launched;
+    ``busy_before_launch``: cells it did not launch because another process holds them."""
     counts = Counter(s["status"] for s in statuses)
     if counts.get("dry-run"):
         states = Counter(s.get("state", "?") for s in statuses)
@@ -39,8 +41,10 @@ def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0
     unreported = jobs - len(statuses)  # a job that died before writing its status (killed, no Python)
     failed = counts["failed"] + max(0, unreported)
     skipped = counts["skipped"] + skipped_before_launch
+    busy = counts["busy"] + busy_before_launch
+    running = f", {busy} running elsewhere (not done)" if busy else ""
     return (f"sweep: {counts['succeeded']} succeeded, {skipped} skipped (already done), "
-            f"{failed} failed, of {jobs + skipped_before_launch} cells")
+            f"{failed} failed{running}, of {jobs + skipped_before_launch + busy_before_launch} cells")
 
 
 class SweepSummary(Callback):
@@ -51,13 +55,15 @@ class SweepSummary(Callback):
                    if sweep_dir.is_dir() else 0)
         skipped_file = sweep_dir / SKIPPED_FILE
         skipped = len(json.loads(skipped_file.read_text())) if skipped_file.is_file() else 0
+        busy_file = sweep_dir / BUSY_FILE
+        busy = len(json.loads(busy_file.read_text())) if busy_file.is_file() else 0
         write_sweep_report(sweep_dir, statuses, str(config.logger.mode))
         for status in statuses:
             if status["status"] == "failed":
                 print(f"failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
                       f"(marker {status.get('cell')}/FAILED)", flush=True)
-        print(summary_line(statuses, jobs, skipped), flush=True)  # the sweep's last line
-        if any(s["status"] == "failed" for s in statuses) or len(statuses) < jobs:
+        print(summary_line(statuses, jobs, skipped, busy), flush=True)  # the sweep's last line
+        if busy or any(s["status"] in ("failed", "busy") for s in statuses) or len(statuses) < jobs:
             sys.exit(1)
 
 
