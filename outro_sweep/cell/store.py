@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import time
 import traceback
 from contextlib import contextmanager
@@ -139,8 +140,9 @@ class CellStore:
     def _warn(self, problem: str) -> None:
         if (str(self.dir), problem) not in _WARNED:
             _WARNED.add((str(self.dir), problem))
-            log.warning("cell %s: %s: not done, it will be merged again from its shards (%s)",
-                        self.identity, problem, self.dir)
+            # On stderr, not through logging: the sweeper plans before any job's logging exists.
+            print(f"warning: cell {self.identity}: {problem}: not done, it will be merged again from its shards "
+                  f"({self.dir})", file=sys.stderr, flush=True)
 
     def _shard_count(self) -> int:
         try:
