@@ -7,3 +7,9 @@ class ConfigError(ValueError):
     Raised before the model loads wherever the check does not need the model; the entry
     point prints it as ``error: <message>`` and exits with status 2.
     """
+
+
+class RunError(RuntimeError):
+    """A cell that cannot run here and now, though its input is fine: another process holds it,
+    or its folder is full or read-only. Reported as one line naming the path (no traceback),
+    with a non-zero exit; the cell's finished shards are kept for the next run."""

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from outro_sweep.errors import ConfigError
+from outro_sweep.errors import ConfigError, RunError
 
 
 def find_cells(paths: list[Path]) -> list[Path]:
@@ -45,7 +45,6 @@ def rescore_cell(cell_dir: Path) -> tuple[dict, dict, bool]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from outro_sweep.cell.store import CellStore
     from outro_sweep.cell.tracking import update_summary
     from outro_sweep.predict.shards import check_complete, read_shard_set
     from outro_sweep.scoring.cell import score_cell
@@ -57,10 +56,10 @@ def rescore_cell(cell_dir: Path) -> tuple[dict, dict, bool]:
     check_complete(shard_set, before["n"], cell_dir / "shards")
     judge = instantiate(config["judge"]) if (config.get("judge") or {}).get("enabled") else None
     after, _ = score_cell(shard_set, config, cell_dir, judge, {"skipped_missing": before.get("skipped_missing", 0)})
-    store = CellStore(cell_dir.parent.parent, cell_dir.name)
-    if (after["accuracy"], after["n"]) != (before["accuracy"], before["n"]):
-        store.mark_done(after)  # DONE repeats the accuracy
-    update_summary(config, cell_dir, after)
+    update_summary(config, cell_dir, after)  # before DONE, as a cell does
+    store = store_of(cell_dir)
+    if store.done_problem() is not None or (after["accuracy"], after["n"]) != (before["accuracy"], before["n"]):
+        store.mark_done(after)  # DONE names the new files' digests and repeats the accuracy
     return before, after, (cell_dir / "metrics.json").read_text() != old_text
 
 
@@ -79,16 +78,29 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"no cell under {', '.join(map(str, args.paths))}: valid values are sweep, job or "
                               "cell folders")
         for cell_dir in cells:
-            if not (cell_dir / "DONE").is_file():
-                print(f"not done, not rescored: {cell_dir}", flush=True)
-                continue
-            before, after, changed = rescore_cell(cell_dir)
+            store = store_of(cell_dir)
+            with store.lock():  # nothing else writes the cell meanwhile
+                if store.state() != "done":  # DONE missing, or not matching its files (warned)
+                    print(f"not done, not rescored: {cell_dir}", flush=True)
+                    continue
+                before, after, changed = rescore_cell(cell_dir)
             change = f"was {before['accuracy']:.4f}" if changed else "metrics unchanged"
             print(f"rescored {cell_dir.name}: accuracy {after['accuracy']:.4f} ({change}) -> {cell_dir}", flush=True)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
+
+
+def store_of(cell_dir: Path):
+    from outro_sweep.cell.store import CellStore
+
+    store = CellStore(cell_dir.parent.parent, cell_dir.name)
+    store.dir = cell_dir  # the folder as found, wherever it is
+    return store
 
 
 if __name__ == "__main__":

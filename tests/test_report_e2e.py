@@ -27,6 +27,7 @@ import yaml
 from PIL import Image
 
 from outro_sweep.cell.identity import identity_config
+from outro_sweep.cell.store import CellStore
 from tests.wandb_offline import find_runs, read_run
 
 pytestmark = pytest.mark.slow
@@ -226,13 +227,14 @@ def test_holm_option_fills_the_adjusted_column(full_report, tmp_path):
 
 @pytest.fixture(scope="module")
 def partial_report(tiny_model_dir, tmp_path_factory) -> dict:
-    """One cell done, one cut to its shards (partial), one failed (alpha=-1 is rejected in the
-    cell), one whose job folder is gone (missing); no baseline anywhere."""
+    """One cell done, one cut to its shards (partial), one failed (its results replaced by the
+    FAILED marker of an error after the model loaded; bad input never gets a cell folder), one
+    whose job folder is gone (missing); no baseline anywhere."""
     out = tmp_path_factory.mktemp("report_partial")
     sweep_dir = out / "multirun" / "2026-01-02" / "11-00-00"
-    swept = run_sweep(["-m", *base_args(tiny_model_dir), "outro.layer=1", "outro.alpha=0.5,1,2,-1",
+    swept = run_sweep(["-m", *base_args(tiny_model_dir), "outro.layer=1", "outro.alpha=0.5,1,2,3",
                        "logger.mode=disabled"], out, sweep_dir)
-    assert swept.returncode == 1, swept.stdout[-2000:] + swept.stderr[-3000:]  # the alpha=-1 cell failed
+    assert swept.returncode == 0, swept.stdout[-2000:] + swept.stderr[-3000:]
     added = {e["identity"] for e in json.loads((sweep_dir / "plan.json").read_text()) if e["baseline"]}
     for cell in (out / "cells").iterdir():  # the baseline the sweeper added is taken away
         if cell.name in added:
@@ -245,9 +247,13 @@ def partial_report(tiny_model_dir, tmp_path_factory) -> dict:
         (partial / name).unlink()
     assert list((partial / "shards").glob("*.jsonl"))
     shutil.rmtree(by_alpha["2"])
+    failed = (by_alpha["3"] / "cell").resolve()
+    for name in ("DONE", "metrics.json", "predictions.jsonl"):
+        (failed / name).unlink()
+    CellStore(out, failed.name).mark_failed(RuntimeError("outro.alpha=3 ran out of memory"), None)
     report = run_report(sweep_dir)
     return {"out": out, "report": report, "dir": sweep_dir / "report", "partial": partial.name,
-            "done": (by_alpha["0.5"] / "cell").resolve().name, "failed": (by_alpha["-1"] / "cell").resolve().name}
+            "done": (by_alpha["0.5"] / "cell").resolve().name, "failed": failed.name}
 
 
 def test_partial_sweep_lists_every_cell_with_its_state(partial_report):
@@ -305,7 +311,7 @@ def make_cell(output_dir: Path, identity: str, enabled: bool, correct: list[bool
                 "category": "even" if i % 2 == 0 else "odd"} for i, c in enumerate(correct)]
     (cell / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (cell / "metrics.json").write_text(json.dumps({"diagnostics": {}}))
-    (cell / "DONE").write_text("{}")
+    CellStore(output_dir, identity).mark_done({})
     return cell
 
 
@@ -323,6 +329,7 @@ def test_write_report_pairs_what_it_can_and_never_raises(tmp_path):
     paired = make_cell(out, "paired000000", True, treat, hashes={18: "other"})
     broken = make_cell(out, "broken000000", True, [True] * 20, alpha=1.0)
     (broken / "predictions.jsonl").write_text("{not json\n")
+    CellStore(out, broken.name).mark_done({})  # a DONE that holds over unparseable predictions
     for number, cell in enumerate((paired, broken)):
         job = sweep / f"{number}_outro.alpha={number}"
         job.mkdir()

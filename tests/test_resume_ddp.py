@@ -10,6 +10,7 @@ floats): an uninterrupted reference run, a run killed with SIGKILL mid-cell and 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -47,8 +48,11 @@ def test_shard_is_written_whole_under_its_name(tmp_path):
                               diagnostic_sums={"outro": {"cos_before/2": 1.0, "n/2": 4.0}})
     match = shards.SHARD_NAME.match(path.name)
     assert match and match.groups()[:3] == ("00000003", "00000005", "1")
-    lines = path.read_text().splitlines()
+    text = path.read_text()
+    lines = text.splitlines()
+    body = text.split("\n", 1)[1].encode()  # the checksum covers every byte after the header line
     assert json.loads(lines[0]) == {"_shard": {"rank": 1, "count": 2, "seconds": 0.5,
+                                               "sha256": hashlib.sha256(body).hexdigest(),
                                                "diagnostic_sums": {"outro": {"cos_before/2": 1.0,
                                                                              "n/2": 4.0}}}}
     assert lines[1:] == [json.dumps(record(5), sort_keys=True), json.dumps(record(3), sort_keys=True)]

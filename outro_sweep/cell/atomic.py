@@ -1,7 +1,10 @@
 """The one way the project writes a file that someone may read at any moment: a temporary
 file in the same folder, flushed and fsync'ed, renamed over the final name with
 ``os.replace``, then the folder fsync'ed. A reader (or a SIGKILL, or a power cut) sees the
-old file or the new one, never a part; at worst a stray ``.<name>.<8 hex>.tmp`` is left.
+old file or the new one, never a part; at worst a stray ``.<name>.<8 hex>.tmp`` is left (the
+random part makes the name unique per process and per write, so concurrent writers of one
+file never share a temporary). A write that fails (a full or read-only disk) removes its
+temporary and raises an ``OSError`` naming the final path.
 
 Used for prediction shards and predictions.jsonl, metrics.json, the DONE/FAILED markers,
 each job's status.json and the sweep's plan.json and skipped.json.
@@ -48,10 +51,20 @@ def write_text_atomic(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+    except BaseException as err:
+        _discard(temporary)
+        if isinstance(err, OSError):  # name the file meant, not its temporary (a failed write() names none)
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     fsync_dir(path.parent)
+
+
+def _discard(temporary: Path) -> None:
+    """Remove a temporary file that will never be renamed (also on a full or read-only disk)."""
+    try:
+        temporary.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def write_lines_atomic(path: Path, lines: Iterable[str]) -> None:

@@ -1,8 +1,9 @@
 """One sweep cell, start to finish: check, predict, score, log.
 
 Everything that can be checked without the model is checked before it loads
-(``outro_sweep.cell.checks``). A cell that raises is marked failed in one place (``run_cell``);
-an interrupted one (requeue, preemption, time limit) is not: its shards resume it.
+(``outro_sweep.cell.checks``), and before the cell's folder exists. A cell that raises is
+marked failed in one place (``run_cell``); an interrupted one (requeue, preemption, time
+limit) is not, nor one stopped by a full or read-only disk: its shards resume it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from outro_sweep.cell.identity import identity_inputs, identity_of
 from outro_sweep.cell.interruption import interrupted
 from outro_sweep.cell.interruption import watch as watch_for_interruption
 from outro_sweep.cell.masking import mask
-from outro_sweep.cell.store import CellStore
+from outro_sweep.cell.store import CellBusy, CellStore, disk_fault_line
 from outro_sweep.cell.tracking import open_cell_run
+from outro_sweep.errors import RunError
 from outro_sweep.predict.distributed import process_rank
 from outro_sweep.scoring.metrics import result_line
 from outro_sweep.sweep.baseline import baseline_identity
@@ -41,25 +43,53 @@ def resolved_config(cfg: DictConfig) -> dict:
 
 def run_cell(cfg: DictConfig) -> dict:
     """One cell; returns its metrics (also when skipped as done). Every process of a
-    multi-process cell runs this; only rank 0 writes results and logs to W&B."""
+    multi-process cell runs this; only rank 0 takes the cell's lock, writes results and logs
+    to W&B (the other ranks are part of the same job, under the lock rank 0 holds).
+
+    Order: every model-free check (no folder exists yet, so bad input leaves no cell), then
+    the lock, then the state (so of two runs started at once one runs and the other is refused,
+    or finds DONE), then predict, score, the W&B summary, and DONE last."""
     job_dir, rank = Path(HydraConfig.get().runtime.output_dir), process_rank()
     config = resolved_config(cfg)
     store = CellStore(cfg.paths.output_dir, config["identity"])
     if cfg.get("dry_run", False):
         return dry_run_line(store, job_dir)
-    if store.state() == "done" and not cfg.get("force", False):
+    try:
+        cell = check_cell(cfg)
+    except Exception as err:
+        if rank == 0:
+            write_status(job_dir, store, "failed", error=one_line_error(err))
+        raise
+    if rank != 0:
+        return _run_locked(cfg, config, store, cell, job_dir, rank)
+    try:
+        with store.lock():
+            return _run_locked(cfg, config, store, cell, job_dir, rank)
+    except CellBusy as err:
+        write_status(job_dir, store, "busy", error=str(err))
+        raise
+    except OSError as err:
+        line = disk_fault_line(err)
+        if line is None:
+            raise
+        write_status(job_dir, store, "failed", error=line)
+        raise RunError(line) from None  # one line: the cause is the path and the errno
+
+
+def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: Path, rank: int) -> dict:
+    force = bool(cfg.get("force", False))
+    if store.state() == "done" and not force:
         if rank == 0:
             store.link_from(job_dir)
             write_status(job_dir, store, "skipped")
             print(f"skip {store.identity}: {store.describe()} -> {store.dir}", flush=True)
         return json.loads(store.metrics.read_text())
     if rank == 0:
-        store.prepare(bool(cfg.get("force", False)))
+        store.prepare(force)
         store.link_from(job_dir)
     watch_for_interruption()
     tracker = None
     try:
-        cell = check_cell(cfg)
         if cell.judge is not None:
             config["judge_identity"] = cell.judge.identity()  # who graded, with which exact prompt
         log.info("cell %s: %d questions from %s", store.identity, len(cell.questions), type(cell.benchmark).__name__)
@@ -75,21 +105,31 @@ def run_cell(cfg: DictConfig) -> dict:
             return {}
         metrics, records = score_cell(shards, config, store.dir, cell.judge,
                                       {"skipped_missing": cell.benchmark.skipped_missing})
-        store.mark_done(metrics)  # last: a cell with DONE is complete
-        if tracker is not None:
+        if tracker is not None:  # before DONE: a cell killed right after DONE has its W&B summary
             tracker.finish(metrics, records if cfg.logger.log_predictions else None)
+            tracker = None
+        store.mark_done(metrics)  # last: a cell with DONE is complete
     except BaseException as err:
         # Interrupted (requeue, preemption, time limit): not failed; the requeued task resumes
-        # from the shards and continues the same W&B run.
-        if rank == 0 and not isinstance(err, (KeyboardInterrupt, SystemExit)) and not interrupted():
+        # from the shards and continues the same W&B run. A full or read-only disk is not a
+        # failure of the cell either: the next run on a writable disk completes it.
+        stopped = isinstance(err, (KeyboardInterrupt, SystemExit)) or interrupted()
+        if rank == 0 and not stopped and disk_fault_line(err) is None:
             store.mark_failed(err, job_log(job_dir))
-            write_status(job_dir, store, "failed", error=str(err).splitlines()[0] if str(err) else type(err).__name__)
+            write_status(job_dir, store, "failed", error=one_line_error(err))
         if tracker is not None and not interrupted():
-            tracker.fail()
+            try:
+                tracker.fail()
+            except Exception as fail_err:  # noqa: BLE001 - the cell's own error is the one to report
+                log.warning("W&B run not marked failed: %s", one_line_error(fail_err))
         raise
     print(result_line(metrics, store.dir), flush=True)
     write_status(job_dir, store, "succeeded")
     return metrics
+
+
+def one_line_error(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def dry_run_line(store: CellStore, job_dir: Path) -> dict:
@@ -108,6 +148,9 @@ def job_log(job_dir: Path) -> Path | None:
 
 def write_status(job_dir: Path, store: CellStore, status: str, **extra) -> None:
     """``<job_dir>/status.json``: what this job did with its cell (read by the sweep summary)."""
-    job_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(job_dir / "status.json", {"identity": store.identity, "status": status, "cell": str(store.dir),
-                                                **extra})
+    try:
+        job_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(job_dir / "status.json", {"identity": store.identity, "status": status,
+                                                    "cell": str(store.dir), **extra})
+    except OSError as err:  # a full or read-only job folder: the sweep counts the job as unreported
+        log.warning("status.json not written: %s", disk_fault_line(err) or one_line_error(err))

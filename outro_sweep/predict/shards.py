@@ -10,15 +10,23 @@ written by ``outro_sweep.cell.atomic``: a SIGKILL or power cut at any instant le
 the whole shard or none of it (plus, at worst, a stray ``.tmp`` file that readers ignore).
 
 Line 1 of a shard is its header, ``{"_shard": {...}}``: the rank, the record count, the
-seconds spent in ``predict_step`` for the batch and what the batch added to the attached
+sha256 of the record lines (every byte after the header line), the seconds spent in ``predict_step`` for the batch and what the batch added to the attached
 interventions' running sums (``diagnostic_sums``, ``{group: {key: float}}``), so timing and
 the cell's diagnostics sum over shards exactly: across the processes of a multi-process cell
 and across resumed attempts. Every further line is one raw prediction record (no scoring
 fields), ``json.dumps(record, sort_keys=True)``.
+
+A shard that is not whole (truncated, not JSON, a count or checksum that does not match: a
+shard edited after it was written, even into valid JSON) is set aside as
+``<name>.corrupt``, named in the log, and its questions count as not yet predicted, so the
+cell predicts them again. A shard whose header has no checksum (written before shards
+carried one) is trusted when it parses: the atomic write already guarantees it is whole,
+and predicting such cells again would discard results nothing suggests are wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -33,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SHARD_NAME = re.compile(r"^(\d{8,})-(\d{8,})-r(\d+)-([0-9a-f]{8})\.jsonl$")
 HEADER_KEY = "_shard"
+CORRUPT_SUFFIX = ".corrupt"  # a shard set aside: kept for inspection, never read again
 
 
 class ShardConflictError(RuntimeError):
@@ -57,11 +66,17 @@ def write_shard(shard_dir: Path, records: list[dict], rank: int, seconds: float 
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
     indices = [int(r["index"]) for r in records]
-    header = {HEADER_KEY: {"rank": rank, "count": len(records), "seconds": seconds,
+    lines = [dumps(r) for r in records]
+    header = {HEADER_KEY: {"rank": rank, "count": len(records), "sha256": _checksum(lines), "seconds": seconds,
                            "diagnostic_sums": diagnostic_sums or {}}}
     path = shard_dir / shard_name(min(indices), max(indices), rank)
-    write_lines_atomic(path, [dumps(header), *(dumps(r) for r in records)])
+    write_lines_atomic(path, [dumps(header), *lines])
     return path
+
+
+def _checksum(lines: list[str]) -> str:
+    """sha256 of the record lines as the file holds them (each with its newline)."""
+    return hashlib.sha256("".join(line + "\n" for line in lines).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -101,22 +116,25 @@ class ShardSet:
 
 
 def _read_one(path: Path) -> Shard:
-    """Parse one shard; ValueError when it is not whole (bad JSON, bad header, short)."""
+    """Parse one shard; ValueError when it is not whole (bad JSON, bad header, short, a
+    checksum that does not match)."""
     text = path.read_text(encoding="utf-8")
     if not text.endswith("\n"):
         raise ValueError("does not end with a newline (truncated)")
-    lines = text.splitlines()
-    if not lines:
-        raise ValueError("is empty")
+    lines = text[:-1].split("\n")  # exactly the bytes written, so the checksum covers every one
     header = {}
     first = json.loads(lines[0])
     if isinstance(first, dict) and HEADER_KEY in first:
         header, lines = first[HEADER_KEY], lines[1:]
+        if not isinstance(header, dict):
+            raise ValueError("its header is not an object")
     records = [json.loads(line) for line in lines]
     if not all(isinstance(r, dict) and isinstance(r.get("index"), int) for r in records):
         raise ValueError("holds a line that is not a record with an integer 'index'")
     if header and header.get("count") != len(records):
         raise ValueError(f"header says {header.get('count')} records, file holds {len(records)}")
+    if header.get("sha256") is not None and header["sha256"] != _checksum(lines):
+        raise ValueError("its records do not match the checksum in its header (changed after it was written)")
     if not records:
         raise ValueError("holds no records")
     return Shard(path, records, lines, header)
@@ -124,8 +142,9 @@ def _read_one(path: Path) -> Shard:
 
 def read_shard_set(shard_dir: Path) -> ShardSet:
     """Read every whole shard of ``shard_dir`` (missing folder: nothing). Temporary files are
-    ignored; a shard that cannot be parsed is reported by name (log warning, ``corrupt``) and
-    skipped, so its questions count as not yet predicted. Records are deduplicated by
+    ignored; a shard that cannot be parsed or fails its checksum is reported by name (log
+    warning, ``corrupt``) and set aside (``set_aside``), so its questions count as not yet
+    predicted. Records are deduplicated by
     ``index``: identical duplicates (e.g. a batch predicted twice) keep one; a duplicate index
     with a different record raises ``ShardConflictError`` naming both files."""
     shard_dir = Path(shard_dir)
@@ -138,7 +157,9 @@ def read_shard_set(shard_dir: Path) -> ShardSet:
                 shards.append(_read_one(path))
             except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
                 corrupt.append(path.name)
-                log.warning("prediction shard %s is unreadable and is skipped (%s)", path, err)
+                log.warning("prediction shard %s is unreadable and is set aside (%s); its questions will be "
+                            "predicted again", path, err)
+                set_aside(path)
     by_index: dict[int, tuple[dict, str, Path]] = {}
     for shard in shards:
         for record, line in zip(shard.records, shard.lines):
@@ -153,6 +174,16 @@ def read_shard_set(shard_dir: Path) -> ShardSet:
                 )
     ordered = sorted(by_index)
     return ShardSet(shards, corrupt, [by_index[i][0] for i in ordered], {i: by_index[i][1] for i in ordered})
+
+
+def set_aside(path: Path) -> None:
+    """Rename a bad shard to ``<name>.corrupt`` (readers skip it from then on). Safe beside
+    running writers: shards are only ever renamed into place whole. Where the folder cannot
+    be written the shard stays, and is skipped again by the next reader."""
+    try:
+        path.rename(path.with_name(path.name + CORRUPT_SUFFIX))
+    except OSError as err:
+        log.warning("prediction shard %s not set aside: %s", path, err.strerror or err)
 
 
 def read_shards(shard_dir: Path) -> list[dict]:

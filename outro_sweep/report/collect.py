@@ -86,11 +86,15 @@ def load_config(path: Path) -> dict | None:
         return None
 
 
-def store_state(cell_dir: Path) -> str:
-    """CellStore's state of a folder (done > failed > partial > new); "new" reads as missing."""
+def store_of(cell_dir: Path) -> CellStore:
     store = CellStore(cell_dir.parent.parent, cell_dir.name)
     store.dir = cell_dir  # the folder as given, wherever it is
-    state = store.state()
+    return store
+
+
+def store_state(cell_dir: Path) -> str:
+    """CellStore's state of a folder (done > failed > partial > new); "new" reads as missing."""
+    state = store_of(cell_dir).state()
     return "missing" if state == "new" else state
 
 
@@ -109,8 +113,9 @@ def read_cell(cell_dir: Path, job: str | None = None) -> ReportCell:
             cell.error = json.loads((cell_dir / "FAILED").read_text()).get("error")
         except (OSError, ValueError):
             cell.error = "FAILED marker unreadable"
-    if state == "done" and not (cell_dir / "predictions.jsonl").is_file():
-        cell.notes.append("DONE but predictions.jsonl is absent")
+    problem = store_of(cell_dir).done_problem() if state != "done" else None
+    if problem is not None:
+        cell.notes.append(f"DONE does not hold: {problem}")
     if state == "partial":
         cell.notes.append(f"{len(list((cell_dir / 'shards').glob('*.jsonl')))} prediction shards so far")
     return cell
@@ -347,6 +352,6 @@ class Store:
                     if (cell_dir / "DONE").is_file() and (cell_dir / "config.yaml").is_file():
                         cell = read_cell(cell_dir, "store")
                         cell.from_store = True
-                        if cell.config is not None:
+                        if cell.config is not None and cell.state == "done":
                             self._done.append(cell)
         return self._done

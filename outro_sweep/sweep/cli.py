@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.cell import masked_output
 from outro_sweep.cell.masking import mask_override
-from outro_sweep.errors import ConfigError
+from outro_sweep.errors import ConfigError, RunError
 from outro_sweep.sweep.secret_overrides import move_secrets_to_environment
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,11 @@ def _run(cfg: DictConfig) -> float | None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run_cell(cfg)
-    except ConfigError as err:
+    except (ConfigError, RunError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
-        if sweeping:  # one bad cell does not stop the sweep; the summary counts it as failed
+        if sweeping:  # one bad or busy cell does not stop the sweep; the summary counts it
             return None
-        sys.exit(2)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
     except Exception:
         if interrupted():
             # Requeued, preempted or timed out: leave without a result, so that submitit does

@@ -1,4 +1,5 @@
-"""The sweep's last line: how many cells succeeded, were skipped and failed; exit code 1 if any failed.
+"""The sweep's last line: how many cells succeeded, were skipped, failed and were running
+elsewhere (locked by another process); exit code 1 if any failed or was running elsewhere.
 
 A Hydra callback (registered in conf/config.yaml under hydra.callbacks), so it runs in the
 submitting process after every launcher, local or SLURM. Each job leaves
@@ -19,7 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from outro_sweep.cell.atomic import write_text_atomic
-from outro_sweep.sweep.sweeper import SKIPPED_FILE
+from outro_sweep.sweep.sweeper import BUSY_FILE, SKIPPED_FILE
 
 SUMMARY_FILE = "summary.txt"  # the failed cells and the sweep's last line, as printed
 
@@ -34,8 +35,9 @@ def read_statuses(sweep_dir: Path) -> list[dict]:
     return statuses
 
 
-def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0) -> str:
-    """``jobs``: cells launched; ``skipped_before_launch``: done cells the sweeper never launched."""
+def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0, busy_before_launch: int = 0) -> str:
+    """``jobs``: cells launched; ``skipped_before_launch``: done cells the sweeper never launched;
+    ``busy_before_launch``: cells it did not launch because another process holds them."""
     counts = Counter(s["status"] for s in statuses)
     if counts.get("dry-run"):
         states = Counter(s.get("state", "?") for s in statuses)
@@ -44,8 +46,10 @@ def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0
     unreported = jobs - len(statuses)  # a job that died before writing its status (killed, no Python)
     failed = counts["failed"] + max(0, unreported)
     skipped = counts["skipped"] + skipped_before_launch
+    busy = counts["busy"] + busy_before_launch
+    running = f", {busy} running elsewhere (not done)" if busy else ""
     return (f"sweep: {counts['succeeded']} succeeded, {skipped} skipped (already done), "
-            f"{failed} failed, of {jobs + skipped_before_launch} cells")
+            f"{failed} failed{running}, of {jobs + skipped_before_launch + busy_before_launch} cells")
 
 
 class SweepSummary(Callback):
@@ -66,7 +70,8 @@ class SweepSummary(Callback):
 
 def finish_sweep(sweep_dir: Path, wandb_mode: str, launched: int = 0) -> int:
     """Read every job's status, write the report, print the failed cells and the sweep's last
-    line (also kept in ``<sweep dir>/summary.txt``); 1 if a cell failed or never reported, else 0.
+    line (also kept in ``<sweep dir>/summary.txt``); 1 if a cell failed, never reported or was
+    running elsewhere (locked by another process), else 0.
 
     Runs in the submitting process once the launcher has waited for every cell, or in the job
     that depends on the SLURM arrays (``hydra.launcher.wait=false``). ``launched``: cells
@@ -76,15 +81,17 @@ def finish_sweep(sweep_dir: Path, wandb_mode: str, launched: int = 0) -> int:
                len([p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit()]) if sweep_dir.is_dir() else 0)
     skipped_file = sweep_dir / SKIPPED_FILE
     skipped = len(json.loads(skipped_file.read_text())) if skipped_file.is_file() else 0
+    busy_file = sweep_dir / BUSY_FILE
+    busy = len(json.loads(busy_file.read_text())) if busy_file.is_file() else 0
     write_sweep_report(sweep_dir, statuses, wandb_mode)
     lines = [f"failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
              f"(marker {status.get('cell')}/FAILED)" for status in statuses if status["status"] == "failed"]
-    lines.append(summary_line(statuses, jobs, skipped))  # the sweep's last line
+    lines.append(summary_line(statuses, jobs, skipped, busy))  # the sweep's last line
     for line in lines:
         print(line, flush=True)
     if sweep_dir.is_dir():
         write_text_atomic(sweep_dir / SUMMARY_FILE, "\n".join(lines) + "\n")
-    return int(any(s["status"] == "failed" for s in statuses) or len(statuses) < jobs)
+    return int(bool(busy) or any(s["status"] in ("failed", "busy") for s in statuses) or len(statuses) < jobs)
 
 
 def write_sweep_report(sweep_dir: Path, statuses: list[dict], wandb_mode: str) -> None:

@@ -2,7 +2,8 @@
 
 Before each batch goes to the launcher (local processes or a SLURM job array), every cell's
 config is composed here, in the submitting process, exactly as the job will compose it; its
-identity names its folder, and a cell whose folder holds DONE is left out of the launch. A
+identity names its folder, and a cell whose folder holds DONE (digests verified) is left out of
+the launch, as is a cell whose lock another process holds (listed in ``busy.json``). A
 re-run of a finished sweep therefore submits nothing, and a re-run after a partial failure
 submits only the missing cells. ``force=true`` and ``+dry_run=true`` launch every cell (the
 cells themselves then recompute, or only list). The skipped cells are written to
@@ -47,6 +48,7 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E40
 
 log = logging.getLogger(__name__)
 SKIPPED_FILE = "skipped.json"
+BUSY_FILE = "busy.json"  # cells not launched because another process holds their lock
 PLAN_FILE = "plan.json"  # every distinct cell of the sweep (baselines included): overrides and identity
 # Hydra instantiates a plugin only if its class is registered under a module name starting with
 # "hydra_plugins." (normally a top-level namespace package, which the project's fixed layout has
@@ -59,6 +61,7 @@ class SkipDoneSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = _LaunchUnfinished(self.launcher, self)
         self.skipped: list[dict] = []
+        self.busy: list[dict] = []
         self.planned: list[dict] = []
 
     def cell_config(self, overrides: Sequence[str]):
@@ -134,6 +137,13 @@ class SkipDoneSweeper(BasicSweeper):
                                  "baseline": added_as_baseline})
             if not (cfg.get("force", False) or cfg.get("dry_run", False)) and store.state() == "done":
                 self.record_skip(store, overrides)
+                continue
+            holder = None if cfg.get("dry_run", False) else store.holder()
+            if holder is not None:  # running elsewhere (another sweep, an orphan): never beside it
+                print(store.busy_line(holder), flush=True)
+                self.busy.append({"identity": store.identity, "overrides": list(overrides), "cell": str(store.dir),
+                                  "holder": holder})
+                self.write(BUSY_FILE, self.busy)
                 continue
             jobs.append(overrides)
         self.write(PLAN_FILE, self.planned)
