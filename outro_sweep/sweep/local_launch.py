@@ -42,7 +42,9 @@ from outro_sweep.cell.interruption import Interrupted
 
 log = logging.getLogger(__name__)
 LOST_FILE = "lost.json"  # launched jobs that ended without a result: job number, overrides, why
-GRACE_S = 10.0  # how long stopped cells get to exit after SIGTERM, seconds
+# How long stopped cells get to exit after SIGTERM, seconds: a cell stops within a few seconds,
+# W&B's closing of its run included, but several at once on a loaded machine take longer.
+GRACE_S = 20.0
 _POLL_S = 0.5
 
 
@@ -189,7 +191,9 @@ def _why_lost(job, err: Exception) -> str:
     if returncode is not None and returncode < 0:
         return f"killed by signal {-returncode} (its controller)"
     if not job.paths.result_pickle.exists():
-        return f"died without a status (killed, e.g. out of memory? its log: {job.paths.stderr})"
+        lines = job.paths.stderr.read_text(errors="replace").split("\n") if job.paths.stderr.is_file() else []
+        last = next((line.strip() for line in reversed(lines) if line.strip()), "")
+        return f"died without a status (killed, e.g. out of memory?); last line of {job.paths.stderr}: {last[:200]}"
     return f"failed: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}"
 
 
