@@ -110,7 +110,9 @@ def _using(out: Path) -> list[psutil.Process]:
 
 def test_timeout_30_stops_a_long_single_run(tmp_path):
     """``timeout 30`` (SIGTERM) on a run of all 300 questions: it stops within seconds, keeps
-    its shards, writes no FAILED marker and says how far it got."""
+    its shards, writes no FAILED marker and says how far it got. (On a loaded machine the
+    model may not have finished a question by then; the tests below signal once shards exist,
+    and rerun.)"""
     out, log = tmp_path / "out", tmp_path / "run.log"
     started = time.monotonic()
     process = _start(["timeout", "30", *_command(out, LONG)], log)
@@ -122,7 +124,8 @@ def test_timeout_30_stops_a_long_single_run(tmp_path):
     assert latency < STOP_WITHIN_S, text[-3000:]
     line = re.search(r"interrupted by SIGTERM: (\d+) of 300 questions are in shards", text)
     assert line, text[-3000:]
-    assert int(line.group(1)) == len(_shards(out)) >= 1
+    assert int(line.group(1)) == len(_shards(out))
+    assert (out / "cells").is_dir() and len(list(out.glob("cells/*/shards"))) == 1
     assert not _failed_markers(out) and not list(out.glob("cells/*/DONE"))
     assert "Traceback" not in text
 
