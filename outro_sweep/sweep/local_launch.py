@@ -55,17 +55,20 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
     stopping = (signal.SIGINT, signal.SIGTERM)
     handlers = {signum: signal.getsignal(signum) for signum in stopping}
     # Submit with SIGINT ignored, so that the controllers inherit it, and blocked, so that a
-    # Ctrl-C meanwhile stays pending (Linux keeps a blocked signal even when ignored) and is
-    # delivered below, once every started job is known.
-    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+    # Ctrl-C meanwhile stays pending (Linux keeps a blocked signal even when ignored); a
+    # SIGTERM meanwhile is noted. Either is acted on once every started job is known.
+    pending: list[int] = []
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda number, frame: pending.append(number))
     try:
-        jobs = _submit(launcher, job_overrides, initial_job_idx)
+        processes = _Jobs(_submit(launcher, job_overrides, initial_job_idx))
         for signum in stopping:
             signal.signal(signum, _raise_interrupted)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
-        processes = _Jobs(jobs)
         try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a pending Ctrl-C raises here
+            if pending:
+                raise Interrupted(pending[0])
             processes.wait()
         except Interrupted as stop:
             stopped = processes.stop()
@@ -73,9 +76,10 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
                   "kept); rerun to resume", file=sys.stderr, flush=True)
             sys.exit(stop.exit_code)
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
+    jobs = processes.jobs
     results, lost = [], []
     for number, (job, overrides) in enumerate(zip(jobs, job_overrides), start=initial_job_idx):
         try:
@@ -92,7 +96,8 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
 
 
 def _raise_interrupted(number: int, frame) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the stopping
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the stopping
+        signal.signal(signum, signal.SIG_IGN)
     raise Interrupted(number)
 
 
