@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from outro_sweep.errors import ConfigError
+
 # How long a collective (the barrier after prediction: rank 0 waits there for the slowest
 # rank before it merges) may wait. Ranks get equal shares of the questions, but per-sample
 # time varies (clip lengths, answer lengths), so this is far above torch's 30-minute default;
@@ -46,6 +48,38 @@ def launcher() -> str | None:
     if (_int("WORLD_SIZE") or 1) > 1:
         return "torchrun"
     return None
+
+
+# What each launcher sets in every process it starts, beyond the process count: without them
+# the count was inherited, not launched (a WORLD_SIZE left in the shell; an sbatch script or an
+# salloc shell that runs the cell without srun, where SLURM_NTASKS is the allocation's).
+_LAUNCHED_BY = {
+    "slurm": ("SLURM_NTASKS", ("SLURM_STEP_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID"),
+              "srun (hydra/launcher=slurm with hydra.launcher.tasks_per_node=N)"),
+    "submitit_local": ("SUBMITIT_LOCAL_NTASKS", ("SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_JOB_ID"),
+                       "hydra/launcher=local with hydra.launcher.tasks_per_node=N"),
+    "torchrun": ("WORLD_SIZE", ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"),
+                 "torchrun --nproc-per-node=N -m outro_sweep ..."),
+}
+
+
+def check_launcher_environment() -> None:
+    """Refuse, in one line, a process count that no launcher started: the cell would wait for
+    processes that never come (torch's rendezvous, for hours) or fail deep inside Lightning.
+    Runs in the cell's own process (its environment is the launcher's, not the submitter's),
+    before the model loads."""
+    source = launcher()
+    if source is None:
+        return
+    count, needed, how = _LAUNCHED_BY[source]
+    missing = [name for name in needed if not os.environ.get(name, "").strip()]
+    if missing:
+        raise ConfigError(f"{count}={os.environ[count]} is set but {', '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not, so no launcher started this process: "
+                          f"valid values are {count} unset or 1 (one process), or a launch by {how}")
+    if not 0 <= process_rank() < world_size():
+        raise ConfigError(f"this process's rank {process_rank()} is outside {count}={os.environ[count]}: valid "
+                          f"values are 0..{world_size() - 1}, as set by {how}")
 
 
 def process_rank() -> int:

@@ -36,6 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from outro_sweep.benchmarks.base import Benchmark, Question
+from outro_sweep.cell import interruption
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
 from outro_sweep.interventions.stack import InterventionStack
@@ -71,6 +72,13 @@ def share_of(remaining: list[int], batch_size: int, rank: int, world: int) -> li
     batches = [remaining[i:i + batch_size] for i in range(0, len(remaining), batch_size)]
     first, last = rank * len(batches) // world, (rank + 1) * len(batches) // world
     return [index for batch in batches[first:last] for index in batch]
+
+
+class _StopOnSignal(pl.Callback):
+    """SIGTERM stops prediction at once, as elsewhere in the cell (``outro_sweep.cell.interruption``)."""
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        interruption.reclaim()
 
 
 def _check_resumable(shard_set: ShardSet, questions: list, loader: ModelLoader, cell_dir: Path) -> None:
@@ -145,12 +153,13 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
     cell_dir = Path(cell_dir)
     shard_dir = cell_dir / "shards"
     writer = ShardPredictionWriter(shard_dir)
+    interruption.track(shard_dir, len(questions))
     overrides = trainer_overrides(cfg.trainer.get("accelerator"))
     trainer = None
     if overrides:
         # Multi-process: the Trainer (and its process group) comes first, so that rank 0 can
         # tell the others which questions are left before anyone loads the model.
-        trainer = instantiate(cfg.trainer, callbacks=[writer], use_distributed_sampler=False, **overrides)
+        trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal()], use_distributed_sampler=False, **overrides)
         if (trainer.global_rank, trainer.world_size) != (process_rank(), world_size()):
             raise RuntimeError(f"Lightning sees rank {trainer.global_rank} of {trainer.world_size}, the environment "
                                f"says {process_rank()} of {world_size()}")
@@ -176,7 +185,7 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
 
         module, data = _setup_everywhere(setup, mine, trainer)
         if trainer is None:
-            trainer = instantiate(cfg.trainer, callbacks=[writer])
+            trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal()])
         started = time.perf_counter()
         with stack.attach(module.model, rule) as attached:
             module.attached = attached

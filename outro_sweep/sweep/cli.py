@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -73,12 +74,21 @@ def _run(cfg: DictConfig) -> float | None:
     from hydra.types import RunMode
 
     from outro_sweep.cell.recipe import run_cell  # imported here: torch/transformers load after arg checks
-    from outro_sweep.cell.interruption import interrupted
+    from outro_sweep.cell.interruption import Interrupted, interrupted, stop_line
+    from outro_sweep.predict.distributed import check_launcher_environment
 
     masked_output.install()  # a submitit job runs here in a fresh process
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        check_launcher_environment()
+    except ConfigError as err:  # the process's environment, not the cell's: every cell here would fail alike
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    try:
         metrics = run_cell(cfg)
+    except Interrupted as stop:  # SIGTERM/SIGINT outside SLURM: shards kept, no FAILED marker
+        print(stop_line(stop), file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
     except (ConfigError, RunError) as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         if sweeping:  # one bad or busy cell does not stop the sweep; the summary counts it
@@ -158,4 +168,11 @@ def main() -> None:
         sys.exit(2)
     if not OmegaConf.has_resolver("cell_dirname"):
         OmegaConf.register_new_resolver("cell_dirname", cell_dirname)
-    _run()
+    from outro_sweep.cell.interruption import Interrupted
+
+    try:
+        _run()
+    except (Interrupted, KeyboardInterrupt) as stop:  # between cells, or before the first one starts
+        stop = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT)
+        print(f"{stop}: rerun to resume", file=sys.stderr)
+        sys.exit(stop.exit_code)

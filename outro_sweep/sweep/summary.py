@@ -20,18 +20,33 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from outro_sweep.cell.atomic import write_text_atomic
+from outro_sweep.sweep.local_launch import LOST_FILE
 from outro_sweep.sweep.sweeper import BUSY_FILE, SKIPPED_FILE
 
 SUMMARY_FILE = "summary.txt"  # the failed cells and the sweep's last line, as printed
 
 
 def read_statuses(sweep_dir: Path) -> list[dict]:
+    """Every job's status; a job that ended without one (its process killed: out of memory, a
+    signal) counts as failed, with the reason the launcher recorded when it has one."""
     statuses = []
     for path in sorted(sweep_dir.glob("*/status.json")):
         try:
             statuses.append(json.loads(path.read_text()) | {"job": path.parent.name})
         except (OSError, json.JSONDecodeError):
             statuses.append({"job": path.parent.name, "status": "failed", "error": f"unreadable {path}"})
+    lost_file = sweep_dir / LOST_FILE
+    lost = {str(e["job"]): e for e in json.loads(lost_file.read_text())} if lost_file.is_file() else {}
+    reported = {s["job"] for s in statuses}
+    job_dirs = sorted(p for p in sweep_dir.glob("[0-9]*_*") if p.is_dir()) if sweep_dir.is_dir() else []
+    for folder in job_dirs:
+        if folder.name not in reported:
+            entry = lost.pop(folder.name.split("_", 1)[0], {})
+            statuses.append({"job": folder.name, "status": "failed",
+                             "error": entry.get("error", "died without a status (killed, e.g. out of memory?)")})
+    for number, entry in lost.items():  # died before its job folder existed
+        statuses.append({"job": f"{number} ({' '.join(entry['overrides']) or 'defaults'})", "status": "failed",
+                         "error": entry["error"]})
     return statuses
 
 
@@ -84,8 +99,10 @@ def finish_sweep(sweep_dir: Path, wandb_mode: str, launched: int = 0) -> int:
     busy_file = sweep_dir / BUSY_FILE
     busy = len(json.loads(busy_file.read_text())) if busy_file.is_file() else 0
     write_sweep_report(sweep_dir, statuses, wandb_mode)
-    lines = [f"failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
-             f"(marker {status.get('cell')}/FAILED)" for status in statuses if status["status"] == "failed"]
+    lines = [f"failed: {status['job']}: {status.get('error')}" if "identity" not in status  # died without a status
+             else f"failed: {status['job']} cell {status.get('identity')}: {status.get('error')} "
+                  f"(marker {status.get('cell')}/FAILED)"
+             for status in statuses if status["status"] == "failed"]
     lines.append(summary_line(statuses, jobs, skipped, busy))  # the sweep's last line
     for line in lines:
         print(line, flush=True)

@@ -175,7 +175,9 @@ def refusal_lines(errors: dict[str, list[list[str]]], all_cells: list[list[str]]
 
 
 class _LaunchUnfinished:
-    """Wraps the configured launcher: ``launch`` gets only the cells that are not done."""
+    """Wraps the configured launcher: ``launch`` gets only the cells that are not done. The
+    local submitit launcher's own wait orphans its cells on Ctrl-C and crashes when one cell
+    process is killed, so its jobs are submitted and waited for by ``launch_local`` instead."""
 
     def __init__(self, launcher, sweeper: SkipDoneSweeper) -> None:
         self.launcher = launcher
@@ -185,6 +187,12 @@ class _LaunchUnfinished:
         todo = self.sweeper.plan(job_overrides)
         if not todo:  # nothing to submit (an empty job array is an error for submitit)
             return []
+        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
+
+        if isinstance(self.launcher, LocalLauncher):
+            from outro_sweep.sweep.local_launch import launch_local
+
+            return launch_local(self.launcher, todo, initial_job_idx)
         return self.launcher.launch(todo, initial_job_idx=initial_job_idx)
 
     def __getattr__(self, name: str):
