@@ -87,7 +87,7 @@ def smollm2_loader() -> SmolLM2:
         ({"prompt": "no placeholders"}, "judge.prompt", "{question}, {answer}, {prediction}"),
         ({"prompt": ""}, "judge.prompt", "{question}"),
         ({"max_new_tokens": 0}, "judge.max_new_tokens=0", "integers >= 1"),
-        ({"max_new_tokens": True}, "judge.max_new_tokens=True", "integers >= 1"),
+        ({"max_new_tokens": True}, "judge.max_new_tokens=true", "integers >= 1"),
         ({"batch_size": "8"}, "judge.batch_size='8'", "integers >= 1"),
         ({"model": {"_target_": "x"}}, "judge.model", "conf/model/"),
     ],

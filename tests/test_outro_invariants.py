@@ -19,8 +19,7 @@ import torch
 
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.attention_hook import ACTIVE_EDITORS
-from outro_sweep.interventions.outro import OutRo, relaxation_layers
-from outro_sweep.interventions.settings import check_rotate_decode
+from outro_sweep.interventions.outro import OutRo, OutRoIntervention, relaxation_layers
 from outro_sweep.interventions.sinks.attention_mass import AttentionMass
 from outro_sweep.interventions.sinks.first_k import FirstK
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
@@ -291,13 +290,23 @@ def test_relaxation_layers_schedule():
     assert relaxation_layers([0, 29], 30) == [0, 29]
 
 
-@pytest.mark.parametrize("layer", [30, -1, [3, 30], "first", True, 2.5, [1.0]])
+@pytest.mark.parametrize("layer", [30, -1, [3, 30]])
 def test_relaxation_layer_out_of_range(layer):
     with pytest.raises(ConfigError) as info:
         relaxation_layers(layer, 30)
     message = str(info.value)
     assert "\n" not in message
     assert "outro.layer" in message and "0..29" in message
+
+
+# What a layer is (not its range) is the annotation's, checked when the intervention is built.
+@pytest.mark.parametrize("layer", ["first", True, 2.5, [1.0], [], -1])
+def test_bad_layer_syntax_is_refused_on_construction(layer):
+    with pytest.raises(ConfigError) as info:
+        OutRoIntervention(layer=layer)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("outro.layer=") and "auto" in message and "null" in message
 
 
 def test_outro_rejects_bad_layer_before_touching_the_model(smollm2):
@@ -330,14 +339,14 @@ def test_bad_strengths_raise_config_error(smollm2, kwargs, key):
 
 @pytest.mark.parametrize("value", [True, False, "official"])
 def test_rotate_decode_accepts_its_three_values(value):
-    check_rotate_decode(value)
+    assert OutRoIntervention(rotate_decode=value).rotate_decode == value
 
 
 # "no"/"maybe" arrive as strings from a Hydra override and must not count as truthy; 1/0 are not bools.
 @pytest.mark.parametrize("value", ["maybe", "no", "yes", "true", "Official", "", None, 1, 0, 1.0])
 def test_bad_rotate_decode_raises_config_error(smollm2, value):
     with pytest.raises(ConfigError) as info:
-        check_rotate_decode(value)
+        OutRoIntervention(rotate_decode=value)
     message = str(info.value)
     assert message.startswith("outro.rotate_decode=") and "\n" not in message
     assert "true, false, official" in message

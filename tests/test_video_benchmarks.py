@@ -529,16 +529,16 @@ def test_empty_data_dir_names_the_missing_file(tmp_path, cls):
 def test_unknown_split_task_and_settings(vqa, tmp_path):
     with pytest.raises(ConfigError) as excinfo:
         NExTQAMC(data_dir=str(vqa / "nextqa"), split="dev")
-    one_line_error(excinfo, "benchmark.split='dev'", "train, val, test")
+    one_line_error(excinfo, "benchmark.split=dev", "train, val, test")
     with pytest.raises(ConfigError) as excinfo:
         NExTQAMC(data_dir=str(vqa / "nextqa"), split="train")  # a valid split whose file is absent
     one_line_error(excinfo, "benchmark.split", "train.csv")
     with pytest.raises(ConfigError) as excinfo:
         ActivityNetQA(data_dir=str(vqa / "activitynet_qa"), split="testing")
-    one_line_error(excinfo, "benchmark.split='testing'", "train, val, test")
+    one_line_error(excinfo, "benchmark.split=testing", "train, val, test")
     with pytest.raises(ConfigError) as excinfo:
         TGIFQA(data_dir=str(vqa / "tgif_qa"), task="caption")
-    one_line_error(excinfo, "benchmark.task='caption'", "action, transition, frameqa, count")
+    one_line_error(excinfo, "benchmark.task=caption", "action, transition, frameqa, count")
     with pytest.raises(ConfigError) as excinfo:
         TGIFQA(data_dir=str(vqa / "tgif_qa"), task="count", scoring="logits")
     one_line_error(excinfo, "benchmark.scoring=logits", "scoring=generate")
@@ -551,7 +551,7 @@ def test_unknown_split_task_and_settings(vqa, tmp_path):
     one_line_error(excinfo, "benchmark.durations", "short, medium, long")
     with pytest.raises(ConfigError) as excinfo:
         VideoMME(data_dir=str(vqa / "videomme"), video_name="url")
-    one_line_error(excinfo, "benchmark.video_name='url'", "youtube_id, video_id")
+    one_line_error(excinfo, "benchmark.video_name=url", "youtube_id, video_id")
     with pytest.raises(ConfigError) as excinfo:
         VideoMME(data_dir=str(vqa / "videomme"), qa_file="missing.json")
     one_line_error(excinfo, "benchmark.qa_file", "missing.json")

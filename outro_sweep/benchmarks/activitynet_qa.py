@@ -15,6 +15,7 @@ and ``video_ext`` change that.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from outro_sweep.benchmarks.video_base import (
     YES_NO,
@@ -23,6 +24,7 @@ from outro_sweep.benchmarks.video_base import (
     ask,
     join_by_question_id,
 )
+from outro_sweep.config.schema import check_arguments
 
 SPLITS = ("train", "val", "test")
 TYPES = {
@@ -44,9 +46,10 @@ class ActivityNetQA(VideoBenchmark):
     layout = "<split>_q.json and <split>_a.json (ActivityNet-QA: question_id, video_name, question / answer, type)"
     kinds = ("yesno", "open")
 
-    def __init__(self, data_dir: str, split: str = "test", video_prefix: str = "v_", **kwargs) -> None:
+    def __init__(self, data_dir: str, split: Literal[SPLITS] = "test", video_prefix: str = "v_", **kwargs) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
-        self.split = self._choice("split", split, SPLITS)
+        check_arguments(ActivityNetQA, locals(), self.config_key)
+        self.split = split
         self.questions_path = self._file(f"{self.split}_q.json", key="benchmark.split")
         self.answers_path = self._file(f"{self.split}_a.json", key="benchmark.split")
         self.video_prefix = "" if video_prefix is None else str(video_prefix)

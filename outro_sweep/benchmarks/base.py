@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
-from outro_sweep.config.schema import Range
+from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
 
 SCORING_METHODS = ("generate", "logits")
@@ -107,6 +107,7 @@ class Benchmark:
     """Subclasses implement ``_load`` (all questions, in a deterministic order)."""
 
     name = "base"
+    config_key: ClassVar[str] = "benchmark"  # the config group of its keys (prefixes them in messages)
     open_metric = "exact_match"  # how open answers are scored: exact_match | wups
     # mc: also accept an answer that quotes exactly one option's text (video QA models often do)
     match_option_text = False
@@ -118,14 +119,7 @@ class Benchmark:
         scoring: Literal[SCORING_METHODS] = "generate",
         max_new_tokens: Annotated[int, Range(ge=1)] = 8,
     ) -> None:
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-            raise ConfigError(f"benchmark.limit={limit!r} is invalid: valid values are null or an integer >= 0")
-        if scoring not in SCORING_METHODS:
-            raise ConfigError(
-                f"benchmark.scoring={scoring!r} is invalid: valid values are {', '.join(SCORING_METHODS)}"
-            )
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ConfigError(f"benchmark.max_new_tokens={max_new_tokens!r} is invalid: valid values are integers >= 1")
+        check_arguments(Benchmark, locals(), self.config_key)
         self.limit = limit
         self.scoring = scoring
         self.max_new_tokens = max_new_tokens

@@ -18,8 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
-from outro_sweep.config.schema import Range
-from outro_sweep.errors import ConfigError
+from outro_sweep.config.schema import Range, check_arguments
 
 # A week has seven days: the calendar questions cannot offer more distinct plausible options.
 MAX_OPTIONS = 7
@@ -183,26 +182,13 @@ CATEGORIES: dict[str, Callable[[random.Random], Generated]] = {
 }
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 class BuiltinMC(Benchmark):
     name = "builtin_mc"
 
     def __init__(self, num_questions: Annotated[int, Range(ge=1)] = 300, seed: int = 0,
                  num_options: Annotated[int, Range(ge=2, le=MAX_OPTIONS)] = 4, **kwargs) -> None:
         super().__init__(**kwargs)
-        if not _is_int(num_questions) or num_questions < 1:
-            raise ConfigError(
-                f"benchmark.num_questions={num_questions!r} is invalid: valid values are integers >= 1"
-            )
-        if not _is_int(seed):
-            raise ConfigError(f"benchmark.seed={seed!r} is invalid: valid values are integers")
-        if not _is_int(num_options) or not 2 <= num_options <= MAX_OPTIONS:
-            raise ConfigError(
-                f"benchmark.num_options={num_options!r} is invalid: valid values are integers 2..{MAX_OPTIONS}"
-            )
+        check_arguments(BuiltinMC, locals(), self.config_key)
         self.num_questions = num_questions
         self.seed = seed
         self.num_options = num_options

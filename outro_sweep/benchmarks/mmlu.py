@@ -22,7 +22,7 @@ from typing import Annotated, Literal
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
 from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import format_options, option_letters
-from outro_sweep.config.schema import Range
+from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
 
 SPLITS = ("dev", "val", "test")
@@ -51,18 +51,13 @@ class MMLU(Benchmark):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        check_arguments(MMLU, locals(), self.config_key)
         # Every check here reads only folder listings, so bad input fails before the model loads.
         root = Path(str(data_dir)).expanduser()
         if not all((root / s).is_dir() for s in SPLITS):
             raise ConfigError(
                 f"benchmark.data_dir={str(data_dir)!r} is not an MMLU folder: valid values are a folder "
                 f"holding {'/, '.join(SPLITS)}/ with <subject>_<split>.csv files (the original release's data/)"
-            )
-        if split not in SPLITS:
-            raise ConfigError(f"benchmark.split={split!r} is invalid: valid values are {', '.join(SPLITS)}")
-        if not isinstance(num_fewshot, int) or isinstance(num_fewshot, bool) or not 0 <= num_fewshot <= MAX_FEWSHOT:
-            raise ConfigError(
-                f"benchmark.num_fewshot={num_fewshot!r} is invalid: valid values are integers 0..{MAX_FEWSHOT}"
             )
         if split == "dev" and num_fewshot > 0:
             raise ConfigError(

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Literal
 
 from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
+from outro_sweep.config.schema import check_arguments
 
 SPLITS = ("train", "val", "test")
 MAP_FILE = "map_vid_vidorID.json"
@@ -36,9 +38,10 @@ LETTERS = option_letters(5)
 class _NExTQA(VideoBenchmark):
     columns: tuple[str, ...] = ()
 
-    def __init__(self, data_dir: str, split: str = "val", **kwargs) -> None:
+    def __init__(self, data_dir: str, split: Literal[SPLITS] = "val", **kwargs) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
-        self.split = self._choice("split", split, SPLITS)
+        check_arguments(_NExTQA, locals(), self.config_key)
+        self.split = split
         self.csv_path = self._file(f"{self.split}.csv", key="benchmark.split")
         self.map_path = self._file(MAP_FILE)
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Literal
 
 from outro_sweep.benchmarks.files import open_text
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.benchmarks.video_base import VideoBenchmark, Question, ask
+from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
 
 TASKS = ("action", "transition", "frameqa", "count")
@@ -43,10 +45,11 @@ class TGIFQA(VideoBenchmark):
     default_video_ext = ".gif"
     kinds = ("mc",)  # per task: set in __init__ (the base class checks scoring against this)
 
-    def __init__(self, data_dir: str, task: str = "action", split: str = "test", **kwargs) -> None:
+    def __init__(self, data_dir: str, task: Literal[TASKS] = "action", split: Literal[SPLITS] = "test",
+                 **kwargs) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
-        self.task = self._choice("task", task, TASKS)
-        self.split = self._choice("split", split, SPLITS)
+        check_arguments(TGIFQA, locals(), self.config_key)
+        self.task, self.split = task, split
         self.kinds = ("mc",) if self.task in MC_TASKS else ("open",)
         if self.scoring == "logits" and self.task not in MC_TASKS:
             raise ConfigError(

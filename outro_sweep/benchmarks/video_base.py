@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.base import OPEN_METRICS, YES_NO, Benchmark, Question, ask  # noqa: F401 (re-exported)
 from outro_sweep.cell.fingerprint import file_listing
-from outro_sweep.config.schema import Doc
+from outro_sweep.config.schema import Doc, check_arguments
 from outro_sweep.errors import ConfigError
 
 _EXT = re.compile(r"\.[A-Za-z0-9]+")
@@ -56,8 +56,9 @@ class VideoBenchmark(Benchmark):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        check_arguments(VideoBenchmark, locals(), self.config_key)
         if open_metric is not None:
-            self.open_metric = self._choice("open_metric", open_metric, OPEN_METRICS)
+            self.open_metric = open_metric
         if data_dir is None or not Path(str(data_dir)).expanduser().is_dir():
             raise ConfigError(
                 f"benchmark.data_dir={None if data_dir is None else str(data_dir)!r} is not a folder: "
@@ -68,8 +69,6 @@ class VideoBenchmark(Benchmark):
                 f"benchmark.scoring=logits reads option-letter logits, and benchmark={self.name} has "
                 f"{'/'.join(k for k in self.kinds if k != 'mc')} questions: valid values are scoring=generate"
             )
-        if not isinstance(skip_missing, bool):
-            raise ConfigError(f"benchmark.skip_missing={skip_missing!r} is invalid: valid values are true, false")
         if skip_missing and video_dir is None:
             raise ConfigError(
                 "benchmark.skip_missing=true needs benchmark.video_dir to look for videos in: "
@@ -124,11 +123,6 @@ class VideoBenchmark(Benchmark):
         return ConfigError(
             f"benchmark.data_dir={str(self.root)!r}: {path.name} {where} is malformed: valid records are {expected}"
         )
-
-    def _choice(self, key: str, value, valid: Sequence[str]) -> str:
-        if value not in valid:
-            raise ConfigError(f"benchmark.{key}={value!r} is invalid: valid values are {names(valid)}")
-        return value
 
     def _select(self, key: str, value, available: Sequence[str]) -> list[str]:
         """'all', one name, a comma list or a list -> the chosen names, in ``available`` order."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 from urllib.parse import parse_qs, urlparse
 
 from outro_sweep.benchmarks.prompting import option_letters
@@ -28,6 +29,7 @@ from outro_sweep.benchmarks.video_base import (
     ask,
     strip_letter,
 )
+from outro_sweep.config.schema import check_arguments
 
 DURATIONS = ("short", "medium", "long")
 VIDEO_NAMES = ("youtube_id", "video_id")
@@ -66,13 +68,14 @@ class VideoMME(VideoBenchmark):
         data_dir: str,
         qa_file: str = "videomme_900videos_2700q.json",
         durations="all",
-        video_name: str = "youtube_id",
+        video_name: Literal[VIDEO_NAMES] = "youtube_id",
         **kwargs,
     ) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
+        check_arguments(VideoMME, locals(), self.config_key)
         self.qa_path = self._file(str(qa_file), key="benchmark.qa_file")
         self.durations = self._select("durations", durations, DURATIONS)
-        self.video_name = self._choice("video_name", video_name, VIDEO_NAMES)
+        self.video_name = video_name
 
     def describe(self) -> str:
         return f"durations=[{', '.join(self.durations)}]"

@@ -10,6 +10,11 @@ Every keyword of the class's ``__init__`` (followed up its base classes where it
 class does not take (with a "did you mean"), a value of the wrong type (``true`` is not a
 number, ``"no"`` is not a bool, ``1.5`` is not an int), a value outside its range, and a
 required key left at ``???``. It needs the node only, never the model.
+
+The annotation is the one place a constraint is written: each class calls ``check_arguments``
+at the top of its ``__init__``, so that building it directly (a test, library use) refuses
+exactly what its config would, with the same message. Its ``__init__`` checks by hand only
+what an annotation cannot say (one key against another, the model's depth or width, files).
 """
 
 from __future__ import annotations
@@ -66,7 +71,8 @@ class Range:
 
 @dataclasses.dataclass(frozen=True)
 class NonEmpty:
-    """A list that must hold at least one element (an empty one would make the setting a no-op)."""
+    """A list (or a string) that must hold at least one element (an empty one would make the
+    setting a no-op)."""
 
     def ok(self, value) -> bool:
         return len(value) > 0
@@ -268,13 +274,15 @@ def target_class(node) -> type | None:
 
 
 def check_node(node, schema: type, key: str, refine: Mapping[str, Any] | None = None,
-               skip: Sequence[str] = (), elsewhere: Sequence[str] = (), notes: bool = False) -> None:
+               skip: Sequence[str] = (), elsewhere: Sequence[str] = (), notes: bool = False,
+               nested: bool = True) -> None:
     """Check a config node (DictConfig or dict) against ``schema``'s keywords (a class or a
     dataclass). ``key``: the node's dotted path for messages; ``refine``: stricter annotations
     for some keywords (a library's class whose annotation says only ``str``); ``skip``: keywords
     the caller passes rather than the config (an intervention's ``group``); ``elsewhere``: keys
     of the node that are checked by another schema (the config's groups); ``notes``: a key the
-    schema lacks is a free-form note (``+note=...``) unless it is close to a valid key (a typo)."""
+    schema lacks is a free-form note (``+note=...``) unless it is close to a valid key (a typo);
+    ``nested``: also check a value that is itself a node (by its ``_target_`` or dataclass)."""
     params = {name: p for name, p in parameters(schema).items() if name not in skip}
     annotations = {name: p.annotation for name, p in params.items()} | dict(refine or {})
     names = [k for k in _keys(node) if k not in _HYDRA_KEYS and k not in elsewhere]
@@ -296,7 +304,19 @@ def check_node(node, schema: type, key: str, refine: Mapping[str, Any] | None = 
         annotation = annotations[name]
         if not matches(annotation, value):
             raise ConfigError(f"{path}={show(value)} is invalid: valid values are {describe(annotation)}")
-        _check_nested(node, name, path, annotation)
+        if nested:
+            _check_nested(node, name, path, annotation)
+
+
+def check_arguments(cls: type, values: Mapping[str, Any], key: str) -> None:
+    """The arguments of ``cls.__init__`` against its own annotations, as ``check_node`` checks a
+    config node: ``values`` is the ``locals()`` of the top of that ``__init__`` (only its own
+    keywords are read; a base's are checked by the base), ``key`` the group that prefixes the
+    keys in messages (``benchmark``, ``sink``, an intervention's ``group``). A dict argument is
+    a value here, not a node for Hydra to build: it is not checked as one."""
+    own = [p.name for p in list(inspect.signature(cls.__dict__["__init__"]).parameters.values())[1:]
+           if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    check_node({name: values[name] for name in own if name in values}, cls, key, nested=False)
 
 
 def _check_nested(node, name: str, path: str, annotation) -> None:

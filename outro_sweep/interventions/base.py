@@ -5,8 +5,9 @@ the classes its top-level ``_target_`` nodes name (see ``stack.py``).
 
 The lifecycle of one intervention in one cell:
 
-1. ``__init__(**settings)`` — the YAML node's keys; validates every knob that needs no model and
-   raises a one-line ``ConfigError`` (key and valid values). Runs before the model loads.
+1. ``__init__(**settings)`` — the YAML node's keys, typed by its annotations (the schema:
+   ``config.schema.check_arguments`` checks them, one-line ``ConfigError``); checks by hand only
+   what an annotation cannot say (one knob against another). Runs before the model loads.
 2. ``check_model(num_layers)`` — checks that need the model's shape, not its weights (e.g. a
    layer index in range). Also before the model loads.
 3. ``attach(model, sink_rule)`` — a context manager over the loaded model: the returned editor
@@ -30,7 +31,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
-from outro_sweep.errors import ConfigError
+from outro_sweep.config.schema import check_arguments
 
 
 class Intervention:
@@ -48,9 +49,8 @@ class Intervention:
     def __init__(self, group: str, enabled: bool = True) -> None:
         """group: the config group it was composed from (``outro``), which prefixes its keys in
         errors and diagnostics; passed by ``InterventionStack``."""
+        check_arguments(Intervention, locals(), group)
         self.group = group
-        if not isinstance(enabled, bool):
-            raise ConfigError(f"{group}.enabled={enabled!r} is invalid: valid values are true, false")
         self.enabled = enabled
 
     @property

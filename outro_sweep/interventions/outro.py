@@ -28,6 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
+from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.attention_hook import attach_editor, detach_editor, register_attention_functions
 from outro_sweep.interventions.decoder import attention_module, config_path, find_decoder
@@ -37,9 +38,6 @@ from outro_sweep.interventions.settings import (
     LayerSpec,
     RotateDecode,
     Temperature,
-    check_layer_syntax,
-    check_rotate_decode,
-    check_strengths,
     relaxation_layers,
 )
 from outro_sweep.interventions.rotation import cosine, edit_dtype, rotate_toward, unmasked_attention_rows
@@ -57,13 +55,12 @@ class OutRo:
         self,
         model: torch.nn.Module,
         rule: SinkRule,
-        alpha: float = 3.0,
-        temperature: float = 0.1,
+        alpha: Alpha = 3.0,
+        temperature: Temperature = 0.1,
         layer: LayerSpec = "auto",
-        rotate_decode: bool | str = True,
+        rotate_decode: RotateDecode = True,
     ) -> None:
-        check_strengths(alpha, temperature)
-        check_rotate_decode(rotate_decode)
+        check_arguments(OutRo, locals(), "outro")
         self.model = model
         self.parts = find_decoder(model)
         self.num_layers = len(self.parts.layers)
@@ -329,11 +326,9 @@ class OutRoIntervention(Intervention):
     def __init__(self, group: str = "outro", enabled: bool = True, alpha: Alpha = 3.0, temperature: Temperature = 0.1,
                  layer: LayerSpec = "auto", rotate_decode: RotateDecode = True) -> None:
         super().__init__(group, enabled)
+        check_arguments(OutRoIntervention, locals(), group)
         if isinstance(layer, Sequence) and not isinstance(layer, str):  # a ListConfig from the YAML
             layer = list(layer)
-        check_strengths(alpha, temperature)
-        check_layer_syntax(layer)
-        check_rotate_decode(rotate_decode)
         self.alpha, self.temperature, self.layer, self.rotate_decode = alpha, temperature, layer, rotate_decode
 
     @classmethod

@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import torch
 
 from outro_sweep.cell.fingerprint import folder_files
-from outro_sweep.config.schema import Doc, Range
-from outro_sweep.errors import ConfigError
+from outro_sweep.config.schema import Doc, NonEmpty, Range, check_arguments
 
 
 @dataclass
@@ -32,12 +31,14 @@ class LoadedModel:
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # model.path: where the weights are (read without contacting the hub).
-ModelPath = Annotated[str, Doc("a local model folder or a hub id in the local HF cache")]
+ModelPath = Annotated[str, NonEmpty(), Doc("a local model folder or a hub id in the local HF cache")]
 
 
 class ModelLoader:
     """Base class: subclasses implement ``num_layers`` (cheap: the config only) and ``folder``
     (where the files are); video loaders also override ``load_processor``, ``inputs`` and ``load``."""
+
+    config_key: ClassVar[str] = "model"  # the config group of its keys (prefixes them in messages)
 
     def __init__(
         self,
@@ -47,12 +48,7 @@ class ModelLoader:
         use_chat_template: bool = True,
         sink_dims: list[Annotated[int, Range(ge=0)]] | None = None,
     ) -> None:
-        if dtype not in _DTYPES:
-            raise ConfigError(f"model.dtype={dtype!r} is not supported: valid values are {', '.join(_DTYPES)}")
-        if attn_implementation not in ("sdpa", "eager"):
-            raise ConfigError(
-                f"model.attn_implementation={attn_implementation!r} is not supported: valid values are sdpa, eager"
-            )
+        check_arguments(ModelLoader, locals(), self.config_key)
         self.name = name
         self.dtype = _DTYPES[dtype]
         self.attn_implementation = attn_implementation

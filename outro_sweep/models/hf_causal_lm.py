@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.base import ModelLoader, ModelPath
 
@@ -11,8 +12,7 @@ from outro_sweep.models.base import ModelLoader, ModelPath
 class HFCausalLM(ModelLoader):
     def __init__(self, path: ModelPath, name: str = "hf_causal_lm", **kwargs) -> None:
         super().__init__(name=name, **kwargs)
-        if not path or path == "???":
-            raise ConfigError("model.path is required for model=hf_causal_lm: a local folder or a cached hub id")
+        check_arguments(HFCausalLM, locals(), self.config_key)
         self.path = os.path.expanduser(str(path))
 
     def _config(self):

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.base import ModelLoader
 
@@ -37,6 +38,7 @@ def gguf_folder() -> Path:
 class SmolLM2(ModelLoader):
     def __init__(self, cache_dir: str, name: str = "smollm2_135m", **kwargs) -> None:
         super().__init__(name=name, **kwargs)
+        check_arguments(SmolLM2, locals(), self.config_key)
         self.cache_dir = Path(os.path.expanduser(str(cache_dir)))
 
     @property

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from outro_sweep.config.schema import Range
+from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.base import LoadedModel, ModelLoader, ModelPath, left_padding
 from outro_sweep.media.decode import DecodedVideo, VideoSampling
@@ -44,19 +44,13 @@ class VideoLMLoader(ModelLoader):
         **kwargs,
     ) -> None:
         super().__init__(name=name, **kwargs)
-        if not path or path == "???":
-            raise ConfigError(f"model.path is required for model={name}: a local folder or a cached hub id")
+        check_arguments(VideoLMLoader, locals(), self.config_key)
         self.path = os.path.expanduser(str(path))
         self.sampling = self._sampling(num_frames, fps, max_frames, max_side)
-        for key, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f"model.{key}={value!r} is invalid: valid values are null or an integer >= 1")
         if min_pixels is not None and max_pixels is not None and min_pixels > max_pixels:
             raise ConfigError(
                 f"model.min_pixels={min_pixels} is above model.max_pixels={max_pixels}: valid values have min <= max"
             )
-        if not isinstance(use_audio, bool):
-            raise ConfigError(f"model.use_audio={use_audio!r} is invalid: valid values are true, false")
         if use_audio and not self.supports_audio:
             raise ConfigError(
                 f"model.use_audio=true, but model={name} has no audio input: valid values are use_audio=false, "

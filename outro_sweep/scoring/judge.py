@@ -31,7 +31,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Annotated
 
-from outro_sweep.config.schema import Range
+from outro_sweep.config.schema import Doc, Range, check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.scoring.open_answers import NO_WORDS, YES_WORDS, parse_yes_no
 from outro_sweep.scoring.stats import accuracy_summary
@@ -39,6 +39,7 @@ from outro_sweep.scoring.stats import accuracy_summary
 log = logging.getLogger(__name__)
 
 PLACEHOLDERS = ("question", "answer", "prediction")
+PROMPT_VALUES = "a text containing " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
 SCORE_RANGE = range(0, 6)  # Video-ChatGPT scores are integers 0..5
 # Placeholders are substituted in one pass, literally: other braces in the prompt (the example
 # dict) stay as written, and a placeholder inside a prediction is never expanded a second time.
@@ -156,20 +157,13 @@ def default_trainer():
                       enable_model_summary=False, accelerator="auto", devices=1)
 
 
-def _check_positive_int(key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"judge.{key}={value!r} is invalid: valid values are integers >= 1")
-    return value
-
-
-def _check_prompt(prompt) -> str:
-    valid = "valid values are a text containing " + ", ".join("{" + p + "}" for p in PLACEHOLDERS)
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ConfigError(f"judge.prompt={prompt!r} is invalid: {valid}")
+def _check_placeholders(prompt: str) -> str:
+    """What the prompt's annotation cannot say: the placeholders it must hold."""
     missing = [p for p in PLACEHOLDERS if "{" + p + "}" not in prompt]
     if missing:
         # The prompt itself is multi-line; the message names only what is missing.
-        raise ConfigError(f"judge.prompt lacks {', '.join('{' + p + '}' for p in missing)}: {valid}")
+        raise ConfigError(f"judge.prompt lacks {', '.join('{' + p + '}' for p in missing)}: "
+                          f"valid values are {PROMPT_VALUES}")
     return prompt
 
 
@@ -192,18 +186,21 @@ class LLMJudge:
     loaded by ``judge()`` only when some record needs judging, and freed before it returns.
     """
 
-    def __init__(self, model, prompt: str, max_new_tokens: Annotated[int, Range(ge=1)] = 24,
+    config_key = "judge"  # the config group of its keys (prefixes them in messages)
+
+    def __init__(self, model, prompt: Annotated[str, Doc(PROMPT_VALUES)], max_new_tokens: Annotated[int, Range(ge=1)] = 24,
                  batch_size: Annotated[int, Range(ge=1)] = 8, enabled: bool = True) -> None:
+        check_arguments(LLMJudge, locals(), self.config_key)
         if not callable(getattr(model, "load", None)):
             raise ConfigError(
                 f"judge.model={type(model).__name__} is not a model loader: valid values are the choices "
                 "of conf/model/ (e.g. model@judge.model=hf_causal_lm judge.model.path=...)"
             )
         self.model = model
-        self.prompt = _check_prompt(prompt)
-        self.max_new_tokens = _check_positive_int("max_new_tokens", max_new_tokens)
-        self.batch_size = _check_positive_int("batch_size", batch_size)
-        self.enabled = bool(enabled)  # kept for the record; the cell decides whether to judge
+        self.prompt = _check_placeholders(prompt)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.enabled = enabled  # kept for the record; the cell decides whether to judge
 
     # -- what this judge is ----------------------------------------------------------------
 

@@ -12,8 +12,7 @@ from typing import Annotated
 
 import torch
 
-from outro_sweep.config.schema import Range
-from outro_sweep.errors import ConfigError
+from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.interventions.sinks.base import SinkRule
 
 
@@ -22,8 +21,7 @@ class AttentionMass(SinkRule):
     needs_attention_probs = True
 
     def __init__(self, eps: Annotated[float, Range(gt=0, lt=1)] = 0.3) -> None:
-        if not 0 < eps < 1:
-            raise ConfigError(f"sink.eps={eps} is invalid: valid values are numbers in (0, 1)")
+        check_arguments(AttentionMass, locals(), self.config_key)
         self.eps = float(eps)
 
     def from_attention(self, probs: torch.Tensor) -> torch.Tensor:

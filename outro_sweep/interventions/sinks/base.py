@@ -7,6 +7,8 @@ of whatever else is in the batch.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 
 
@@ -15,6 +17,8 @@ class SinkRule:
     name: str = "base"
     #: True for rules that read attention probabilities; they force the eager attention path.
     needs_attention_probs: bool = False
+    #: The config group whose keys a rule's ``__init__`` takes (prefixes them in messages).
+    config_key: ClassVar[str] = "sink"
 
     def configure(self, sink_dims: list[int]) -> None:
         """Receive per-model settings (only ``sink_dims`` needs any)."""

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import torch
 
-from outro_sweep.config.schema import Range
-from outro_sweep.errors import ConfigError
+from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.interventions.sinks.base import SinkRule
 
 
@@ -15,8 +14,7 @@ class FirstK(SinkRule):
     name = "first_k"
 
     def __init__(self, k: Annotated[int, Range(ge=1)] = 1) -> None:
-        if not isinstance(k, int) or k < 1:
-            raise ConfigError(f"sink.k={k!r} is invalid: valid values are integers >= 1")
+        check_arguments(FirstK, locals(), self.config_key)
         self.k = k
 
     def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,7 @@ from typing import Annotated
 
 import torch
 
-from outro_sweep.config.schema import Range
-from outro_sweep.errors import ConfigError
+from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.interventions.sinks.base import SinkRule
 
 Threshold = Annotated[float, Range(ge=0, finite=True)]
@@ -23,10 +22,7 @@ class MassiveActivation(SinkRule):
     name = "massive_activation"
 
     def __init__(self, abs_threshold: Threshold = 100.0, median_ratio: Threshold = 1000.0) -> None:
-        if not abs_threshold >= 0:
-            raise ConfigError(f"sink.abs_threshold={abs_threshold} is invalid: valid values are numbers >= 0")
-        if not median_ratio >= 0:
-            raise ConfigError(f"sink.median_ratio={median_ratio} is invalid: valid values are numbers >= 0")
+        check_arguments(MassiveActivation, locals(), self.config_key)
         self.abs_threshold = float(abs_threshold)
         self.median_ratio = float(median_ratio)
 

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import torch
 
-from outro_sweep.config.schema import NonEmpty, Range
+from outro_sweep.config.schema import NonEmpty, Range, check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
 
@@ -26,8 +26,7 @@ class SinkDims(SinkRule):
     name = "sink_dims"
 
     def __init__(self, dims: Dims | None = None, tau: Annotated[float, Range(gt=0, finite=True)] = 20.0) -> None:
-        if not tau > 0:
-            raise ConfigError(f"sink.tau={tau} is invalid: valid values are numbers > 0")
+        check_arguments(SinkDims, locals(), self.config_key)
         self.dims = list(dims) if dims else []
         self.tau = float(tau)
 
