@@ -17,6 +17,8 @@ from tests.cell_runs import (SINGLE, SWEEP, copy_cell, one_error_line, predictio
                              run_cli, single_cell_dir, start_cli)
 from tests.wandb_offline import find_runs
 
+pytestmark = pytest.mark.slow  # real cells of the real model, run through the CLI
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:

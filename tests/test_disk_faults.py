@@ -21,6 +21,8 @@ from tests.cell_runs import SINGLE, copy_cell, one_error_line, reference_sweep, 
 PAGE = 4096  # tmpfs charges every file whole pages; folders cost nothing
 SIZE_PAGES = 32
 
+pytestmark = pytest.mark.slow  # real cells of the real model, run through the CLI
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:

@@ -78,6 +78,7 @@ def environment(tmp_path: Path, name: str, **extra: str) -> dict:
 # ---------------------------------------------------------------------------- sweeper = job
 
 
+@pytest.mark.slow
 def test_the_sweeper_and_the_job_agree_in_different_environments(tiny_model_dir, tmp_path, monkeypatch):
     """The sweeper plans the cell (``+dry_run=true``: plan.json holds the identities it computed)
     in one environment; the job runs it in another, with a secret-named variable equal to the
@@ -268,6 +269,7 @@ GOLDEN_VERSION = 1
 GOLDEN_DIGEST = "053e48d4c4f676d7"
 
 
+@pytest.mark.slow
 def test_predictions_match_the_golden_digest_of_this_results_version(tmp_path):
     """Two scorings x OutRo on/off on four builtin_mc questions, on the real SmolLM2 on the CPU,
     through the real CLI (prediction, parsing, scoring); the digest covers what a cell predicts,

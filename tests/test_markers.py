@@ -67,6 +67,7 @@ def assert_completed(cell: Path, reference_cell: Path) -> None:
     assert prediction_indices(cell) == list(range(8))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", list(DAMAGES))
 def test_a_damaged_finished_cell_warns_once_and_the_rerun_completes_it(reference, tmp_path, damage):
     source = single_cell_dir(reference)
@@ -85,6 +86,7 @@ def test_a_damaged_finished_cell_warns_once_and_the_rerun_completes_it(reference
     assert len(find_runs(cell)) == len(find_runs(source)) + 1  # the same W&B run id, continued
 
 
+@pytest.mark.slow
 def test_a_sweep_over_damaged_cells_warns_and_completes_each(reference, tmp_path):
     """Three cells damaged three ways (the empty DONE used to abort the sweep while it planned)."""
     out = tmp_path / "out"
@@ -106,6 +108,7 @@ def test_a_sweep_over_damaged_cells_warns_and_completes_each(reference, tmp_path
     assert again.stdout.strip().splitlines()[-1] == "sweep: 0 succeeded, 3 skipped (already done), 0 failed, of 3 cells"
 
 
+@pytest.mark.slow
 def test_a_shard_altered_in_place_is_set_aside_and_predicted_again(reference, tmp_path):
     """A cell stopped before merging, whose shard of questions 2-3 was then edited into other
     valid JSON (a different winning letter): the edit is found, the shard set aside, its two
@@ -153,6 +156,7 @@ def test_shard_checksum_and_the_older_format(tmp_path):
     assert read_shard_set(older.parent).records[1]["prediction"] == "C"
 
 
+@pytest.mark.slow
 def test_sigkill_right_after_done_leaves_a_w_and_b_run_with_its_summary(reference, tmp_path):
     """The cell's shards are complete (it merges and logs in about a second); the process is
     SIGKILLed the moment DONE appears. Its W&B run must already hold the summary."""
