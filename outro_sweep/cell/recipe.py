@@ -24,7 +24,7 @@ from outro_sweep.cell.masking import mask
 from outro_sweep.cell.store import CellBusy, CellStore, disk_fault_line
 from outro_sweep.cell.tracking import open_cell_run
 from outro_sweep.errors import RunError
-from outro_sweep.predict.distributed import process_rank
+from outro_sweep.predict.distributed import launch_id, process_rank
 from outro_sweep.scoring.metrics import result_line
 from outro_sweep.sweep.baseline import baseline_identity
 
@@ -61,9 +61,11 @@ def run_cell(cfg: DictConfig) -> dict:
             write_status(job_dir, store, "failed", error=one_line_error(err))
         raise
     if rank != 0:
+        if store.state() != "done" or cfg.get("force", False):
+            store.wait_for_launch(launch_id())  # never wait for a rank 0 that was refused the cell
         return _run_locked(cfg, config, store, cell, job_dir, rank)
     try:
-        with store.lock():
+        with store.lock(launch_id()):
             return _run_locked(cfg, config, store, cell, job_dir, rank)
     except CellBusy as err:
         write_status(job_dir, store, "busy", error=str(err))

@@ -54,6 +54,9 @@ STATES = ("new", "partial", "failed", "done")
 RESULT_FILES = ("predictions.jsonl", "metrics.json")  # the files DONE names by digest
 # A lock held for less than this is a look (the sweeper's ``holder()``), not a run: wait it out.
 LOCK_GRACE_S = 2.0
+# How long a process of a multi-process cell other than rank 0 waits for its rank 0 to take the
+# cell's lock (rank 0 first runs the cell's model-free checks: seconds).
+RANK_WAIT_S = 300.0
 _WARNED: set[tuple[str, str]] = set()  # (cell folder, problem): each warned once per process
 
 
@@ -194,10 +197,28 @@ class CellStore:
             os.close(fd)  # also drops a shared lock just taken
         return None
 
+    def wait_for_launch(self, launch: str | None, timeout_s: float = RANK_WAIT_S) -> None:
+        """For the processes of a multi-process cell other than rank 0, which hold no lock:
+        return once rank 0 of the same launch (``launch``: ``predict.distributed.launch_id``)
+        holds the cell's lock; ``CellBusy`` when another launch holds it, since then rank 0 of
+        this one is refused and never reaches the process group this process would wait in."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            holder = self.holder()
+            if holder is not None and "started" in holder:  # (else its holder is writing it)
+                if holder.get("launch") == launch:
+                    return
+                raise CellBusy(self.busy_line(holder))
+            if time.monotonic() >= deadline:
+                raise RunError(f"cell {self.identity}: rank 0 of this launch ({launch}) did not take the cell's "
+                               f"lock within {timeout_s:.0f} s ({self.lock_file}); see rank 0's log")
+            time.sleep(0.2)
+
     @contextmanager
-    def lock(self):
+    def lock(self, launch: str | None = None):
         """Hold the cell's lock for the ``with`` block (creates the folder); ``CellBusy`` (one
-        line: host, pid, start) when another process holds it past ``LOCK_GRACE_S``."""
+        line: host, pid, start) when another process holds it past ``LOCK_GRACE_S``.
+        ``launch``: the launch this process belongs to (``wait_for_launch``), recorded in LOCK."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -210,7 +231,7 @@ class CellStore:
                     if time.monotonic() >= deadline:
                         raise CellBusy(self.busy_line(self._read_marker(self.lock_file))) from None
                     time.sleep(0.1)
-            holder = {"host": socket.gethostname(), "pid": os.getpid(),
+            holder = {"host": socket.gethostname(), "pid": os.getpid(), "launch": launch,
                       "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)

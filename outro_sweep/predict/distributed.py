@@ -50,6 +50,21 @@ def launcher() -> str | None:
     return None
 
 
+def launch_id() -> str | None:
+    """What every process of one launch of a multi-process cell shares and no other launch
+    does: the SLURM job id (one per array task and attempt's allocation), the local submitit
+    job id, or torchrun's run id (else its rendezvous address). None for one process."""
+    source = launcher()
+    if source == "slurm":
+        return f"slurm:{os.environ.get('SLURM_JOB_ID', '?')}"
+    if source == "submitit_local":
+        return f"submitit:{os.environ.get('SUBMITIT_LOCAL_JOB_ID', '?')}"
+    if source == "torchrun":
+        run = os.environ.get("TORCHELASTIC_RUN_ID")
+        return f"torchrun:{run or os.environ.get('MASTER_ADDR', '?') + ':' + os.environ.get('MASTER_PORT', '?')}"
+    return None
+
+
 # What each launcher sets in every process it starts, beyond the process count: without them
 # the count was inherited, not launched (a WORLD_SIZE left in the shell; an sbatch script or an
 # salloc shell that runs the cell without srun, where SLURM_NTASKS is the allocation's).
