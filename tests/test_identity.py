@@ -129,6 +129,20 @@ def test_new_weights_at_the_same_path_make_a_new_cell_and_are_hashed_once(model_
     assert after != before and reads == [WEIGHTS]  # only the rewritten file is read again
 
 
+def test_new_weights_of_the_judge_model_make_a_new_cell(model_copy, tmp_path, fresh_memo):
+    """judge=llm: the judge's model grades the answers, so its files are fingerprinted like the
+    cell's own model; judge=off cells have no such input."""
+    judged = ["judge=llm", "model@judge.model=hf_causal_lm", f"judge.model.path={model_copy}",
+              f"paths.cache_dir={tmp_path / 'cache'}"]
+    before = identity(*judged)
+    assert "judge_model_files" not in identity_inputs(OmegaConf.to_container(composed(), resolve=True))
+    weights = model_copy / WEIGHTS
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert identity(*judged) != before
+
+
 def test_a_hub_id_is_fingerprinted_from_its_snapshot_in_the_local_hf_cache(model_copy, tmp_path, monkeypatch,
                                                                             fresh_memo):
     """A local HF cache in its real layout (refs/main -> snapshots/<commit>/), holding the tiny

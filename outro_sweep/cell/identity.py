@@ -151,6 +151,10 @@ def identity_inputs(config: dict) -> dict:
     if benchmark is not None:
         inputs["benchmark_files"] = fingerprint_files(benchmark.data_files(), cache_dir)
         inputs["media"] = benchmark.media_listing()
+    judge = config.get("judge") or {}
+    judge_loader = _build(judge.get("model")) if judge.get("enabled") else None
+    if judge_loader is not None:  # judge=llm: its model grades the open answers, so its weights count too
+        inputs["judge_model_files"] = fingerprint_files(_checked(judge_loader.model_files, {}), cache_dir)
     return inputs
 
 
