@@ -104,4 +104,7 @@ def store_of(cell_dir: Path):
 
 
 if __name__ == "__main__":
+    from outro_sweep.cell import masked_output
+
+    masked_output.install()  # the console is an output: credentials masked, as in every command
     sys.exit(main())
