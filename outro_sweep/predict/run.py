@@ -60,6 +60,9 @@ def _quiet_lightning() -> None:
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")  # intended: see Predictor
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+    # On a machine with SLURM installed, a cell that runs outside srun (a plain run, the local
+    # launcher) is told to prepend srun: wrong here, SLURM cells are launched by hydra/launcher=slurm.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system but is not used.*")
     # A process of a multi-process cell whose share is empty (see share_of).
     warnings.filterwarnings("ignore", message=".*local rank has zero length.*")
 
