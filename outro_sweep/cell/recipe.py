@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.cell.atomic import write_json_atomic, write_text_atomic
 from outro_sweep.cell.checks import check_cell
-from outro_sweep.cell.identity import identity_inputs, identity_of
+from outro_sweep.cell.identity import hash_inputs, identity_inputs
 from outro_sweep.cell.interruption import interrupted
 from outro_sweep.cell.interruption import watch as watch_for_interruption
 from outro_sweep.cell.masking import mask
@@ -35,8 +35,9 @@ def resolved_config(cfg: DictConfig) -> dict:
     """The cell's config.yaml: the resolved config, the group choices, its identity and its
     baseline's identity (both hashed unmasked), with credentials masked."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    bookkeeping = {"identity": identity_of(cfg), "baseline_identity": baseline_identity(config),
-                   "identity_inputs": identity_inputs(config)}  # what was hashed: python -m outro_sweep.cells diff
+    inputs = identity_inputs(config)  # what identity_of hashes; recorded for python -m outro_sweep.cells diff
+    bookkeeping = {"identity": hash_inputs(inputs), "baseline_identity": baseline_identity(config),
+                   "identity_inputs": inputs}
     config["choices"] = {k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")}
     return mask({**config, **bookkeeping})
 
