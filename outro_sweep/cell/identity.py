@@ -38,6 +38,8 @@ NON_DEFINING_KEYS = (
     "hydra",
     "choices",  # group names; the values they select are hashed
     "predict.num_workers",
+    "predict.progress_every_batches",
+    "predict.progress_every_seconds",
     "trainer.enable_progress_bar",
     "force",
     "dry_run",

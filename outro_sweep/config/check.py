@@ -23,6 +23,8 @@ from outro_sweep.errors import ConfigError
 class PredictSettings:
     batch_size: Annotated[int, Range(ge=1)] = 8  # prompts per forward
     num_workers: Annotated[int, Range(ge=0)] = 0  # DataLoader worker processes
+    progress_every_batches: Annotated[int, Range(ge=1)] = 20  # log lines where stderr is not a terminal
+    progress_every_seconds: Annotated[float, Range(gt=0, finite=True)] = 60.0
 
 
 @dataclass

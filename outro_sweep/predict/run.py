@@ -45,6 +45,7 @@ from outro_sweep.models.base import ModelLoader
 from outro_sweep.predict.data import ClipSource, QuestionDataModule, QuestionDataset, prompt_hash
 from outro_sweep.predict.distributed import process_rank, trainer_overrides, world_size
 from outro_sweep.predict.module import Predictor
+from outro_sweep.predict.progress import ProgressLog, live_terminal
 from outro_sweep.predict.shards import ShardSet, check_complete, read_shard_set, remove_stale_temporaries
 from outro_sweep.predict.writer import ShardPredictionWriter
 
@@ -158,11 +159,17 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
     writer = ShardPredictionWriter(shard_dir)
     interruption.track(shard_dir, len(questions))
     overrides = trainer_overrides(cfg.trainer.get("accelerator"))
+    # A terminal gets Lightning's live bar; a log file gets progress lines (outro_sweep.predict.progress).
+    progress, bar = [], {}
+    if not live_terminal():
+        progress = [ProgressLog(cfg.predict.progress_every_batches, cfg.predict.progress_every_seconds)]
+        bar = {"enable_progress_bar": False}
     trainer = None
     if overrides:
         # Multi-process: the Trainer (and its process group) comes first, so that rank 0 can
         # tell the others which questions are left before anyone loads the model.
-        trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal()], use_distributed_sampler=False, **overrides)
+        trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal(), *progress], use_distributed_sampler=False,
+                              **overrides, **bar)
         if (trainer.global_rank, trainer.world_size) != (process_rank(), world_size()):
             raise RuntimeError(f"Lightning sees rank {trainer.global_rank} of {trainer.world_size}, the environment "
                                f"says {process_rank()} of {world_size()}")
@@ -188,7 +195,7 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
 
         module, data = _setup_everywhere(setup, mine, trainer)
         if trainer is None:
-            trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal()])
+            trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal(), *progress], **bar)
         started = time.perf_counter()
         with stack.attach(module.model, rule) as attached:
             module.attached = attached
