@@ -59,3 +59,15 @@ def tiny_model_dir(tmp_path_factory, smollm2):
     LlamaForCausalLM(config).save_pretrained(folder)
     smollm2.tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture
+def broken_model_dir(tiny_model_dir, tmp_path) -> Path:
+    """The tiny model's folder with its weights file replaced by garbage: the cell's checks
+    pass (config and tokenizer are whole) and loading the weights fails, inside the job."""
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    for source in tiny_model_dir.iterdir():
+        data = b"not a safetensors file" if source.name.endswith(".safetensors") else source.read_bytes()
+        (broken / source.name).write_bytes(data)
+    return broken

@@ -8,7 +8,6 @@ Cells use the tiny random Llama with SmolLM2's tokenizer, 2 questions each; W&B 
 from __future__ import annotations
 
 import json
-import os
 import time
 from datetime import datetime
 
@@ -140,12 +139,9 @@ def test_wait_true_splits_a_sweep_larger_than_max_array_size(slurm_cluster, tiny
 
 
 @pytest.mark.cluster
-def test_wait_false_summary_job_fails_and_names_a_failed_cell(slurm_cluster, tiny_model_dir, tmp_path):  # noqa: F811
-    broken = tmp_path / "broken_model"
-    broken.mkdir()
-    for name in os.listdir(tiny_model_dir):
-        data = b"not a safetensors file" if name.endswith(".safetensors") else (tiny_model_dir / name).read_bytes()
-        (broken / name).write_bytes(data)
+def test_wait_false_summary_job_fails_and_names_a_failed_cell(slurm_cluster, tiny_model_dir, broken_model_dir,
+                                                           tmp_path):  # noqa: F811
+    broken = broken_model_dir
     sweep_dir = tmp_path / "sweep"
     result = submit(slurm_cluster, ["model=hf_causal_lm", f"model.path={tiny_model_dir},{broken}", "benchmark.limit=2",
                                     "benchmark.scoring=logits", "outro.layer=1", "logger.mode=offline", "baseline=false",

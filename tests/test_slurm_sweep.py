@@ -9,7 +9,6 @@ the end. Cells use a tiny random Llama with SmolLM2's tokenizer (fast) or the re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -106,12 +105,9 @@ def test_rerun_of_a_finished_sweep_submits_nothing(slurm_sweep):
         assert len(find_runs(cell)) == 1
 
 
-def test_a_failing_cell_on_slurm_leaves_the_others_complete(slurm_cluster, tiny_model_dir, tmp_path):  # noqa: F811
-    broken = tmp_path / "broken_model"
-    broken.mkdir()
-    for name in os.listdir(tiny_model_dir):
-        data = b"not a safetensors file" if name.endswith(".safetensors") else (tiny_model_dir / name).read_bytes()
-        (broken / name).write_bytes(data)
+def test_a_failing_cell_on_slurm_leaves_the_others_complete(slurm_cluster, tiny_model_dir, broken_model_dir,
+                                                           tmp_path):  # noqa: F811
+    broken = broken_model_dir
     result = submit(slurm_cluster, ["model=hf_causal_lm", f"model.path={tiny_model_dir},{broken}", "benchmark.limit=2",
                                     "benchmark.scoring=logits", "outro.layer=1", "logger.mode=offline",
                                     "baseline=false"],
