@@ -1,5 +1,5 @@
 """``python -m outro_sweep.report SWEEP_DIR [SWEEP_DIR ...] [--cells CELL ...] [--out DIR] [--holm]
-[--wandb-mode offline|online|disabled] [--bootstrap N] [--seed S]``"""
+[--wandb-mode offline|online|disabled]``"""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from outro_sweep.report.paired import DEFAULT_RESAMPLES, DEFAULT_SEED
 from outro_sweep.report.wandb_report import MODES
 
 
@@ -18,7 +17,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m outro_sweep.report",
         description="Report on finished or partial sweeps: accuracy with Wilson CIs, the paired difference from "
-                    "each cell's baseline, every intervention off (bootstrap CI, exact McNemar), heatmaps, per-category and "
+                    "each cell's baseline, every intervention off (Newcombe CI, exact McNemar), heatmaps, per-category and "
                     "sink figures, and a W&B report run.")
     parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders (outputs/multirun/<date>/<time>)")
     parser.add_argument("--cells", nargs="+", type=Path, default=[],
@@ -28,13 +27,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--holm", action="store_true",
                         help="Holm-adjust the McNemar p-values over every comparison in the report")
     parser.add_argument("--wandb-mode", choices=MODES, default="offline", help="the W&B report run (default offline)")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 10000)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default 0)")
     args = parser.parse_args(argv)
     if not args.sweeps and not args.cells:
         parser.error("give at least one sweep folder or --cells")
-    if args.bootstrap < 1:
-        parser.error("--bootstrap must be >= 1")
     return args
 
 
@@ -44,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from outro_sweep.report.build import TABLE_CSV, ReportError, write_report
 
     try:
-        out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells,
-                           n_resamples=args.bootstrap, seed=args.seed)
+        out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from outro_sweep.report.baselines import BaselineMatch, find_baselines
 from outro_sweep.report.collect import ReportCell, Store
 from outro_sweep.report.paired import (
-    DEFAULT_RESAMPLES,
-    DEFAULT_SEED,
     PairedResult,
     compare_paired,
     holm,
@@ -70,8 +68,6 @@ class Analysis:
     labeller: Labeller
     baselines: dict[str, BaselineMatch]
     holm: bool
-    n_resamples: int
-    seed: int
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -93,8 +89,7 @@ def sort_key(cell: ReportCell, labeller: Labeller):
             float(column) if on and isinstance(column, (int, float)) else math.inf, cell.identity or "")
 
 
-def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False,
-            n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Analysis:
+def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> Analysis:
     baselines = find_baselines(cells, store)
     # Baselines found in the store are rows too (marked "from the cell store").
     known = {c.identity for c in cells}
@@ -126,7 +121,7 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False,
                 result.baseline, result.baseline_note = match.baseline, match.note
             base_records = match.baseline.records() if match is not None and match.baseline is not None else None
             if records and base_records:
-                result.paired = compare_paired(base_records, records, n_resamples, seed)
+                result.paired = compare_paired(base_records, records)
                 result.notes.extend(result.paired.pairing.notes())
                 if result.paired.paired_n == 0:
                     result.notes.append("no question in common with the baseline")
@@ -139,7 +134,7 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False,
     adjusted = holm([r.paired.p_mcnemar if r.paired is not None else None for r in results])
     for result, p in zip(results, adjusted):
         result.p_holm = p
-    analysis = Analysis(results, labeller, baselines, use_holm, n_resamples, seed)
+    analysis = Analysis(results, labeller, baselines, use_holm)
     for key, match in baselines.items():
         if match.baseline is None:
             example = next(r.cell.config for r in results if r.cell.config is not None and r.enabled

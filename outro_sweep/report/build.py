@@ -19,7 +19,7 @@ from outro_sweep.report.collect import (
     read_cell,
     sweep_group,
 )
-from outro_sweep.report.paired import DEFAULT_RESAMPLES, DEFAULT_SEED
+from outro_sweep.report.paired import INTERVAL_METHOD
 from outro_sweep.report.plots import sink_diagnostics
 from outro_sweep.report.settings import reads_sinks, short_hash
 from outro_sweep.report.verdict import VERDICT_TXT, verdict_lines
@@ -56,7 +56,7 @@ def _project(cells: list[ReportCell]) -> tuple[str, str | None]:
 
 
 def write_report(sweep_dirs: list[Path], out: Path | None = None, holm: bool = False, wandb_mode: str = "offline",
-                 *, cells: list[Path] = (), n_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Path:
+                 *, cells: list[Path] = ()) -> Path:
     """Write the report of ``sweep_dirs`` (Hydra multirun folders) and/or ``cells`` (cell
     folders) into ``out`` (default ``<first sweep>/report/``); returns ``out``.
 
@@ -76,7 +76,7 @@ def write_report(sweep_dirs: list[Path], out: Path | None = None, holm: bool = F
     out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     try:
-        _write(sweep_dirs, cell_dirs, out, holm, wandb_mode, n_resamples, seed, notes)
+        _write(sweep_dirs, cell_dirs, out, holm, wandb_mode, notes)
     except Exception as err:
         log.exception("report failed")
         (out / TABLE_MD).write_text(
@@ -86,7 +86,7 @@ def write_report(sweep_dirs: list[Path], out: Path | None = None, holm: bool = F
 
 
 def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool, wandb_mode: str,
-           n_resamples: int, seed: int, notes: list[str]) -> None:
+           notes: list[str]) -> None:
     from outro_sweep.report import categories, plots, tables
     from outro_sweep.report.analysis import analyse
 
@@ -108,7 +108,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     output_dirs += [c.dir.parent.parent for c in merged if c.dir is not None and c.dir.parent.name == "cells"]
     store = Store(output_dirs)
 
-    analysis = analyse(merged, store, use_holm=holm, n_resamples=n_resamples, seed=seed)
+    analysis = analyse(merged, store, use_holm=holm)
     notes += analysis.notes
     table = tables.rows(analysis)
     tables.write_csv(out / TABLE_CSV, table, tables.COLUMNS)
@@ -177,7 +177,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
         from outro_sweep.report.wandb_report import log_report
 
         config = {"sweeps": [str(s) for s in sweep_dirs], "cells": [str(c) for c in cell_dirs], "holm": holm,
-                  "bootstrap_resamples": n_resamples, "bootstrap_seed": seed,
+                  "diff_interval": INTERVAL_METHOD,
                   "groups": [sweep_group(s) for s in sweep_dirs]}
         run_dir = log_report(mode=wandb_mode, directory=out, project=project, entity=entity, group=group,
                              config=config, table=table, columns=tables.COLUMNS, category_table=category_table,

@@ -6,7 +6,7 @@ benchmarks record one ``category`` string, shown under the name ``category``.
 
 Per category the difference is paired on (id, prompt_hash) exactly as for the whole cell;
 the exact McNemar p-value is given uncorrected (exploratory: many small categories, no
-multiple-comparison correction) and no bootstrap interval is computed.
+multiple-comparison correction) and no interval is computed.
 """
 
 from __future__ import annotations

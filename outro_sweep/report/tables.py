@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from outro_sweep.report.analysis import SIGNIFICANCE, Analysis, CellResult
+from outro_sweep.report.paired import INTERVAL_METHOD
 from outro_sweep.report.settings import (
     axis_value,
     defines_cell,
@@ -138,7 +139,7 @@ def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid
     """axes: the heatmap axes' names for the row/column headers (``outro.layer``, ``outro.alpha``)."""
     headers = ["sig", "model", "benchmark", "sink", "intervention", *axes, "settings", "state", "n",
                "accuracy % [95% CI]",
-               "baseline % (paired)", "Δ pp [95% bootstrap CI]", "b / c", "p (McNemar)"]
+               "baseline % (paired)", "Δ pp [95% CI]", "b / c", "p (McNemar)"]
     if holm:
         headers.append("p (Holm)")
     headers += ["other", "note", "cell"]
@@ -186,8 +187,10 @@ def write_markdown(path: Path, analysis: Analysis, table: list[dict], title: str
          "predict settings and judge (`baseline_identity` in the cell's `config.yaml`), from this report or the "
          "shared cell store. Its accuracy here is over the paired questions."),
         ("- **Δ**: the cell's accuracy minus its baseline's over the questions both answered, paired on "
-         "(`id`, `prompt_hash`), in percentage points, with a paired bootstrap 95% percentile interval "
-         f"({analysis.n_resamples} resamples of the questions, seed {analysis.seed})."),
+         f"(`id`, `prompt_hash`), in percentage points. 95% CI: {INTERVAL_METHOD} (Newcombe 1998, method 10: the "
+         "Wilson intervals of the two accuracies combined with their correlation); it stays honest with few "
+         "discordant questions (b = 0, c = 1 gives an interval around 0). It is not the inverse of the McNemar "
+         "test, which is more conservative: with p just above 0.05 the interval can exclude 0; the star follows p."),
         ("- **b / c**: questions only the baseline / only the cell answered correctly; **p**: exact two-sided McNemar "
          "test, p = min(1, 2·P(X ≤ min(b, c))), X ~ Binomial(b + c, 1/2)."),
         f"- **\\***: significant, p < {SIGNIFICANCE} ({correction}).", "",
