@@ -28,6 +28,7 @@ from PIL import Image
 
 from outro_sweep.cell.identity import identity_config
 from outro_sweep.cell.store import CellStore
+from outro_sweep.report.paired import newcombe_interval
 from tests.wandb_offline import find_runs, read_run
 
 pytestmark = pytest.mark.slow
@@ -137,7 +138,7 @@ def test_report_runs_and_writes_every_file(full_report):
     for path in heatmaps + categories + sinks:
         assert_png(path)
     markdown = (folder / "table.md").read_text()
-    assert heatmaps[0].name in markdown and "McNemar" in markdown and "Wilson" in markdown
+    assert heatmaps[0].name in markdown and "McNemar" in markdown and "Wilson" in markdown and "Newcombe" in markdown
     assert "failed:" not in markdown.split("## Cells")[0]  # no figure, table or W&B step degraded to a note
 
 
@@ -173,7 +174,9 @@ def test_table_numbers_match_an_independent_recomputation(full_report):
         assert float(row["baseline_accuracy"]) == pytest.approx(sum(base[i]["correct"] for i in shared) / len(shared))
         assert float(row["p_mcnemar"]) == pytest.approx(mcnemar_closed_form(b, c))
         low, high = float(row["diff_ci_low"]), float(row["diff_ci_high"])
-        assert low <= float(row["diff"]) <= high
+        assert low < float(row["diff"]) < high
+        both = sum(1 for i in shared if base[i]["correct"] and mine[i]["correct"])
+        assert (low, high) == pytest.approx(newcombe_interval(b, c, both, len(shared) - both - b - c))
         assert row["significant"] == str(float(row["p_mcnemar"]) < 0.05).lower()
         assert row["p_holm"] == ""  # no --holm
     baseline_rows = [r for r in table.values() if r["interventions"] == "off"]
