@@ -77,7 +77,8 @@ def letter_shift(baseline: Sequence[dict], treatment: Sequence[dict], paired_ids
     n = len(pairs)
     base_letters = Counter(a["prediction"] for a, _ in pairs if a["kind"] == "mc" and a["valid"])
     treat_letters = Counter(t["prediction"] for _, t in pairs if t["kind"] == "mc" and t["valid"])
-    rises = {letter: treat_letters[letter] - base_letters[letter] for letter in sorted(set(base_letters) | set(treat_letters))}
+    rises = {letter: treat_letters[letter] - base_letters[letter]
+             for letter in sorted(set(base_letters) | set(treat_letters))}
     if not rises or max(rises.values()) <= 0:
         return None
     letter = max(rises, key=rises.get)  # ties: the first letter in order

@@ -172,11 +172,12 @@ def flag_text(entry: dict) -> str:
 
 
 def shift_text(entry: dict) -> str:
-    """``A: +20.0 (+5.0); 50% → 90%``: Δ from the questions whose target is L, the rest, and
+    """``A: +20.0 (-5.0); 50% → 90%``: Δ from the questions whose target is L, the rest, and
     L's share of the answers in the baseline and the cell."""
     if entry["shift_letter"] == "":
         return ""
-    return (f"{entry['shift_letter']}: {signed_pp(entry['diff_target_letter'])} ({signed_pp(entry['diff_other_targets'])}); "
+    return (f"{entry['shift_letter']}: {signed_pp(entry['diff_target_letter'])} "
+            f"({signed_pp(entry['diff_other_targets'])}); "
             f"{pct(entry['shift_letter_baseline_share'], 0)}% → {pct(entry['shift_letter_share'], 0)}%")
 
 
