@@ -3,7 +3,9 @@
 Accuracy and its Wilson interval are recomputed from ``predictions.jsonl`` (the cell's source
 of truth, the same numbers as its metrics.json). The comparison with the baseline is paired
 on (id, prompt_hash) (``paired.py``); Holm's correction, when asked for, runs over every cell
-of this report that has a comparison.
+of this report that has a comparison. Each cell's answer-letter statistics and flags
+(``outro_sweep.scoring.letter_stats``) and each comparison's letter-bias decomposition
+(``letter_bias.py``) come from the same records.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 from outro_sweep.report.baselines import BaselineMatch, find_baselines
 from outro_sweep.report.collect import ReportCell, Store
+from outro_sweep.report.letter_bias import LetterShift, letter_shift
 from outro_sweep.report.paired import (
     PairedResult,
     compare_paired,
@@ -29,6 +32,7 @@ from outro_sweep.report.settings import (
     layer_label,
     layer_sort_key,
 )
+from outro_sweep.scoring.letter_stats import LETTER_FIELDS, LetterStats, has_letter_fields, letter_stats
 
 SIGNIFICANCE = 0.05
 
@@ -46,6 +50,9 @@ class CellResult:
     paired: PairedResult | None = None
     p_holm: float | None = None
     notes: list[str] = field(default_factory=list)
+    letters: LetterStats | None = None  # answer letters, invalid answers, chance
+    flags: list[str] = field(default_factory=list)  # letter_stats' codes: letter_bias, ci_contains_chance
+    letter_shift: LetterShift | None = None  # how much of the paired difference is a letter shift
 
     @property
     def enabled(self) -> bool:
@@ -108,6 +115,10 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
             result.n, result.correct = len(correct), sum(correct)
             result.accuracy = result.correct / result.n
             result.ci_low, result.ci_high = wilson(result.correct, result.n)
+            if has_letter_fields(records):
+                result.letters = letter_stats(records, result.ci_low, result.ci_high)
+            else:
+                result.notes.append("no letter statistics: predictions.jsonl lacks " + ", ".join(LETTER_FIELDS))
         elif cell.state == "done":
             metrics = cell.metrics()
             if "accuracy" in metrics:  # predictions unreadable: the cell's own numbers, unpaired
@@ -115,6 +126,8 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
                 result.accuracy, result.ci_low, result.ci_high = (metrics["accuracy"], metrics.get("ci_low"),
                                                                   metrics.get("ci_high"))
                 result.notes.append("accuracy from metrics.json (predictions unreadable)")
+                result.letters = LetterStats.from_metrics(metrics)
+        result.flags = list(result.letters.flags) if result.letters is not None else []
         if result.enabled:
             match = baselines.get(baseline_of(cell.config))
             if match is not None:
@@ -126,6 +139,10 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
                 if result.paired.paired_n == 0:
                     result.notes.append("no question in common with the baseline")
                     result.paired = None
+                elif result.letters is not None and has_letter_fields(base_records):
+                    result.letter_shift = letter_shift(base_records, records, result.paired.pairing.ids)
+                    if result.letter_shift is not None and result.letter_shift.mostly_shift:
+                        result.notes.append(result.letter_shift.note())
             elif cell.state == "done" and match is not None and match.baseline is None:
                 result.notes.append("no baseline: " + match.note)
             elif cell.state == "done" and match is not None and not base_records:

@@ -24,7 +24,8 @@ SKIPPED_FILE = "skipped.json"  # outro_sweep.sweep.sweeper.SKIPPED_FILE (not imp
 PLAN_FILE = "plan.json"  # outro_sweep.sweep.sweeper.PLAN_FILE: every planned cell's overrides and identity
 MULTIRUN_FILE = "multirun.yaml"
 STATES = ("done", "partial", "failed", "missing")
-RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories")
+RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories",
+               "kind", "options", "target", "prediction", "valid")  # the last five: letter statistics
 
 
 @dataclass

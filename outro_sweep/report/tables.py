@@ -1,5 +1,8 @@
 """The report's main table: one row per cell, as ``table.csv`` (every number at full
-precision) and ``table.md`` (rounded, with the notes, the statistics used and the figures)."""
+precision) and ``table.md`` (rounded, with the notes, the statistics used and the figures).
+Letter distributions are written ``"A:120 B:60 C:20"``; flags as their codes in the CSV
+(``letter_bias;ci_contains_chance``) and as warnings in the markdown (``⚠ bias A 91%``,
+``≈ chance``)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import math
 from pathlib import Path
 
 from outro_sweep.report.analysis import SIGNIFICANCE, Analysis, CellResult
+from outro_sweep.report.letter_bias import MOSTLY
 from outro_sweep.report.paired import INTERVAL_METHOD
 from outro_sweep.report.settings import (
     axis_value,
@@ -18,16 +22,27 @@ from outro_sweep.report.settings import (
     number_label,
     short_value,
 )
+from outro_sweep.scoring.letter_stats import CI_CONTAINS_CHANCE, LETTER_BIAS, LETTER_BIAS_SHARE
 
 COLUMNS = [
     "identity", "state", "jobs",
     "model", "benchmark", "benchmark_settings", "sink",
     "interventions", "grid_row", "grid_column", "intervention_settings", "other_settings",
     "n", "correct", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+    "invalid", "invalid_rate", "chance", "top_letter", "top_letter_share", "predicted_letters", "target_letters",
+    "flags",
     "baseline", "baseline_n", "paired_n", "baseline_accuracy", "intervention_accuracy_paired",
     "b_baseline_only", "c_intervention_only", "diff", "diff_ci_low", "diff_ci_high",
-    "p_mcnemar", "p_holm", "significant", "note",
+    "p_mcnemar", "p_holm", "significant",
+    # The letter-bias decomposition of diff (report/letter_bias.py): L = shift_letter.
+    "shift_letter", "shift_letter_baseline_share", "shift_letter_share", "diff_target_letter", "diff_other_targets",
+    "note",
 ]
+
+
+def distribution(counts: dict[str, int] | None) -> str:
+    """``{"A": 120, "B": 60}`` -> ``"A:120 B:60"``."""
+    return " ".join(f"{letter}:{count}" for letter, count in (counts or {}).items())
 
 
 def _from_overrides(overrides: list[str]) -> dict:
@@ -76,6 +91,12 @@ def row(result: CellResult, analysis: Analysis) -> dict:
     if result.n is not None:
         out.update(n=result.n, correct=result.correct, accuracy=result.accuracy,
                    accuracy_ci_low=result.ci_low, accuracy_ci_high=result.ci_high)
+    letters = result.letters
+    if letters is not None:
+        out.update(invalid=letters.invalid, invalid_rate=letters.invalid_rate, chance=letters.chance,
+                   top_letter=letters.top_letter, top_letter_share=letters.top_letter_share,
+                   predicted_letters=distribution(letters.predicted_letters),
+                   target_letters=distribution(letters.target_letters), flags=";".join(result.flags))
     if result.baseline is not None:
         base_n = sum(1 for _ in (result.baseline.records() or []))
         out.update(baseline=result.baseline.identity, baseline_n=base_n or "")
@@ -87,6 +108,11 @@ def row(result: CellResult, analysis: Analysis) -> dict:
                    p_mcnemar=paired.p_mcnemar,
                    p_holm=result.p_holm if analysis.holm and result.p_holm is not None else "",
                    significant=str(result.significant(analysis.holm)).lower())
+    shift = result.letter_shift
+    if shift is not None:
+        out.update(shift_letter=shift.letter, shift_letter_baseline_share=shift.baseline_share,
+                   shift_letter_share=shift.treatment_share, diff_target_letter=shift.diff_letter,
+                   diff_other_targets=shift.diff_rest)
     notes = list(cell.notes) + list(result.notes)
     if config is not None and not intervention_enabled(config):
         notes.insert(0, "baseline (every intervention off)")
@@ -135,14 +161,35 @@ def md_escape(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def flag_text(entry: dict) -> str:
+    """The visible warnings of a row: ``⚠ bias A 91%``, ``≈ chance``."""
+    flags = entry["flags"].split(";") if entry["flags"] else []
+    shown = []
+    if LETTER_BIAS in flags:
+        shown.append(f"⚠ bias {entry['top_letter']} {pct(entry['top_letter_share'], 0)}%")
+    if CI_CONTAINS_CHANCE in flags:
+        shown.append("≈ chance")
+    return ", ".join(shown)
+
+
+def shift_text(entry: dict) -> str:
+    """``A: +20.0 (-5.0); 50% → 90%``: Δ from the questions whose target is L, the rest, and
+    L's share of the answers in the baseline and the cell."""
+    if entry["shift_letter"] == "":
+        return ""
+    return (f"{entry['shift_letter']}: {signed_pp(entry['diff_target_letter'])} "
+            f"({signed_pp(entry['diff_other_targets'])}); "
+            f"{pct(entry['shift_letter_baseline_share'], 0)}% → {pct(entry['shift_letter_share'], 0)}%")
+
+
 def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid row", "grid column")) -> list[str]:
     """axes: the heatmap axes' names for the row/column headers (``outro.layer``, ``outro.alpha``)."""
     headers = ["sig", "model", "benchmark", "sink", "intervention", *axes, "settings", "state", "n",
-               "accuracy % [95% CI]",
+               "accuracy % [95% CI]", "flag", "invalid %", "chance %", "top letter", "targets",
                "baseline % (paired)", "Δ pp [95% CI]", "b / c", "p (McNemar)"]
     if holm:
         headers.append("p (Holm)")
-    headers += ["other", "note", "cell"]
+    headers += ["Δ from target-L pp (rest); L answers baseline → cell", "other", "note", "cell"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for entry in table:
         significant = entry["significant"] == "true"
@@ -155,13 +202,15 @@ def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid
             diff = f"**{diff}**"
         cells = ["**\\***" if significant else "", entry["model"], bench, entry["sink"], entry["interventions"],
                  entry["grid_row"], entry["grid_column"], entry["intervention_settings"], entry["state"],
-                 str(entry["n"]), accuracy,
+                 str(entry["n"]), accuracy, flag_text(entry), pct(entry["invalid_rate"]), pct(entry["chance"]),
+                 f"{entry['top_letter']} {pct(entry['top_letter_share'], 0)}%" if entry["top_letter"] else "",
+                 entry["target_letters"],
                  pct(entry["baseline_accuracy"]), diff,
                  f"{entry['b_baseline_only']} / {entry['c_intervention_only']}" if entry["b_baseline_only"] != "" else "",
                  p_text(entry["p_mcnemar"])]
         if holm:
             cells.append(p_text(entry["p_holm"]))
-        cells += [entry["other_settings"], entry["note"], entry["identity"]]
+        cells += [shift_text(entry), entry["other_settings"], entry["note"], entry["identity"]]
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     return lines
 
@@ -193,7 +242,18 @@ def write_markdown(path: Path, analysis: Analysis, table: list[dict], title: str
          "test, which is more conservative: with p just above 0.05 the interval can exclude 0; the star follows p."),
         ("- **b / c**: questions only the baseline / only the cell answered correctly; **p**: exact two-sided McNemar "
          "test, p = min(1, 2·P(X ≤ min(b, c))), X ~ Binomial(b + c, 1/2)."),
-        f"- **\\***: significant, p < {SIGNIFICANCE} ({correction}).", "",
+        f"- **\\***: significant, p < {SIGNIFICANCE} ({correction}).",
+        ("- **invalid**: answers from which no option could be read (counted wrong); **chance**: the accuracy of "
+         "uniform guessing, the mean of 1/#options over the multiple-choice and yes/no questions; **top letter**: "
+         "the most common answer letter and its share of the readable multiple-choice answers; **targets**: how "
+         "many questions have each correct letter."),
+        (f"- **⚠ bias X nn%**: the top letter X covers more than {100 * LETTER_BIAS_SHARE:.0f}% of the answers, so "
+         "the accuracy tracks how many targets are X; **≈ chance**: the accuracy's 95% interval contains chance."),
+        ("- **Δ from target-L**: L is the letter whose share of the answers rose most from the baseline to the cell "
+         "(over the paired questions); the part of Δ from questions whose target is L, then (in brackets) the rest "
+         "of Δ, then L's share of the answers in the baseline and the cell. Where the target-L part has Δ's sign "
+         f"and is at least {100 * MOSTLY:.0f}% of Δ, the note says Δ is mostly a shift toward L: a letter habit, "
+         "not a gain in understanding."), "",
     ]
     if notes:
         lines += ["## Notes", ""] + [f"- {md_escape(n)}" for n in notes] + [""]

@@ -2,7 +2,8 @@
 
     outro (layer auto, alpha 3) vs stock: -2.3 pp [-5.1, +0.4], McNemar p=0.11, n=200
 
-Also written to ``<report>/verdict.txt``.
+and where the difference is mostly a shift toward one answer letter (``letter_bias.py``),
+the note that says so after a semicolon. Also written to ``<report>/verdict.txt``.
 """
 
 from __future__ import annotations
@@ -37,5 +38,7 @@ def verdict_lines(analysis: Analysis) -> list[str]:
             f"{cell_label(result, analysis)} vs stock: {100 * paired.diff:+.1f} pp "
             f"[{100 * paired.ci_low:+.1f}, {100 * paired.ci_high:+.1f}], "
             f"{'Holm-adjusted ' if use_holm else ''}McNemar p={p:.2g}, n={paired.paired_n}"
+            + (f"; {result.letter_shift.note()}" if result.letter_shift is not None and result.letter_shift.mostly_shift
+               else "")
         )
     return lines

@@ -7,6 +7,7 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from outro_sweep.scoring.letter_stats import CI_CONTAINS_CHANCE, LETTER_BIAS, letter_stats
 from outro_sweep.scoring.stats import accuracy_summary
 
 
@@ -18,8 +19,9 @@ def read_predictions(path: Path) -> list[dict]:
 
 def summarise(records: list[dict], seconds: float, timed_samples: int, diagnostics: dict) -> dict:
     """Accuracy over every question (a question whose clip failed counts as wrong), broken
-    down by first category, by kind and by every (category name, value); the score mean (WUPS
-    where the benchmark uses it); how clips were obtained where questions have clips.
+    down by first category, by kind and by every (category name, value); the answer-letter
+    statistics and their flags (``letter_stats``); the score mean (WUPS where the benchmark
+    uses it); how clips were obtained where questions have clips.
 
     ``seconds`` / ``timed_samples``: time in ``predict_step`` and the samples it covers (the
     shards that carry timing), so ``seconds_per_sample`` is what was measured over what it
@@ -35,9 +37,10 @@ def summarise(records: list[dict], seconds: float, timed_samples: int, diagnosti
         for name, value in record["categories"].items():
             by_category[name][value].append(correct)
     scores = [float(r["score"]) for r in records]
+    accuracy = accuracy_summary([bool(r["correct"]) for r in records])
     summary = {
-        **accuracy_summary([bool(r["correct"]) for r in records]),
-        "invalid": sum(1 for r in records if not r["valid"]),
+        **accuracy,
+        **letter_stats(records, accuracy["ci_low"], accuracy["ci_high"]).metrics(),
         "errors": sum(1 for r in records if r["error"] is not None),
         "score_mean": sum(scores) / len(scores) if scores else math.nan,
         "seconds_per_sample": seconds / timed_samples if timed_samples else math.nan,
@@ -58,9 +61,18 @@ def summarise(records: list[dict], seconds: float, timed_samples: int, diagnosti
 
 
 def result_line(metrics: dict, where: Path) -> str:
-    """The cell's one printed line: accuracy, its interval, counts (clip errors where there are clips)."""
+    """The cell's one printed line: accuracy, its interval, counts (clip errors where there are
+    clips), the most common answer letter's share, and a warning when a flag is raised, e.g.
+    ``accuracy 0.2500 (95% CI 0.0715-0.5907, n=8, invalid=0, top letter A 100%) ⚠ letter bias,
+    CI contains chance 25% -> <cell>``.
+    """
     extra = ""
     if "video_cache" in metrics:
         extra = f", video errors={metrics['errors']}, skipped missing={metrics.get('skipped_missing', 0)}"
+    if metrics.get("top_letter") is not None:
+        extra += f", top letter {metrics['top_letter']} {100 * metrics['top_letter_share']:.0f}%"
+    warnings = {LETTER_BIAS: "letter bias",
+                CI_CONTAINS_CHANCE: f"CI contains chance {100 * (metrics.get('chance') or 0):.0f}%"}
+    flagged = ", ".join(warnings[flag] for flag in metrics.get("flags", ()))
     return (f"accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci_low']:.4f}-{metrics['ci_high']:.4f}, "
-            f"n={metrics['n']}, invalid={metrics['invalid']}{extra}) -> {where}")
+            f"n={metrics['n']}, invalid={metrics['invalid']}{extra}){' ⚠ ' + flagged if flagged else ''} -> {where}")
