@@ -58,9 +58,14 @@ def summarise(records: list[dict], seconds: float, timed_samples: int, diagnosti
 
 
 def result_line(metrics: dict, where: Path) -> str:
-    """The cell's one printed line: accuracy, its interval, counts (clip errors where there are clips)."""
+    """The cell's one printed line: accuracy, its interval, counts (clip errors where there are
+    clips), and the circular accuracy of a circular cell."""
     extra = ""
     if "video_cache" in metrics:
         extra = f", video errors={metrics['errors']}, skipped missing={metrics.get('skipped_missing', 0)}"
+    circular = metrics.get("circular")
+    if circular:  # benchmark.circular=true: right under every rotation of the options
+        extra += (f"; circular accuracy {circular['accuracy']:.4f} (95% CI {circular['ci_low']:.4f}-"
+                  f"{circular['ci_high']:.4f}, over {circular['rotations']} rotations)")
     return (f"accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci_low']:.4f}-{metrics['ci_high']:.4f}, "
             f"n={metrics['n']}, invalid={metrics['invalid']}{extra}) -> {where}")
