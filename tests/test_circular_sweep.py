@@ -101,3 +101,18 @@ def test_a_killed_circular_cell_resumes_without_duplicating_or_dropping(sweep, t
     assert [{k: r.get(k) for k in KEYS} for r in again] == [{k: r.get(k) for k in KEYS} for r in before]
     assert json.loads((target / "metrics.json").read_text())["circular"] == \
         json.loads((source / "metrics.json").read_text())["circular"]
+
+
+def test_rescore_checks_a_circular_cell_against_its_rotations(sweep, tmp_path):
+    """A circular cell's shards hold one record per rotation (16), not per question (n=4)."""
+    import subprocess
+    import sys
+
+    from tests.cell_runs import REPO, cli_env
+
+    copy = Path(shutil.copytree(sweep[1]["outro"], tmp_path / "cells" / sweep[1]["outro"].name))
+    before = (copy / "metrics.json").read_text()
+    result = subprocess.run([sys.executable, "-m", "outro_sweep.rescore", str(copy)], cwd=REPO, env=cli_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert json.loads((copy / "metrics.json").read_text()) == json.loads(before)
