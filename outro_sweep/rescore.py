@@ -53,7 +53,8 @@ def rescore_cell(cell_dir: Path) -> tuple[dict, dict, bool]:
     old_text = (cell_dir / "metrics.json").read_text()
     before = json.loads(old_text)
     shard_set = read_shard_set(cell_dir / "shards")
-    check_complete(shard_set, before["n"], cell_dir / "shards")
+    # One record per prompt: n questions, or every rotation of them in a circular cell.
+    check_complete(shard_set, (before.get("circular") or {}).get("rotations", before["n"]), cell_dir / "shards")
     judge = instantiate(config["judge"]) if (config.get("judge") or {}).get("enabled") else None
     after, _ = score_cell(shard_set, config, cell_dir, judge, {"skipped_missing": before.get("skipped_missing", 0)})
     update_summary(config, cell_dir, after)  # before DONE, as a cell does

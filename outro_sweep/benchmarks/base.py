@@ -15,15 +15,22 @@ Kinds of question:
 
 ``categories`` carry whatever the benchmark annotates a question with (subject, question
 type, video duration, ...) as ``(name, value)`` pairs, so results break down by any of them.
+
+Every benchmark shares the selection keys of ``Benchmark``: ``limit`` (the first N questions in
+file order) or ``sample`` (a seeded stratified subsample, ``outro_sweep.benchmarks.sampling``),
+and ``circular`` (MMBench's CircularEval: every mc question asked once per rotation of its
+options, ``rotated``; a question counts as right only if every rotation is,
+``outro_sweep.scoring.circular``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
+from outro_sweep.benchmarks.sampling import stratified_sample
 from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
 
@@ -46,6 +53,14 @@ class Question:
     question: str = ""  # the question as annotated, without options or instruction (what a judge reads)
     video: str | None = None  # the clip, a path under benchmark.video_dir; None: a text-only question
     segment: tuple[float, float] | None = None  # (start, end) seconds, where the benchmark bounds the clip
+    # How ``ask`` built the prompt, so that ``rotated`` rebuilds it the same way: the text before
+    # the question (few-shot examples) and whether question and options were stripped.
+    prefix: str = ""
+    strip: bool = True
+    # CircularEval (benchmark.circular=true): the options rotated by this many positions (0 = the
+    # original order) and the benchmark's own id of the question; None/"" outside circular cells.
+    rotation: int | None = None
+    question_id: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -100,7 +115,41 @@ def ask(id: str, question: str, options: tuple[str, ...], answer: str, kind: str
         prompt = text
     return Question(id=id, kind=kind, prompt=prefix + prompt, references=(answer, *extra_answers),
                     options=tuple(options), categories=tuple(categories), question=question, video=video,
-                    segment=segment)
+                    segment=segment, prefix=prefix, strip=strip)
+
+
+def rotated(question: Question, rotation: int) -> Question:
+    """``question`` asked with its options rotated left by ``rotation`` positions (CircularEval).
+
+    Option i of the result is option (i + rotation) mod k of the original, so the answer letter
+    follows its option text: original index a -> (a - rotation) mod k. The prompt is rebuilt by
+    ``ask`` with the question's own prefix (few-shot examples) and strip rule: the shared MC
+    format, identical to the original's at rotation 0. Rotation r > 0 gets the id
+    ``<id>#rot<r>`` (unique per record); ``question_id`` keeps the benchmark's id.
+    """
+    k = len(question.options)
+    if question.kind != "mc" or not 0 <= rotation < k:
+        raise ValueError(f"Question {question.id}: rotation {rotation} needs an mc question with more than "
+                         f"{rotation} options")
+    options = question.options[rotation:] + question.options[:rotation]
+    answer = option_letters(k)[(question.letters.index(question.answer) - rotation) % k]
+    asked = ask(id=question.id if rotation == 0 else f"{question.id}#rot{rotation}", question=question.question,
+                options=options, answer=answer, categories=question.categories, video=question.video,
+                segment=question.segment, prefix=question.prefix, strip=question.strip)
+    return replace(asked, rotation=rotation, question_id=question.id)
+
+
+def expand_rotations(questions: list[Question]) -> list[Question]:
+    """Every mc question once per rotation 0..k-1, its rotations together and in order; other
+    kinds once, as rotation 0. Deterministic, so a resumed cell's record indices mean the same
+    prompts (``predict.run`` keys records by their index in this list)."""
+    expanded = []
+    for question in questions:
+        if question.kind == "mc":
+            expanded += [rotated(question, r) for r in range(len(question.options))]
+        else:
+            expanded.append(replace(question, rotation=0, question_id=question.id))
+    return expanded
 
 
 class Benchmark:
@@ -118,11 +167,22 @@ class Benchmark:
         limit: Annotated[int, Range(ge=0)] | None = None,
         scoring: Literal[SCORING_METHODS] = "generate",
         max_new_tokens: Annotated[int, Range(ge=1)] = 8,
+        circular: bool = False,
+        sample: Annotated[int, Range(ge=1)] | None = None,
+        sample_seed: int = 0,
     ) -> None:
         check_arguments(Benchmark, locals(), self.config_key)
+        if limit is not None and sample is not None:
+            raise ConfigError(
+                f"benchmark.limit={limit} and benchmark.sample={sample} both select questions: valid values "
+                "set at most one of them (limit: the first N in file order; sample: a seeded stratified subsample)"
+            )
         self.limit = limit
         self.scoring = scoring
         self.max_new_tokens = max_new_tokens
+        self.circular = circular
+        self.sample = sample
+        self.sample_seed = sample_seed
 
     def _load(self) -> list[Question]:
         raise NotImplementedError
@@ -152,6 +212,8 @@ class Benchmark:
         return "check benchmark.limit and the filters"
 
     def load(self) -> list[Question]:
+        """The cell's questions: filtered, then ``limit`` or ``sample`` (they count questions),
+        then, with ``circular``, every mc question once per rotation (``expand_rotations``)."""
         questions = self._filter_questions(self._load())
         if self.limit is not None:
             questions = questions[: self.limit]
@@ -161,4 +223,18 @@ class Benchmark:
                 f"benchmark={self.name} has no questions{' (' + detail + ')' if detail else ''}: "
                 f"valid values select at least one question ({self._empty_hint()})"
             )
+        if self.sample is not None:
+            if self.sample > len(questions):
+                raise ConfigError(
+                    f"benchmark.sample={self.sample} exceeds the {len(questions)} questions of benchmark={self.name}: "
+                    f"valid values are 1..{len(questions)}, or null for all of them"
+                )
+            questions = stratified_sample(questions, self.sample, self.sample_seed)
+        if self.circular:
+            if not any(q.kind == "mc" for q in questions):
+                raise ConfigError(
+                    f"benchmark.circular=true rotates multiple-choice options and benchmark={self.name} has no "
+                    "multiple-choice question here: valid values are circular=false"
+                )
+            questions = expand_rotations(questions)
         return questions

@@ -77,7 +77,8 @@ def identity_config(config: dict) -> dict:
 
     An inactive intervention is ``{"enabled": False}`` whatever its other knobs say, and the sink
     rule is left out when no active intervention reads sinks: the stock-model cell is the same
-    cell whatever they say, so a sweep over them has ONE baseline.
+    cell whatever they say, so a sweep over them has ONE baseline. Likewise ``benchmark.sample``
+    (with its seed) and ``benchmark.circular`` are left out while off.
     """
     from outro_sweep.interventions.stack import intervention_groups, is_active
 
@@ -88,6 +89,16 @@ def identity_config(config: dict) -> dict:
         kept[group] = {"enabled": False}
     if not any(cls.needs_sink_rule for cls in active.values()):
         kept.pop("sink", None)
+    benchmark = kept.get("benchmark")
+    if isinstance(benchmark, dict):
+        # The question-selection keys at their "off" values select what a config without them
+        # does (benchmark.base.Benchmark): sample_seed means nothing without sample. Left out, so
+        # `sample: null` and an absent key are one cell, and cells from before the keys keep theirs.
+        if benchmark.get("sample") is None:
+            benchmark.pop("sample", None)
+            benchmark.pop("sample_seed", None)
+        if benchmark.get("circular") is False:
+            benchmark.pop("circular")
     return kept
 
 

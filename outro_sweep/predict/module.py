@@ -96,6 +96,8 @@ def record(item: Item, prompt_hash: str, output: str, logits: dict | None, diagn
         "error": item.error,
         "diagnostics": diagnostics,  # {intervention group: per-sample dict}; {} for the stock model
     }
+    if question.rotation is not None:  # benchmark.circular=true (outro_sweep.scoring.circular)
+        raw.update(rotation=question.rotation, question_id=question.question_id)
     if logits is not None:
         raw["logits"] = logits  # option letter -> logit (scoring=logits)
     if question.video is not None:

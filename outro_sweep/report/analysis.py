@@ -2,10 +2,12 @@
 
 Accuracy and its Wilson interval are recomputed from ``predictions.jsonl`` (the cell's source
 of truth, the same numbers as its metrics.json). The comparison with the baseline is paired
-on (id, prompt_hash) (``paired.py``); Holm's correction, when asked for, runs over every cell
-of this report that has a comparison. Each cell's answer-letter statistics and flags
-(``outro_sweep.scoring.letter_stats``) and each comparison's letter-bias decomposition
-(``letter_bias.py``) come from the same records.
+on (id, prompt_hash) (``paired.py``), over each question as the benchmark orders its options
+(rotation 0); a circular cell (``benchmark.circular=true``) is also compared on its questions'
+circular correctness, paired on question_id. Holm's correction, when asked for, runs over
+every cell of this report that has a comparison.
+Each cell's answer-letter statistics and flags (``outro_sweep.scoring.letter_stats``) and each
+comparison's letter-bias decomposition (``letter_bias.py``) come from the same rotation-0 records.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from outro_sweep.report.settings import (
     layer_label,
     layer_sort_key,
 )
+from outro_sweep.scoring.circular import circular_outcomes, is_circular, question_records
 from outro_sweep.scoring.letter_stats import LETTER_FIELDS, LetterStats, has_letter_fields, letter_stats
+from outro_sweep.scoring.stats import accuracy_summary
 
 SIGNIFICANCE = 0.05
 
@@ -47,7 +51,11 @@ class CellResult:
     ci_high: float | None = None
     baseline: ReportCell | None = None
     baseline_note: str = ""
-    paired: PairedResult | None = None
+    paired: PairedResult | None = None  # over rotation-0 records (each question as the benchmark orders it)
+    # benchmark.circular=true: {accuracy, ci_low, ci_high, n, correct} over the questions, right
+    # only if every rotation is; and the paired comparison of that correctness with the baseline's
+    circular: dict | None = None
+    paired_circular: PairedResult | None = None
     p_holm: float | None = None
     notes: list[str] = field(default_factory=list)
     letters: LetterStats | None = None  # answer letters, invalid answers, chance
@@ -110,6 +118,11 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
     for cell in ordered:
         result = CellResult(cell)
         records = cell.records() if cell.state == "done" else None
+        every = cell.all_records() if records else None  # every rotation of a circular cell
+        if every and not is_circular(every):
+            every = None
+        if every:
+            result.circular = accuracy_summary(list(circular_outcomes(every).values()))
         if records:
             correct = [bool(r["correct"]) for r in records]
             result.n, result.correct = len(correct), sum(correct)
@@ -135,6 +148,10 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
             base_records = match.baseline.records() if match is not None and match.baseline is not None else None
             if records and base_records:
                 result.paired = compare_paired(base_records, records)
+                base_every = match.baseline.all_records()
+                if every and is_circular(base_every):  # the baseline of a circular cell is circular
+                    paired_circular = compare_paired(question_records(base_every), question_records(every))
+                    result.paired_circular = paired_circular if paired_circular.paired_n else None
                 result.notes.extend(result.paired.pairing.notes())
                 if result.paired.paired_n == 0:
                     result.notes.append("no question in common with the baseline")

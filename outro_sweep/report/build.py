@@ -111,7 +111,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     analysis = analyse(merged, store, use_holm=holm)
     notes += analysis.notes
     table = tables.rows(analysis)
-    tables.write_csv(out / TABLE_CSV, table, tables.COLUMNS)
+    tables.write_csv(out / TABLE_CSV, table, tables.columns(analysis))
     (out / VERDICT_TXT).write_text("".join(line + "\n" for line in verdict_lines(analysis)), encoding="utf-8")
 
     category_table: list[dict] = []
@@ -180,7 +180,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
                   "diff_interval": INTERVAL_METHOD,
                   "groups": [sweep_group(s) for s in sweep_dirs]}
         run_dir = log_report(mode=wandb_mode, directory=out, project=project, entity=entity, group=group,
-                             config=config, table=table, columns=tables.COLUMNS, category_table=category_table,
+                             config=config, table=table, columns=tables.columns(analysis), category_table=category_table,
                              category_columns=categories.COLUMNS, figures=figures, summary=summary)
         if run_dir is not None and wandb_mode == "offline":
             notes.append(f"W&B report run (offline) in {os.path.relpath(run_dir, out)}: upload with "

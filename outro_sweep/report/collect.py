@@ -16,6 +16,7 @@ from pathlib import Path
 
 from outro_sweep.cell.identity import defines_cell
 from outro_sweep.cell.store import CellStore
+from outro_sweep.scoring.circular import plain_records
 from outro_sweep.scoring.metrics import read_predictions
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ SKIPPED_FILE = "skipped.json"  # outro_sweep.sweep.sweeper.SKIPPED_FILE (not imp
 PLAN_FILE = "plan.json"  # outro_sweep.sweep.sweeper.PLAN_FILE: every planned cell's overrides and identity
 MULTIRUN_FILE = "multirun.yaml"
 STATES = ("done", "partial", "failed", "missing")
-RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories",
+RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories", "rotation", "question_id",
                "kind", "options", "target", "prediction", "valid")  # the last five: letter statistics
 
 
@@ -50,7 +51,13 @@ class ReportCell:
         return self.identity or ("missing:" + ",".join(self.jobs or self.overrides))
 
     def records(self) -> list[dict] | None:
-        """The cell's predictions (done cells only); None when absent or unreadable."""
+        """The cell's predictions, one per question (done cells only); None when absent or
+        unreadable. A circular cell's are its rotation-0 records (``all_records`` has them all)."""
+        records = self.all_records()
+        return plain_records(records) if records else None
+
+    def all_records(self) -> list[dict] | None:
+        """Every prediction record, each rotation of a circular cell included; None as ``records``."""
         if self._records is None and self.state == "done" and self.dir is not None:
             try:
                 # Only what the report uses: a big sweep's generated texts need not all sit in memory.

@@ -38,6 +38,26 @@ COLUMNS = [
     "shift_letter", "shift_letter_baseline_share", "shift_letter_share", "diff_target_letter", "diff_other_targets",
     "note",
 ]
+# benchmark.circular=true (CircularEval): the circular view beside the plain one, in reports
+# with a circular cell. b/c/diff/p as above, over questions that are right only if every rotation is.
+CIRCULAR_COLUMNS = [
+    "circular_n", "circular_correct", "circular_accuracy", "circular_ci_low", "circular_ci_high",
+    "circular_paired_n", "circular_baseline_accuracy", "circular_b_baseline_only", "circular_c_intervention_only",
+    "circular_diff", "circular_diff_ci_low", "circular_diff_ci_high", "circular_p_mcnemar",
+]
+
+
+def has_circular(analysis: Analysis) -> bool:
+    return any(r.circular is not None for r in analysis.results)
+
+
+def columns(analysis: Analysis) -> list[str]:
+    """The table's columns: ``COLUMNS``, with the circular ones after the plain accuracy where
+    some cell is circular."""
+    if not has_circular(analysis):
+        return list(COLUMNS)
+    at = COLUMNS.index("accuracy_ci_high") + 1
+    return [*COLUMNS[:at], *CIRCULAR_COLUMNS, *COLUMNS[at:]]
 
 
 def distribution(counts: dict[str, int] | None) -> str:
@@ -69,7 +89,7 @@ def grid_labels(config: dict) -> tuple[str, str]:
 
 def row(result: CellResult, analysis: Analysis) -> dict:
     cell, labeller = result.cell, analysis.labeller
-    out = dict.fromkeys(COLUMNS, "")
+    out = dict.fromkeys(COLUMNS + CIRCULAR_COLUMNS, "")
     out.update(identity=cell.identity or "", state=cell.state, jobs="; ".join(cell.jobs))
     config = cell.config
     if config is not None:
@@ -100,6 +120,17 @@ def row(result: CellResult, analysis: Analysis) -> dict:
     if result.baseline is not None:
         base_n = sum(1 for _ in (result.baseline.records() or []))
         out.update(baseline=result.baseline.identity, baseline_n=base_n or "")
+    if result.circular is not None:
+        circular = result.circular
+        out.update(circular_n=circular["n"], circular_correct=circular["correct"],
+                   circular_accuracy=circular["accuracy"], circular_ci_low=circular["ci_low"],
+                   circular_ci_high=circular["ci_high"])
+    if result.paired_circular is not None:
+        pc = result.paired_circular
+        out.update(circular_paired_n=pc.paired_n, circular_baseline_accuracy=pc.baseline_accuracy,
+                   circular_b_baseline_only=pc.b, circular_c_intervention_only=pc.c, circular_diff=pc.diff,
+                   circular_diff_ci_low=pc.ci_low, circular_diff_ci_high=pc.ci_high,
+                   circular_p_mcnemar=pc.p_mcnemar)
     paired = result.paired
     if paired is not None:
         out.update(paired_n=paired.paired_n, baseline_accuracy=paired.baseline_accuracy,
@@ -182,11 +213,21 @@ def shift_text(entry: dict) -> str:
             f"{pct(entry['shift_letter_baseline_share'], 0)}% → {pct(entry['shift_letter_share'], 0)}%")
 
 
-def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid row", "grid column")) -> list[str]:
-    """axes: the heatmap axes' names for the row/column headers (``outro.layer``, ``outro.alpha``)."""
+def _interval(entry: dict, value: str, low: str, high: str, show=pct) -> str:
+    return f"{show(entry[value])} [{show(entry[low])}, {show(entry[high])}]" if entry[value] != "" else ""
+
+
+def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid row", "grid column"),
+                   circular: bool = False) -> list[str]:
+    """axes: the heatmap axes' names for the row/column headers (``outro.layer``, ``outro.alpha``);
+    circular: add the circular accuracy and its paired Δ (a report with a circular cell)."""
     headers = ["sig", "model", "benchmark", "sink", "intervention", *axes, "settings", "state", "n",
-               "accuracy % [95% CI]", "flag", "invalid %", "chance %", "top letter", "targets",
-               "baseline % (paired)", "Δ pp [95% CI]", "b / c", "p (McNemar)"]
+               "accuracy % [95% CI]", "flag", "invalid %", "chance %", "top letter", "targets"]
+    if circular:
+        headers.append("circular % [95% CI]")
+    headers += ["baseline % (paired)", "Δ pp [95% CI]", "b / c", "p (McNemar)"]
+    if circular:
+        headers += ["circular Δ pp [95% CI]", "circular b / c", "circular p"]
     if holm:
         headers.append("p (Holm)")
     headers += ["Δ from target-L pp (rest); L answers baseline → cell", "other", "note", "cell"]
@@ -204,10 +245,17 @@ def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid
                  entry["grid_row"], entry["grid_column"], entry["intervention_settings"], entry["state"],
                  str(entry["n"]), accuracy, flag_text(entry), pct(entry["invalid_rate"]), pct(entry["chance"]),
                  f"{entry['top_letter']} {pct(entry['top_letter_share'], 0)}%" if entry["top_letter"] else "",
-                 entry["target_letters"],
-                 pct(entry["baseline_accuracy"]), diff,
-                 f"{entry['b_baseline_only']} / {entry['c_intervention_only']}" if entry["b_baseline_only"] != "" else "",
-                 p_text(entry["p_mcnemar"])]
+                 entry["target_letters"]]
+        if circular:
+            cells.append(_interval(entry, "circular_accuracy", "circular_ci_low", "circular_ci_high"))
+        cells += [pct(entry["baseline_accuracy"]), diff,
+                  f"{entry['b_baseline_only']} / {entry['c_intervention_only']}" if entry["b_baseline_only"] != "" else "",
+                  p_text(entry["p_mcnemar"])]
+        if circular:
+            cells += [_interval(entry, "circular_diff", "circular_diff_ci_low", "circular_diff_ci_high", signed_pp),
+                      (f"{entry['circular_b_baseline_only']} / {entry['circular_c_intervention_only']}"
+                       if entry["circular_b_baseline_only"] != "" else ""),
+                      p_text(entry["circular_p_mcnemar"])]
         if holm:
             cells.append(p_text(entry["p_holm"]))
         cells += [shift_text(entry), entry["other_settings"], entry["note"], entry["identity"]]
@@ -255,11 +303,20 @@ def write_markdown(path: Path, analysis: Analysis, table: list[dict], title: str
          f"and is at least {100 * MOSTLY:.0f}% of Δ, the note says Δ is mostly a shift toward L: a letter habit, "
          "not a gain in understanding."), "",
     ]
+    circular = has_circular(analysis)
+    if circular:
+        lines[-1:-1] = [
+            ("- **circular** (`benchmark.circular=true`, MMBench's CircularEval): each multiple-choice question is "
+             "asked once per rotation of its options and counts as right only if every rotation is; a shift in "
+             "answer-letter bias moves the plain accuracy, not this one. The plain columns are over rotation 0 "
+             "(the benchmark's own option order); **circular Δ** pairs the questions on `question_id`, with the "
+             "same interval and test as Δ."),
+        ]
     if notes:
         lines += ["## Notes", ""] + [f"- {md_escape(n)}" for n in notes] + [""]
     axes = {grid_axes(r.cell.config) for r in analysis.results if r.cell.config is not None and r.enabled}
     headers = axes.pop() if len(axes) == 1 else ("grid row", "grid column")
-    lines += ["## Cells", ""] + markdown_table(table, analysis.holm, headers) + [""]
+    lines += ["## Cells", ""] + markdown_table(table, analysis.holm, headers, circular) + [""]
     grids = [f for f in figures if not f.name.startswith("sinks_")]
     sinks = [f for f in figures if f.name.startswith("sinks_")]
     if grids:

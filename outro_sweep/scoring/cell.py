@@ -14,12 +14,13 @@ from outro_sweep.cell.masking import mask
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.predict.shards import ShardSet, diagnostic_sums, dumps, timing
 from outro_sweep.scoring.answers import Scorer
+from outro_sweep.scoring.circular import circular_summary, is_circular, plain_records
 from outro_sweep.scoring.metrics import summarise
 
 
 def score_cell(shard_set: ShardSet, config: Mapping, cell_dir: Path, judge=None,
                facts: Mapping | None = None) -> tuple[dict, list[dict]]:
-    """Score every record of ``shard_set`` (one per question, complete), summarise, and write
+    """Score every record of ``shard_set`` (one per prompt asked, complete), summarise, and write
     ``<cell_dir>/predictions.jsonl`` then ``<cell_dir>/metrics.json`` (each atomically);
     returns (metrics, scored records).
 
@@ -35,7 +36,11 @@ def score_cell(shard_set: ShardSet, config: Mapping, cell_dir: Path, judge=None,
     seconds, timed = timing(shard_set.shards)
     stack = InterventionStack.from_config(config)
     diagnostics = stack.summarise([r.get("diagnostics") for r in records], diagnostic_sums(shard_set.shards))
-    metrics = {**summarise(records, seconds, timed, diagnostics), **(facts or {})}
+    # Plain numbers over each question as the benchmark orders its options (rotation 0); a
+    # circular cell (benchmark.circular=true) adds its circular block over every rotation.
+    metrics = {**summarise(plain_records(records), seconds, timed, diagnostics), **(facts or {})}
+    if is_circular(records):
+        metrics["circular"] = circular_summary(records)
     if judge is not None:
         from outro_sweep.scoring.judge import judge_summary
 
