@@ -1,5 +1,5 @@
 """``python -m outro_sweep.report SWEEP_DIR [SWEEP_DIR ...] [--cells CELL ...] [--out DIR] [--holm]
-[--wandb-mode offline|online|disabled] [--bootstrap N] [--seed S]``"""
+[--wandb-mode offline|online|disabled] [--bootstrap N] [--seed S] [--saturate 0.05]``"""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 from outro_sweep.report.paired import DEFAULT_RESAMPLES, DEFAULT_SEED
+from outro_sweep.report.plots import SATURATE
 from outro_sweep.report.wandb_report import MODES
 
 
@@ -30,11 +31,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--wandb-mode", choices=MODES, default="offline", help="the W&B report run (default offline)")
     parser.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 10000)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed (default 0)")
+    parser.add_argument("--saturate", type=float, default=SATURATE,
+                        help="accuracy difference (a fraction: 0.05 = 5 pp, the default) at which the heatmaps' "
+                             "colours saturate; larger differences are clipped and marked")
     args = parser.parse_args(argv)
     if not args.sweeps and not args.cells:
         parser.error("give at least one sweep folder or --cells")
     if args.bootstrap < 1:
         parser.error("--bootstrap must be >= 1")
+    if not 0 < args.saturate <= 1:
+        parser.error(f"--saturate={args.saturate:g} is invalid: valid values are fractions of accuracy in (0, 1], "
+                     "e.g. 0.05 for 5 pp")
     return args
 
 
@@ -45,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells,
-                           n_resamples=args.bootstrap, seed=args.seed)
+                           n_resamples=args.bootstrap, seed=args.seed, saturate=args.saturate)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ class CellResult:
     paired: PairedResult | None = None
     p_holm: float | None = None
     notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
 
     @property
     def enabled(self) -> bool:
