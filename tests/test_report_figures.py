@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,7 +203,7 @@ def test_sink_figure_marks_relaxation_layers_and_those_without_a_sink(cells):
     # SmolLM2 has no sink at layer 0 (the spec: token 0 becomes a sink from layer 12 on).
     assert marks[0].layer == 0 and marks[0].found_none and marks[0].samples == 8
     assert any(not m.without_sink for m in marks)  # and a sink at the later relaxation layers
-    figure = sink_figure_of(result, analysis)
+    figure = sink_figure_of(result)
     rate = next(ax for ax in figure.axes if ax.get_title() == "questions with a sink, per layer")
     lines = {round(line.get_xdata()[0]): line.get_color() for line in rate.lines}
     assert set(lines) == {m.layer for m in marks}

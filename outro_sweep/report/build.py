@@ -147,7 +147,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     for result in analysis.results:
         if result.enabled and result.cell.state == "done":
             try:
-                path = plots.sink_figure(result, analysis, out)
+                path = plots.sink_figure(result, out)
                 if path is not None:
                     figures.append(path)
             except Exception as err:  # noqa: BLE001

@@ -575,7 +575,7 @@ def _layer_axis(axes, layers: list[int]) -> None:
     axes.set_xlim(low - 0.8, high + 0.8)
 
 
-def sink_figure_of(result: CellResult, analysis: Analysis):
+def sink_figure_of(result: CellResult):
     """Four panels from the cell's sink diagnostics (``sink_diagnostics``), as a Figure (not
     saved); None when it recorded none."""
     group, sinks = sink_diagnostics(result.cell.metrics())
@@ -670,9 +670,9 @@ def sink_figure_of(result: CellResult, analysis: Analysis):
     return figure
 
 
-def sink_figure(result: CellResult, analysis: Analysis, out_dir: Path) -> Path | None:
+def sink_figure(result: CellResult, out_dir: Path) -> Path | None:
     """``sinks_<identity>.png`` (``sink_figure_of``); None when the cell recorded no sink diagnostics."""
-    figure = sink_figure_of(result, analysis)
+    figure = sink_figure_of(result)
     if figure is None:
         return None
     return save(figure, out_dir / f"sinks_{result.cell.identity}.png")
