@@ -1,5 +1,5 @@
 """``python -m outro_sweep.report SWEEP_DIR [SWEEP_DIR ...] [--cells CELL ...] [--out DIR] [--holm]
-[--wandb-mode offline|online|disabled]``"""
+[--wandb-mode offline|online|disabled] [--saturate 0.05]``"""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from outro_sweep.report.plots import SATURATE
 from outro_sweep.report.wandb_report import MODES
 
 
@@ -27,9 +28,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--holm", action="store_true",
                         help="Holm-adjust the McNemar p-values over every comparison in the report")
     parser.add_argument("--wandb-mode", choices=MODES, default="offline", help="the W&B report run (default offline)")
+    parser.add_argument("--saturate", type=float, default=SATURATE,
+                        help="accuracy difference (a fraction: 0.05 = 5 pp, the default) at which the heatmaps' "
+                             "colours saturate; larger differences are clipped and marked")
     args = parser.parse_args(argv)
     if not args.sweeps and not args.cells:
         parser.error("give at least one sweep folder or --cells")
+    if not 0 < args.saturate <= 1:
+        parser.error(f"--saturate={args.saturate:g} is invalid: valid values are fractions of accuracy in (0, 1], "
+                     "e.g. 0.05 for 5 pp")
     return args
 
 
@@ -39,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from outro_sweep.report.build import TABLE_CSV, ReportError, write_report
 
     try:
-        out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells)
+        out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells,
+                           saturate=args.saturate)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -20,8 +20,8 @@ from outro_sweep.report.collect import (
     sweep_group,
 )
 from outro_sweep.report.paired import INTERVAL_METHOD
-from outro_sweep.report.plots import sink_diagnostics
-from outro_sweep.report.settings import reads_sinks, short_hash
+from outro_sweep.report.plots import SATURATE, sink_diagnostics
+from outro_sweep.report.settings import constant_settings, reads_sinks, settings_lines, short_hash
 from outro_sweep.report.verdict import VERDICT_TXT, verdict_lines
 from outro_sweep.report.wandb_report import MODES
 
@@ -56,9 +56,10 @@ def _project(cells: list[ReportCell]) -> tuple[str, str | None]:
 
 
 def write_report(sweep_dirs: list[Path], out: Path | None = None, holm: bool = False, wandb_mode: str = "offline",
-                 *, cells: list[Path] = ()) -> Path:
+                 *, cells: list[Path] = (), saturate: float = SATURATE) -> Path:
     """Write the report of ``sweep_dirs`` (Hydra multirun folders) and/or ``cells`` (cell
-    folders) into ``out`` (default ``<first sweep>/report/``); returns ``out``.
+    folders) into ``out`` (default ``<first sweep>/report/``); returns ``out``. ``saturate``:
+    the accuracy difference (a fraction, 0.05 = 5 pp) at which the heatmaps' colours saturate.
 
     Raises ReportError only for bad arguments; an incomplete sweep, unreadable files, a
     plotting or W&B error become notes in table.md.
@@ -72,11 +73,14 @@ def write_report(sweep_dirs: list[Path], out: Path | None = None, holm: bool = F
             raise ReportError(f"{path} is not a folder")
     if wandb_mode not in MODES:
         raise ReportError(f"--wandb-mode={wandb_mode!r} is invalid: valid values are {', '.join(MODES)}")
+    if not isinstance(saturate, (int, float)) or isinstance(saturate, bool) or not 0 < saturate <= 1:
+        raise ReportError(f"--saturate={saturate!r} is invalid: valid values are fractions of accuracy in (0, 1], "
+                          "e.g. 0.05 for 5 pp")
     out = Path(out) if out is not None else default_out(sweep_dirs, cell_dirs)
     out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     try:
-        _write(sweep_dirs, cell_dirs, out, holm, wandb_mode, notes)
+        _write(sweep_dirs, cell_dirs, out, holm, wandb_mode, saturate, notes)
     except Exception as err:
         log.exception("report failed")
         (out / TABLE_MD).write_text(
@@ -86,7 +90,7 @@ def write_report(sweep_dirs: list[Path], out: Path | None = None, holm: bool = F
 
 
 def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool, wandb_mode: str,
-           notes: list[str]) -> None:
+           saturate: float, notes: list[str]) -> None:
     from outro_sweep.report import categories, plots, tables
     from outro_sweep.report.analysis import analyse
 
@@ -134,7 +138,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     for group in groups:
         for draw in (plots.heatmap, plots.category_heatmap):
             try:
-                path = draw(group, analysis, out)
+                path = draw(group, analysis, out, saturate)
                 if path is not None:
                     figures.append(path)
             except Exception as err:  # noqa: BLE001
@@ -142,7 +146,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     for result in analysis.results:
         if result.enabled and result.cell.state == "done":
             try:
-                path = plots.sink_figure(result, analysis, out)
+                path = plots.sink_figure(result, out)
                 if path is not None:
                     figures.append(path)
             except Exception as err:  # noqa: BLE001
@@ -191,5 +195,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     title = ("Sweep report: " + ", ".join("/".join(s.resolve().parts[-2:]) for s in sweep_dirs) if sweep_dirs
              else f"Report on {len(cell_dirs)} cells")
     sources = [str(s) for s in sweep_dirs] + [str(c) for c in cell_dirs]
-    tables.write_markdown(out / TABLE_MD, analysis, table, title, sources, list(dict.fromkeys(notes)), figures)
+    shared = constant_settings([r.cell.config for r in analysis.results if r.cell.config is not None])
+    tables.write_markdown(out / TABLE_MD, analysis, table, title, sources, list(dict.fromkeys(notes)), figures,
+                          settings=settings_lines(shared))
     log.info("report: %s", out)

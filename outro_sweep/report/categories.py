@@ -6,12 +6,15 @@ benchmarks record one ``category`` string, shown under the name ``category``.
 
 Per category the difference is paired on (id, prompt_hash) exactly as for the whole cell;
 the exact McNemar p-value is given uncorrected (exploratory: many small categories, no
-multiple-comparison correction) and no interval is computed.
+multiple-comparison correction) and no interval is computed. A category with fewer than
+``MIN_CATEGORY_N`` questions is marked ``small_n`` in the tables; the figures group such
+categories into one "other" row (``category_groups``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 from outro_sweep.report.analysis import Analysis
 from outro_sweep.report.paired import discordant_counts, mcnemar_exact, pair_records
@@ -21,8 +24,9 @@ COLUMNS = [
     "identity", "model", "benchmark", "sink", "interventions", "grid_row", "grid_column", "intervention_settings",
     "category", "value", "n", "correct", "accuracy",
     "baseline", "paired_n", "baseline_accuracy", "intervention_accuracy_paired", "diff",
-    "b_baseline_only", "c_intervention_only", "p_mcnemar_uncorrected",
+    "b_baseline_only", "c_intervention_only", "p_mcnemar_uncorrected", "small_n",
 ]
+MIN_CATEGORY_N = 20  # questions: on fewer, one answer moves a category's accuracy by more than 5 pp
 
 
 def record_categories(record: dict) -> list[tuple[str, str]]:
@@ -42,6 +46,51 @@ def by_category(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
     return dict(sorted(groups.items()))
 
 
+def question_counts(record_lists: list[list[dict]]) -> dict[tuple[str, str], int]:
+    """Distinct questions (by id) per (category name, value) over several cells' records."""
+    ids = defaultdict(set)
+    for records in record_lists:
+        for record in records:
+            for label in record_categories(record):
+                ids[label].add(record.get("id"))
+    return {label: len(found) for label, found in sorted(ids.items())}
+
+
+@dataclass(frozen=True)
+class CategoryRow:
+    """One row of a per-category figure: a category, or the small ones of a name grouped."""
+
+    label: tuple[str, str]  # (category name, shown value)
+    members: tuple[tuple[str, str], ...]  # the (name, value) categories it covers
+    n: int  # questions
+    small: bool  # n < MIN_CATEGORY_N even so
+
+    def text(self) -> str:
+        name, value = self.label
+        return value if name == "category" else f"{name}={value}"
+
+
+def category_groups(counts: dict[tuple[str, str], int], minimum: int = MIN_CATEGORY_N) -> list[CategoryRow]:
+    """Rows for ``counts`` ({(name, value): questions}): per category name, every category of at
+    least ``minimum`` questions as its own row, then two or more smaller ones as one row
+    "other (k categories, n=N)"; a lone small category keeps its row, marked ``small``."""
+    by_name = defaultdict(list)
+    for label, n in counts.items():
+        by_name[label[0]].append((label, n))
+    rows = []
+    for name, entries in by_name.items():
+        small = [(label, n) for label, n in entries if n < minimum]
+        rows += [CategoryRow(label, (label,), n, False) for label, n in entries if n >= minimum]
+        if len(small) == 1:
+            label, n = small[0]
+            rows.append(CategoryRow(label, (label,), n, True))
+        elif small:
+            total = sum(n for _, n in small)
+            rows.append(CategoryRow((name, f"other ({len(small)} categories, n={total})"),
+                                    tuple(label for label, _ in small), total, total < minimum))
+    return rows
+
+
 def category_rows(analysis: Analysis, main_rows: list[dict]) -> list[dict]:
     """Long form: one row per (cell, category name, value), for done cells with categories."""
     out = []
@@ -57,7 +106,8 @@ def category_rows(analysis: Analysis, main_rows: list[dict]) -> list[dict]:
             entry = {k: main.get(k, "") for k in COLUMNS}
             entry.update(category=name, value=value, n=len(group), correct=correct, accuracy=correct / len(group),
                          baseline="", paired_n="", baseline_accuracy="", intervention_accuracy_paired="", diff="",
-                         b_baseline_only="", c_intervention_only="", p_mcnemar_uncorrected="")
+                         b_baseline_only="", c_intervention_only="", p_mcnemar_uncorrected="",
+                         small_n=len(group) < MIN_CATEGORY_N)
             if result.paired is not None:
                 pairing = pair_records(base_groups.get((name, value), []), group)
                 n = pairing.paired_n
@@ -84,7 +134,9 @@ def write_markdown(path, table: list[dict], notes: list[str]) -> None:
     lines = ["# Accuracy per category", "",
              ("Each entry: accuracy % over the cell's questions in that category; for intervention cells also the paired "
               "difference from the baseline in percentage points over the questions both answered, and the exact "
-              "McNemar p (uncorrected: exploratory). Full numbers: `categories.csv`."), ""]
+              "McNemar p (uncorrected: exploratory). Full numbers: `categories.csv`."),
+             f"† fewer than {MIN_CATEGORY_N} questions (`small_n` in the csv): one answer moves it by more than 5 pp.",
+             ""]
     lines += [f"- {md_escape(n)}" for n in notes] + ([""] if notes else [])
     if not table:
         lines.append("No done cell recorded categories.")
@@ -106,7 +158,7 @@ def write_markdown(path, table: list[dict], notes: list[str]) -> None:
                 if entry is None:
                     out.append("")
                     continue
-                text = f"{pct(entry['accuracy'])} (n={entry['n']})"
+                text = f"{pct(entry['accuracy'])} (n={entry['n']}{' †' if entry['small_n'] else ''})"
                 if entry["diff"] != "":
                     text += f"; Δ {signed_pp(entry['diff'])}, p={p_text(entry['p_mcnemar_uncorrected'])}"
                 out.append(text)

@@ -205,3 +205,111 @@ class Labeller:
     def interventions(self, config: dict) -> str:
         """The active interventions (``outro``, ``outro+sinkrouter``) or ``off``."""
         return "+".join(active_interventions(config)) or "off"
+
+
+# ----------------------------------------------------------------------------- settings every cell shares
+
+
+def _is_file_location(value) -> bool:
+    """A filesystem path (data_dir, a local model folder): where a file is on this machine, not
+    what the setting is (the files' content is in the identity). Hub ids ("Qwen/Qwen2-VL") are names."""
+    return isinstance(value, str) and value.startswith(("/", "~", "./", "../"))
+
+
+def _applies(config: dict, key: str) -> bool:
+    """Whether ``key`` means something for this cell: an intervention's knobs only where it is
+    on, the sink rule only where an active intervention reads sinks (a baseline has neither)."""
+    top = key.split(".", 1)[0]
+    groups = intervention_groups(config)
+    if top in groups:
+        return is_active(config[top])
+    if top == "sink":
+        return reads_sinks(config)
+    return True
+
+
+def setting_items(config: dict) -> dict:
+    """A cell's settings as {dotted key: value}: ``settings(config)`` flattened, a config group's
+    ``_target_`` as its choice (``model: smollm2_135m``), interventions' ``enabled`` left out."""
+    groups = intervention_groups(config)
+    out = {}
+    for key, value in flatten(settings(config)).items():
+        parts = key.split(".")
+        if parts[-1] == "_target_":
+            if len(parts) == 2:
+                out[parts[0]] = choice_name(config, parts[0])
+            else:
+                out[key] = str(value).rsplit(".", 1)[-1]
+        elif not (len(parts) == 2 and parts[0] in groups and parts[1] == "enabled"):
+            out[key] = value
+    return out
+
+
+ABSENT = "<absent>"
+
+
+def constant_settings(configs: list[dict]) -> dict[str, str]:
+    """The settings with one value in every cell, as {dotted key: shown value}, in config order.
+
+    ``configs``: the cells' resolved configs (config.yaml). Keys that do not define a cell
+    (``NON_DEFINING_KEYS``) and file locations are left out; an intervention's knobs and the sink
+    rule count among the cells where they apply (so ``outro.temperature`` is shared when every
+    OutRo cell has it, whatever the baseline says). A key missing from some cell it applies to
+    varies. {} for no configs."""
+    items = [setting_items(c) for c in configs]
+    keys = list(dict.fromkeys(k for item in sorted(items, key=len, reverse=True) for k in item))  # fullest first
+    shared = {}
+    for key in keys:
+        values = [item.get(key, ABSENT) for item, config in zip(items, configs) if _applies(config, key)]
+        if not values or ABSENT in values or any(_is_file_location(v) for v in values):
+            continue
+        if len({canonical(v) for v in values}) == 1:
+            shared[key] = short_value(values[0]) if not isinstance(values[0], bool) else str(values[0]).lower()
+    return shared
+
+
+def _grouped(shared: dict[str, str], named: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(head, knobs) per top-level key: ("model=smollm2_135m", "dtype=float32, ..."), ("seed=0", ""),
+    ("predict", "batch_size=2"). A group in ``named`` (its choice is named elsewhere) heads as its name."""
+    by_top: dict[str, list[tuple[str, str]]] = {}
+    for key, value in shared.items():
+        top, _, rest = key.partition(".")
+        by_top.setdefault(top, []).append((rest, value))
+    out = []
+    for top, entries in by_top.items():
+        choice = next((v for rest, v in entries if not rest), None)
+        head = top if choice is None or top in named else f"{top}={choice}"
+        out.append((head, ", ".join(f"{rest}={v}" for rest, v in entries if rest)))
+    return out
+
+
+def settings_summary(shared: dict[str, str], named: tuple[str, ...] = ()) -> str:
+    """One compact line for a figure title: ``model=smollm2_135m (dtype=float32, ...) · seed=0 ·
+    predict (batch_size=2)``; groups in ``named`` (the title names their choice) show only their knobs."""
+    parts = []
+    for head, knobs in _grouped(shared, named):
+        if knobs:
+            parts.append(f"{head} ({knobs})")
+        elif head not in named:
+            parts.append(head)
+    return " · ".join(parts)
+
+
+def wrapped_summary(shared: dict[str, str], width: int, named: tuple[str, ...] = ()) -> str:
+    """``settings_summary`` prefixed ``shared by every cell:`` and wrapped to ``width`` characters."""
+    import textwrap
+
+    text = settings_summary(shared, named)
+    return textwrap.fill("shared by every cell: " + text, width=width, break_long_words=False) if text else ""
+
+
+def settings_lines(shared: dict[str, str]) -> list[str]:
+    """The markdown block at the top of table.md: one line per config group."""
+    lines = ["## Settings shared by every cell", ""]
+    if not shared:
+        return lines + ["No setting has the same value in every cell.", ""]
+    lines += ["An intervention's knobs and the sink rule count among the cells where they apply; file locations "
+              "and keys that do not define a cell (output folders, logging) are left out.", ""]
+    for head, knobs in _grouped(shared):
+        lines.append(f"- **{head}**" + (f": {knobs}" if knobs else ""))
+    return lines + [""]

@@ -264,7 +264,7 @@ def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid
 
 
 def write_markdown(path: Path, analysis: Analysis, table: list[dict], title: str, sources: list[str],
-                   notes: list[str], figures: list[Path]) -> None:
+                   notes: list[str], figures: list[Path], settings: list[str] = ()) -> None:
     from collections import Counter
 
     states = Counter(entry["state"] for entry in table)
@@ -275,6 +275,7 @@ def write_markdown(path: Path, analysis: Analysis, table: list[dict], title: str
     lines = [
         f"# {title}", "",
         "Sources: " + ", ".join(f"`{s}`" for s in sources), "",
+        *settings,
         (f"{len(table)} cells" + "".join(f", {states[s]} {s}" for s in ("done", "partial", "failed", "missing")
                                          if states[s]) + f"; {len(compared)} compared with a baseline, "
          f"{significant} significant (p < {SIGNIFICANCE}, {correction})."), "",
