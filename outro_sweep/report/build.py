@@ -192,4 +192,3 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
              else f"Report on {len(cell_dirs)} cells")
     sources = [str(s) for s in sweep_dirs] + [str(c) for c in cell_dirs]
     tables.write_markdown(out / TABLE_MD, analysis, table, title, sources, list(dict.fromkeys(notes)), figures)
-    log.info("report: %s", out)
