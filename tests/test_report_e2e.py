@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,7 +120,17 @@ def full_report(tmp_path_factory) -> dict:
     assert len(baselines) >= 1
     report = run_report(sweep_dir)
     return {"out": out, "sweep": sweep_dir, "report": report, "dir": sweep_dir / "report",
-            "outro_cells": outro_cells, "baselines": baselines}
+            "outro_cells": outro_cells, "baselines": baselines, "swept": swept}
+
+
+def test_the_sweep_prints_its_report_line_once(full_report):
+    """The sweep's own output: one verdict line per compared cell, and one line naming the report."""
+    swept, folder = full_report["swept"], full_report["dir"]
+    lines = (swept.stdout + swept.stderr).splitlines()
+    (line,) = [line for line in lines if str(folder) in line]
+    assert re.fullmatch(rf"report: 5 cells \(5 done\); 4 compared with a baseline, \d significant \(p < 0\.05\) -> "
+                        rf"{re.escape(str(folder))}", line), line
+    assert len([line for line in lines if " vs stock: " in line]) == 4
 
 
 def test_report_runs_and_writes_every_file(full_report):

@@ -214,7 +214,7 @@ def test_a_killed_local_cell_is_reported_and_the_others_finish(tmp_path):
     assert process.returncode == 1, text[-3000:]
     assert re.search(r"failed: 0_\S+: died without a status|failed: 1_\S+: died without a status", text), text[-3000:]
     assert "sweep: 1 succeeded, 0 skipped (already done), 1 failed, of 2 cells" in text
-    assert re.search(r"^report: (\S+)$", text, re.M) and Path(re.search(r"^report: (\S+)$", text, re.M)[1]).is_dir()
+    assert re.search(r"^report: .* -> (\S+)$", text, re.M) and Path(re.search(r"^report: .* -> (\S+)$", text, re.M)[1]).is_dir()
     assert len(list(out.glob("cells/*/DONE"))) == 1
     assert "Traceback" not in text
     assert not _using(out)

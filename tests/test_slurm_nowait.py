@@ -107,7 +107,8 @@ def check_unwatched_sweep(slurm_cluster, args, result, command_s, tmp_path, swee
     report = sweep_dir / "report"
     assert (report / "table.csv").is_file(), sorted(p.name for p in report.iterdir())
     log = next((sweep_dir / ".submitit" / "summary" / report_job).glob("*_log.out")).read_text()
-    assert f"report: {report}" in log
+    report_lines = [line for line in log.splitlines() if line.endswith(str(report))]  # printed once
+    assert len(report_lines) == 1 and report_lines[0].startswith("report: "), report_lines
 
     # the summary job started only after every task of both arrays had ended
     (job_row,) = sacct_rows(slurm_cluster, [report_job])

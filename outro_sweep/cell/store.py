@@ -75,7 +75,9 @@ class CellBusy(RunError):
 class CellStore:
     def __init__(self, output_dir: str | os.PathLike, identity: str) -> None:
         self.identity = identity
-        self.dir = Path(output_dir) / "cells" / identity
+        # Absolute: the folder is named in status.json, skipped.json and console lines, which are
+        # read from other working directories (the report, a SLURM job, another shell).
+        self.dir = Path(os.path.abspath(output_dir)) / "cells" / identity
 
     # paths ---------------------------------------------------------------------------------
     @property

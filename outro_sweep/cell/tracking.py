@@ -19,6 +19,14 @@ from outro_sweep.cell.masking import mask, mask_override, mask_text
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
+# Where W&B writes outside a run's own folder unless told otherwise (wandb 0.31): wandb-core's
+# ``logs/core-debug-*.log`` and the artifact cache (WANDB_CACHE_DIR, default ~/.cache/wandb),
+# artifact staging (WANDB_DATA_DIR, default ~/.local/share/wandb) and downloaded artifacts
+# (WANDB_ARTIFACT_DIR, default ./artifacts). Each goes to ``<output folder>/wandb/<name>``.
+# WANDB_CONFIG_DIR (~/.config/wandb) is left alone: it holds the user's own W&B settings
+# (``wandb login --host``), which a run reads and does not write.
+WANDB_FOLDERS = {"WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data", "WANDB_ARTIFACT_DIR": "artifacts"}
+_SET_HERE: dict[str, str] = {}  # the values this process set (a later cell may move them)
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -45,12 +53,29 @@ def wandb_group_and_name() -> tuple[str, str]:
     return mask_text(group), ",".join(overrides) or "defaults"
 
 
+def keep_wandb_files_under(output_dir: str | os.PathLike) -> None:
+    """Point W&B's own folders (``WANDB_FOLDERS``) under ``<output_dir>/wandb/``; a WANDB_*
+    variable the user set is kept. Called before ``wandb.init``: the W&B service started by
+    the first run of a process reads them from the environment it inherits."""
+    for variable, name in WANDB_FOLDERS.items():
+        current = os.environ.get(variable)
+        if current is not None and _SET_HERE.get(variable) != current:
+            continue  # set by the user (or by a parent process for its own output folder)
+        _SET_HERE[variable] = os.environ[variable] = os.path.join(os.path.abspath(output_dir), "wandb", name)
+
+
+def cell_output_dir(cell_dir: Path) -> Path:
+    """``paths.output_dir`` of a cell folder (``<output_dir>/cells/<identity>``, CellStore)."""
+    return Path(cell_dir).parent.parent
+
+
 def open_cell_run(logger, config: dict, directory: Path) -> "CellRun | None":
     """The cell's run (``logger``: the ``logger`` config node; ``config``: what the run records,
     ``identity`` included), or None with ``logger.mode=disabled``."""
     if logger.mode == "disabled":
         return None
     group, name = wandb_group_and_name()
+    keep_wandb_files_under(cell_output_dir(directory))
     return CellRun(mode=logger.mode, project=logger.project, entity=logger.entity, group=group, name=name,
                    config=config, directory=directory, tags=logger.tags, run_id=config["identity"],
                    api_key=logger.get("api_key"))
@@ -64,6 +89,7 @@ def update_summary(config: dict, directory: Path, metrics: dict) -> bool:
         return False
     import wandb
 
+    keep_wandb_files_under(cell_output_dir(directory))
     use_own_wandb_service()
     run = wandb.init(id=config["identity"], resume="allow", project=logger.get("project"),
                      entity=logger.get("entity"), dir=str(directory), mode=logger["mode"], reinit="finish_previous",

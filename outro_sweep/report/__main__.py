@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
-from collections import Counter
 from pathlib import Path
 
 from outro_sweep.report.plots import SATURATE
@@ -43,7 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from outro_sweep.report.build import TABLE_CSV, ReportError, write_report
+    from outro_sweep.report.build import ReportError, write_report
+    from outro_sweep.report.headline import report_line
 
     try:
         out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells,
@@ -51,18 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    table = out / TABLE_CSV
-    if table.is_file():
-        with open(table, encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        states = Counter(r["state"] for r in rows)
-        compared = sum(1 for r in rows if r["diff"] != "")
-        significant = sum(1 for r in rows if r["significant"] == "true")
-        listed = ", ".join(f"{states[s]} {s}" for s in ("done", "partial", "failed", "missing") if states[s])
-        print(f"report: {len(rows)} cells ({listed}); {compared} compared with a baseline, {significant} significant "
-              f"(p < 0.05{', Holm' if args.holm else ''}) -> {out}", flush=True)
-    else:
-        print(f"report: could not be built, see {out / 'table.md'}", flush=True)
+    print(report_line(out, args.holm), flush=True)
     return 0
 
 

@@ -198,4 +198,3 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
     shared = constant_settings([r.cell.config for r in analysis.results if r.cell.config is not None])
     tables.write_markdown(out / TABLE_MD, analysis, table, title, sources, list(dict.fromkeys(notes)), figures,
                           settings=settings_lines(shared))
-    log.info("report: %s", out)

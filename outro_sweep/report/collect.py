@@ -18,6 +18,7 @@ from outro_sweep.cell.identity import defines_cell
 from outro_sweep.cell.store import CellStore
 from outro_sweep.scoring.circular import plain_records
 from outro_sweep.scoring.metrics import read_predictions
+from outro_sweep.sweep.job_names import cell_dirname, swept_keys
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,20 @@ def _job_suffix(name: str) -> str:
     return rest if number.isdigit() else name
 
 
+def _job_overrides(job_dir: Path) -> list[str] | None:
+    """The overrides Hydra recorded for the job (``<job>/.hydra/overrides.yaml``), or None."""
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        return [str(o) for o in OmegaConf.to_container(OmegaConf.load(path))]
+    except Exception as err:  # noqa: BLE001 - unreadable: the folder's name is used instead
+        log.warning("unreadable %s: %s", path, err)
+        return None
+
+
 def _overrides_from_name(name: str) -> list[str]:
     """Best effort when the sweep's plan is unreadable: ``k=v,k=v`` from a job folder's name."""
     parts: list[str] = []
@@ -214,13 +229,12 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
     multirun = _read_multirun(sweep_dir)
     output_dir = output_dir_of(sweep_dir, multirun)
     plan = expected_jobs(multirun) if multirun else None
-    from outro_sweep.sweep.cli import cell_dirname  # the job folders' names (imported late: it loads Hydra)
-
     by_dirname: dict[str, list[list[str]]] = {}  # several planned jobs can share a name (excluded keys)
     if plan is not None:
+        swept = swept_keys(plan)
         for overrides in plan:
             try:
-                by_dirname.setdefault(cell_dirname(overrides), []).append(overrides)
+                by_dirname.setdefault(cell_dirname(overrides, swept), []).append(overrides)
             except Exception as err:  # noqa: BLE001 - that job then shows under its folder's name
                 log.debug("no job folder name for %s: %s", overrides, err)
     elif multirun is None:
@@ -248,15 +262,18 @@ def collect_sweep(sweep_dir: Path) -> tuple[list[ReportCell], list[str]]:
             seen_plans.add(plan_key(cell.overrides))
             cells.append(cell)
 
-    # Launched jobs: a folder name can stand for several planned jobs (keys it leaves out, or
-    # the 150-character cut); the sweeper launches in plan order, so they are taken in turn.
+    # Launched jobs: each job's own overrides (``.hydra/overrides.yaml``); without them, by its
+    # folder's name: a name can stand for several planned jobs (keys it leaves out), and the
+    # sweeper launches in plan order, so they are taken in turn.
     job_dirs = sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name[:1].isdigit() and "_" in p.name),
                       key=lambda p: (int(p.name.split("_", 1)[0]), p.name)) if sweep_dir.is_dir() else []
     for job_dir in job_dirs:
         queue = by_dirname.get(_job_suffix(job_dir.name), [])
         while queue and plan_key(queue[0]) in seen_plans:
             queue.pop(0)
-        overrides = queue.pop(0) if queue else _overrides_from_name(job_dir.name)
+        overrides = _job_overrides(job_dir)
+        if overrides is None:
+            overrides = queue.pop(0) if queue else _overrides_from_name(job_dir.name)
         seen_plans.add(plan_key(overrides))
         status = {}
         if (job_dir / "status.json").is_file():

@@ -35,7 +35,10 @@ def log_report(*, mode: str, directory: Path, project: str, entity: str | None, 
         return None
     import wandb
 
+    from outro_sweep.cell.tracking import keep_wandb_files_under
+
     directory.mkdir(parents=True, exist_ok=True)
+    keep_wandb_files_under(directory)  # W&B's cache and logs stay in the report folder
     run = wandb.init(
         project=project, entity=entity, group=group, name="report", job_type="report", config=config,
         dir=str(directory), mode=mode, reinit="finish_previous",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 from pathlib import Path
@@ -12,8 +11,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.cell import masked_output
-from outro_sweep.cell.masking import mask_override
 from outro_sweep.errors import ConfigError, RunError
+from outro_sweep.sweep.job_names import cell_dirname
 from outro_sweep.sweep.secret_overrides import move_secrets_to_environment
 
 log = logging.getLogger(__name__)
@@ -21,16 +20,6 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # Hydra flags that take a value (the value is not an override).
 _FLAGS_WITH_VALUE = {"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-i", "--info",
                      "--experimental-rerun"}
-
-
-def cell_dirname(overrides) -> str:
-    """A job folder's name after ``<n>_``: the overrides that define the cell
-    (``outro_sweep.cell.identity.defines_cell``), sorted, credentials masked, comma-joined and
-    made folder-safe."""
-    from outro_sweep.cell.identity import defines_cell
-
-    kept = sorted(mask_override(str(o)) for o in overrides if defines_cell(str(o).split("=", 1)[0]))
-    return re.sub(r"[^\w=.,+-]", "_", ",".join(kept))[:150] or "defaults"
 
 
 def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:

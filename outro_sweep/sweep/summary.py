@@ -118,13 +118,14 @@ def write_sweep_report(sweep_dir: Path, statuses: list[dict], wandb_mode: str) -
         return
     try:
         from outro_sweep.report import write_report
+        from outro_sweep.report.headline import report_line
         from outro_sweep.report.verdict import VERDICT_TXT
 
         out = write_report([sweep_dir], wandb_mode=wandb_mode)
+        # One line per compared cell (its answer), then the one line that says where the report is.
         verdicts = (out / VERDICT_TXT).read_text().splitlines() if (out / VERDICT_TXT).is_file() else []
-        for line in verdicts:
-            print(f"{line} -> {out}", flush=True)
-        print(f"report: {out}", flush=True)
+        for line in [*verdicts, report_line(out)]:
+            print(line, flush=True)
     except Exception as err:  # a report problem must not turn a finished sweep into a failed one
         print(f"report: not written ({type(err).__name__}: {err}); run python -m outro_sweep.report {sweep_dir}",
               flush=True)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.plugins import Plugins
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict, read_write
 
 from outro_sweep.cell.identity import identity_of
 from outro_sweep.cell.atomic import write_json_atomic
@@ -40,6 +40,7 @@ from outro_sweep.cell.store import CellStore
 from outro_sweep.config.compose import composition_error, job_config
 from outro_sweep.errors import ConfigError
 from outro_sweep.sweep.baseline import baseline_identity, baseline_overrides, is_baseline
+from outro_sweep.sweep.job_names import swept_keys
 
 # Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper
 # class; scan first, so that the class subclassed here is the one Hydra's own code refers to.
@@ -57,6 +58,10 @@ PLUGIN_MODULE = "hydra_plugins.outro_sweep"
 
 
 class SkipDoneSweeper(BasicSweeper):
+    def __init__(self, max_batch_size: int | None, params: dict | None = None, swept: Sequence[str] = ()) -> None:
+        # ``swept`` is an output, not a setting: ``give_swept_keys`` sets it for the jobs.
+        super().__init__(max_batch_size=max_batch_size, params=params)
+
     def setup(self, *, hydra_context, task_function, config) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         self.launcher = _LaunchUnfinished(self.launcher, self)
@@ -147,7 +152,19 @@ class SkipDoneSweeper(BasicSweeper):
                 continue
             jobs.append(overrides)
         self.write(PLAN_FILE, self.planned)
+        grid = [job for batch in (self.overrides or []) for job in batch]
+        self.give_swept_keys(swept_keys([*grid, *(overrides for overrides, _, _ in with_baselines)]))
         return jobs
+
+    def give_swept_keys(self, keys: Sequence[str]) -> None:
+        """Every job's config gets ``hydra.sweeper.swept``: the keys its folder name keeps whole
+        (``outro_sweep.sweep.job_names``). Each job's config is composed from the submitting
+        process's ``hydra.overrides.hydra`` plus the job's own overrides (Hydra's
+        ``load_sweep_config``), so the keys go there and the cells' own overrides stay as planned."""
+        line = "hydra.sweeper.swept=[" + ",".join(f"'{key}'" for key in keys) + "]"
+        overrides = self.config.hydra.overrides
+        with read_write(overrides), open_dict(overrides):
+            overrides.hydra = [o for o in overrides.hydra if not str(o).startswith("hydra.sweeper.swept=")] + [line]
 
     def record_skip(self, store: CellStore, overrides: Sequence[str]) -> None:
         print(f"skip {store.identity}: {store.describe()} -> {store.dir}", flush=True)
