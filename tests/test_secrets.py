@@ -55,6 +55,7 @@ def _keys(node, out: set) -> set:
 def conf_keys() -> set[str]:
     """Every key of every YAML file in conf/, and of the composed config with Hydra's own node
     (for each launcher and the judge, whose groups add keys)."""
+    from outro_sweep.sweep.slurm_launcher import register_launcher  # stores hydra/launcher=outro_slurm
     from outro_sweep.sweep.sweeper import register_plugin
 
     keys: set[str] = set()
@@ -62,6 +63,7 @@ def conf_keys() -> set[str]:
         for document in yaml.safe_load_all(path.read_text()):
             _keys(document, keys)
     register_plugin()
+    register_launcher()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         for overrides in ([], ["hydra/launcher=local"], ["hydra/launcher=slurm"], ["judge=llm"]):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
