@@ -23,9 +23,12 @@ from pathlib import Path
 
 import pytest
 
+from outro_sweep.benchmarks.base import ask
+from outro_sweep.benchmarks.prompting import MAX_OPTIONS, option_letters
 from outro_sweep.cell.checks import build
 from outro_sweep.config.compose import compose_config, job_config
 from outro_sweep.errors import ConfigError
+from outro_sweep.scoring.letters import letter_token_ids, parse_choice
 from outro_sweep.sweep.cli import check_group_choices
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,6 +114,22 @@ def test_an_unknown_choice_lists_the_users_benchmarks_too(project):
         check_group_choices(["benchmark=tinny", searchpath])
     with pytest.raises(ConfigError, match="benchmark=tiny is not a known choice"):
         check_group_choices(["benchmark=tiny"])  # without the search path it is not one
+
+
+def test_an_mc_question_takes_2_to_26_options(smollm2):
+    """The README's bound: letters A..Z, each one the parser reads and one SmolLM2 token."""
+    assert MAX_OPTIONS == 26 and "2 to 26 of them" in section()
+    texts = tuple(f"option {i}" for i in range(MAX_OPTIONS + 1))
+    question = ask("q/26", "Which?", texts[:MAX_OPTIONS], answer="Z")
+    assert question.letters[-1] == "Z" and "\nZ. option 25\n" in question.prompt
+    assert parse_choice("Z", question.letters) == "Z" and parse_choice("The answer is (Y)", question.letters) == "Y"
+    assert len(letter_token_ids(smollm2.tokenizer, question.letters)) == MAX_OPTIONS
+    for options, answer in ((texts, "A"), (texts[:1], "A")):
+        with pytest.raises(ValueError, match=f"mc needs 2..26 options .* got {len(options)} options"):
+            ask("q/bad", "Which?", options, answer=answer)
+    with pytest.raises(ValueError, match="got 3 options and 'D'"):
+        ask("q/letter", "Which?", texts[:3], answer="D")
+    assert option_letters(3) == ("A", "B", "C")
 
 
 def run(env: dict[str, str], args: list[str], cwd: Path) -> subprocess.CompletedProcess:
