@@ -35,11 +35,11 @@ required key (``???``) and no data here skips, naming the key.
 A benchmark outside this repository (your own package and conf folder) is one more case,
 named after its ``benchmark=`` choice, when ``OUTRO_GOLDEN_RUN`` holds the overrides that
 select it, as on the command line, and its golden file goes to ``OUTRO_GOLDEN_DIR``
-(default: here), e.g.
+(default: here), e.g. from the README's example project folder:
 
-    OUTRO_GOLDEN_RUN="benchmark=tiny hydra.searchpath=[file://$MY/conf] benchmark.data_dir=$MY/tiny_data" \
-    OUTRO_GOLDEN_DIR=$MY/golden PYTHONPATH=$MY OUTRO_UPDATE_GOLDEN=1 \
-    .venv/bin/python -m pytest -q tests/test_golden_prompts.py -k run
+    OUTRO_GOLDEN_RUN="benchmark=tiny hydra.searchpath=[file://$PWD/conf] benchmark.data_dir=$PWD/tiny_data" \
+    OUTRO_GOLDEN_DIR=$PWD/golden OUTRO_UPDATE_GOLDEN=1 PYTHONPATH=$PWD \
+    python -m pytest -q $OUTRO/tests/test_golden_prompts.py -k run-tiny
 
 Updating the snapshots (after a deliberate prompt change only): run
 

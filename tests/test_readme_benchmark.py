@@ -114,6 +114,7 @@ def test_an_unknown_choice_lists_the_users_benchmarks_too(project):
         check_group_choices(["benchmark=tinny", searchpath])
     with pytest.raises(ConfigError, match="benchmark=tiny is not a known choice"):
         check_group_choices(["benchmark=tiny"])  # without the search path it is not one
+    check_group_choices(["--config-dir", str(project / "conf"), "benchmark=tiny"])  # Hydra's other way to add it
 
 
 def test_an_mc_question_takes_2_to_26_options(smollm2):
