@@ -1,4 +1,4 @@
-"""Golden snapshots of the exact prompt each video benchmark sends.
+"""Golden snapshots of the exact prompt each benchmark sends, video and text.
 
 For every video benchmark config (``conf/benchmark/*.yaml`` whose ``_target_`` is a
 ``VideoBenchmark``), and for every kind of question it yields, the FIRST question of that
@@ -25,6 +25,22 @@ videomme, activitynet_qa, tgif_qa, dailyomni: those cases skip when the folder i
 or, for the benchmarks without shared data, from a small native-layout file written into
 tmp_path here (nextqa_oe, mvbench, egoschema, msvd_qa, msrvtt_qa, perception_test, avhbench).
 
+Text benchmarks: every other ``conf/benchmark/*.yaml`` is a case of its own, found by
+listing the folder (a new text benchmark is covered without editing this file), composed the
+way the command composes it (``compose_config`` with ``benchmark=<name>``), its FIRST
+question rendered through SmolLM2's real chat template (the ``smollm2`` fixture). MMLU reads
+the real files in ``../shared/data/text_mc/mmlu``, zero-shot and 5-shot. A YAML with a
+required key (``???``) and no data here skips, naming the key.
+
+A benchmark outside this repository (your own package and conf folder) is one more case,
+named after its ``benchmark=`` choice, when ``OUTRO_GOLDEN_RUN`` holds the overrides that
+select it, as on the command line, and its golden file goes to ``OUTRO_GOLDEN_DIR``
+(default: here), e.g. from the README's example project folder:
+
+    OUTRO_GOLDEN_RUN="benchmark=tiny hydra.searchpath=[file://$PWD/conf] benchmark.data_dir=$PWD/tiny_data" \
+    OUTRO_GOLDEN_DIR=$PWD/golden OUTRO_UPDATE_GOLDEN=1 PYTHONPATH=$PWD \
+    python -m pytest -q $OUTRO/tests/test_golden_prompts.py -k run-tiny
+
 Updating the snapshots (after a deliberate prompt change only): run
 
     OUTRO_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_golden_prompts.py
@@ -32,10 +48,11 @@ Updating the snapshots (after a deliberate prompt change only): run
 which (re)writes every golden file and passes; then read the diff of tests/golden/prompts/
 before checking it in. Without it, a missing golden file fails and says how to create it.
 
-Independently of the snapshots, each case also checks that the prompt ends with the right
+Independently of the snapshots, each video case also checks that the prompt ends with the right
 instruction (MC_INSTRUCTION for mc, SHORT_ANSWER_INSTRUCTION for open and yes/no), that
 each mc option appears once as "X. text" in letter order, and that each rendered chat holds
-the prompt once and the video placeholder exactly once, before the question text.
+the prompt once and the video placeholder exactly once, before the question text; each text
+case checks the same of its prompt, and that SmolLM2's chat holds the prompt once.
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ import difflib
 import importlib
 import json
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +73,7 @@ from omegaconf import OmegaConf
 from outro_sweep.benchmarks.prompting import MC_INSTRUCTION, SHORT_ANSWER_INSTRUCTION, option_letters
 from outro_sweep.benchmarks.base import Question
 from outro_sweep.benchmarks.video_base import VideoBenchmark
+from outro_sweep.config.compose import compose_config, job_config
 from outro_sweep.models.llava_onevision import LlavaOnevision
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
 from outro_sweep.models.qwen3_vl import Qwen3VL
@@ -65,6 +84,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden" / "prompts"
 UPDATE_ENV = "OUTRO_UPDATE_GOLDEN"
 UPDATE = os.environ.get(UPDATE_ENV) == "1"
 UPDATE_COMMAND = f"{UPDATE_ENV}=1 .venv/bin/python -m pytest -q tests/test_golden_prompts.py"
+RUN_ENV = "OUTRO_GOLDEN_RUN"  # overrides selecting one more benchmark, e.g. your own package's
+RUN_DIR_ENV = "OUTRO_GOLDEN_DIR"  # where that benchmark's golden file goes (default: GOLDEN)
 
 INSTRUCTIONS = {"mc": MC_INSTRUCTION, "open": SHORT_ANSWER_INSTRUCTION, "yesno": SHORT_ANSWER_INSTRUCTION}
 
@@ -301,6 +322,20 @@ def mismatch_message(path: Path, expected: str, actual: str) -> str:
     )
 
 
+def check_snapshot(path: Path, text: str) -> None:
+    """``text`` against the golden file at ``path``, byte for byte; with OUTRO_UPDATE_GOLDEN=1, (re)write it."""
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8"))
+        return
+    if not path.is_file():
+        pytest.fail(f"golden file {path} is missing: create it with {UPDATE_COMMAND}, read it, then check it in",
+                    pytrace=False)
+    expected = path.read_bytes()
+    if expected != text.encode("utf-8"):
+        pytest.fail(mismatch_message(path, expected.decode("utf-8", errors="replace"), text), pytrace=False)
+
+
 # ---------------------------------------------------------------- snapshot-independent checks
 
 
@@ -317,13 +352,13 @@ def check_prompt(case: Case, question: Question) -> None:
         assert question.options == ()
         return
     assert len(question.options) >= 2
+    asked = prompt[prompt.rindex(question.question):]  # after any few-shot examples, which have options too
     positions = []
     for letter, option in zip(option_letters(len(question.options)), question.options):
         line = f"\n{letter}. {option}\n"
-        assert prompt.count(line) == 1, f"{case.name}: option line {line!r} is not in the prompt exactly once"
-        positions.append(prompt.index(line))
+        assert asked.count(line) == 1, f"{case.name}: option line {line!r} is not in the question asked exactly once"
+        positions.append(asked.index(line))
     assert positions == sorted(positions), f"{case.name}: options are not in letter order"
-    assert prompt.index(question.question) < positions[0], f"{case.name}: the question does not precede the options"
 
 
 def check_rendered(case: Case, family: str, chat: str, prompt: str, placeholder: str) -> None:
@@ -346,30 +381,21 @@ def test_golden_prompt(case: Case, request, tmp_path, renderers):
         chat = loader.render(processor, question.prompt)
         check_rendered(case, family, chat, question.prompt, placeholder)
         rendered.append((family, type(loader).__name__, chat))
-    text = golden_text(case, question, rendered)
-
-    path = GOLDEN / f"{case.name}.txt"
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(text.encode("utf-8"))
-        return
-    if not path.is_file():
-        pytest.fail(f"golden file {path} is missing: create it with {UPDATE_COMMAND}, read it, then check it in",
-                    pytrace=False)
-    expected = path.read_bytes()
-    if expected != text.encode("utf-8"):
-        pytest.fail(mismatch_message(path, expected.decode("utf-8", errors="replace"), text), pytrace=False)
+    check_snapshot(GOLDEN / f"{case.name}.txt", golden_text(case, question, rendered))
 
 
-def _video_configs() -> dict[str, type]:
-    """conf/benchmark/<name>.yaml -> its _target_ class, for the VideoBenchmark ones."""
+def _configs() -> dict[str, type]:
+    """conf/benchmark/<name>.yaml -> the class its _target_ names."""
     found = {}
     for path in sorted(CONF.glob("*.yaml")):
         module, _, attr = str(OmegaConf.load(path)._target_).rpartition(".")
-        cls = getattr(importlib.import_module(module), attr)
-        if isinstance(cls, type) and issubclass(cls, VideoBenchmark):
-            found[path.stem] = cls
+        found[path.stem] = getattr(importlib.import_module(module), attr)
     return found
+
+
+def _video_configs() -> dict[str, type]:
+    """The VideoBenchmark ones of ``_configs``."""
+    return {name: cls for name, cls in _configs().items() if isinstance(cls, type) and issubclass(cls, VideoBenchmark)}
 
 
 def test_every_video_benchmark_and_kind_has_a_case():
@@ -383,6 +409,84 @@ def test_every_video_benchmark_and_kind_has_a_case():
     assert tasks == {"action", "transition", "frameqa", "count"}
 
 
+# ---------------------------------------------------------------- text benchmarks
+
+
+@dataclass(frozen=True)
+class TextCase:
+    name: str  # golden file stem
+    overrides: tuple[str, ...]  # command-line overrides that select and configure the benchmark
+    shared: str | None = None  # folder under ../shared/data given as benchmark.data_dir
+    golden_dir: Path = GOLDEN
+    from_run: bool = False  # selected by OUTRO_GOLDEN_RUN
+
+    @property
+    def id(self) -> str:
+        return f"run-{self.name}" if self.from_run else self.name
+
+
+MMLU = "text_mc/mmlu"
+# Text configs that need more than their YAML: real data, and the settings worth pinning.
+TEXT_VARIANTS = {
+    "mmlu": (TextCase("mmlu", ("benchmark=mmlu",), shared=MMLU),
+             TextCase("mmlu_5shot", ("benchmark=mmlu", "benchmark.num_fewshot=5"), shared=MMLU)),
+}
+
+
+def run_case() -> TextCase | None:
+    """The benchmark selected by OUTRO_GOLDEN_RUN (overrides as on the command line), if set."""
+    overrides = tuple(shlex.split(os.environ.get(RUN_ENV, "")))
+    if not overrides:
+        return None
+    choice = next((o.split("=", 1)[1] for o in overrides if o.startswith("benchmark=")), None)
+    if not choice:
+        raise ValueError(f"{RUN_ENV}={' '.join(overrides)!r} selects no benchmark: valid values hold benchmark=<name>")
+    return TextCase(choice, overrides, golden_dir=Path(os.environ.get(RUN_DIR_ENV, GOLDEN)).resolve(), from_run=True)
+
+
+def text_cases() -> tuple[TextCase, ...]:
+    """Every text config of conf/benchmark (its variants where listed), then OUTRO_GOLDEN_RUN's."""
+    video = _video_configs()
+    cases = []
+    for name in _configs():
+        if name not in video:
+            cases += TEXT_VARIANTS.get(name, (TextCase(name, (f"benchmark={name}",)),))
+    extra = run_case()
+    return (*cases, *([extra] if extra else []))
+
+
+TEXT_CASES = text_cases()
+
+
+def build_text_benchmark(case: TextCase, request):
+    """The benchmark exactly as the command builds it from ``case.overrides``."""
+    overrides = list(case.overrides)
+    if case.shared is not None:
+        data_dir = request.getfixturevalue("shared_data") / case.shared
+        if not data_dir.is_dir():
+            pytest.skip(f"real {case.name} files not found at {data_dir}")
+        overrides.append(f"benchmark.data_dir={data_dir}")
+    node = job_config(compose_config(overrides, REPO / "conf")).benchmark
+    missing = [str(key) for key in node if OmegaConf.is_missing(node, key)]
+    if missing:
+        pytest.skip(f"benchmark.{missing[0]} is required (???) and no data is given here: create the golden file "
+                    f"with {RUN_ENV}='{' '.join(case.overrides)} benchmark.{missing[0]}=...' {UPDATE_COMMAND}")
+    return instantiate(node)
+
+
+@pytest.mark.parametrize("case", TEXT_CASES, ids=[case.id for case in TEXT_CASES])
+def test_golden_text_prompt(case: TextCase, request, smollm2):
+    question = build_text_benchmark(case, request).load()[0]
+    assert question.video is None, f"{case.name}: a video question; video benchmarks need a case in CASES"
+    check_prompt(case, question)
+    chat = smollm2.loader.render(smollm2.processor, question.prompt)
+    assert chat.count(question.prompt) == 1, f"{case.name}: the prompt is not in SmolLM2's chat exactly once"
+    assert chat != question.prompt, f"{case.name}: SmolLM2's chat template was not applied"
+    rendered = [("smollm2", type(smollm2.loader).__name__, chat)]
+    check_snapshot(case.golden_dir / f"{case.name}.txt", golden_text(case, question, rendered))
+
+
 def test_no_orphan_golden_files():
-    orphans = sorted(p.name for p in GOLDEN.glob("*.txt") if p.stem not in CASE_IDS) if GOLDEN.is_dir() else []
+    names = set(CASE_IDS) | {case.name for case in TEXT_CASES if case.golden_dir == GOLDEN.resolve()}
+    orphans = sorted(p.name for p in GOLDEN.glob("*.txt") if p.stem not in names) if GOLDEN.is_dir() else []
     assert not orphans, f"golden files with no case in {Path(__file__).name}: {orphans} (delete them)"

@@ -7,7 +7,7 @@ the model side differs only through its loader (see ``outro_sweep.models``).
 
 Kinds of question:
 
-* ``mc``: multiple choice; ``options`` hold the option texts in letter order and
+* ``mc``: multiple choice; ``options`` hold 2..26 option texts in letter order (A..Z) and
   ``references[0]`` is the correct letter;
 * ``yesno``: no options; ``references[0]`` is "yes" or "no";
 * ``open``: open-ended; ``references`` are every accepted answer text (the first is the
@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from outro_sweep.benchmarks.prompting import format_mc_prompt, format_short_answer_prompt, option_letters
+from outro_sweep.benchmarks.prompting import MAX_OPTIONS, format_mc_prompt, format_short_answer_prompt, option_letters
 from outro_sweep.benchmarks.sampling import stratified_sample
 from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
@@ -68,8 +68,9 @@ class Question:
         if not self.references:
             raise ValueError(f"Question {self.id}: needs at least one reference answer")
         if self.kind == "mc":
-            if len(self.options) < 2 or self.answer not in self.letters:
-                raise ValueError(f"Question {self.id}: mc needs >= 2 options and an answer among {self.letters}")
+            if not 2 <= len(self.options) <= MAX_OPTIONS or self.answer not in self.letters:
+                raise ValueError(f"Question {self.id}: mc needs 2..{MAX_OPTIONS} options (letters A..Z) and an "
+                                 f"answer among its letters, got {len(self.options)} options and {self.answer!r}")
         elif self.options:
             raise ValueError(f"Question {self.id}: kind={self.kind} takes no options")
         if self.kind == "yesno" and self.answer not in YES_NO:

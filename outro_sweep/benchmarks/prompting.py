@@ -15,6 +15,11 @@ MC_INSTRUCTION = "Answer with the option's letter from the given choices directl
 SHORT_ANSWER_INSTRUCTION = "Answer the question using a single word or phrase."
 
 
+# Options are lettered A..Z: the letter parser (outro_sweep.scoring.letters) reads one capital
+# letter, so a 27th option would have no letter it could recognise.
+MAX_OPTIONS = 26
+
+
 def option_letters(num_options: int) -> tuple[str, ...]:
     """``("A", "B", ...)``: the letters that label ``num_options`` options, in order."""
     return tuple(chr(ord("A") + i) for i in range(num_options))

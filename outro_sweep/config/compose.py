@@ -35,6 +35,19 @@ def compose_config(overrides: Sequence[str], conf_dir: Path) -> DictConfig:
         raise ConfigError(composition_error(err, overrides, conf_dir)) from None
 
 
+def group_repository(conf_dir: Path, searchpath: Sequence[str] = ()):
+    """Hydra's view of every config group: ``conf_dir`` plus the user's folders added with
+    ``hydra.searchpath=[file:///abs/conf]`` (or ``pkg://package.conf``) or ``--config-dir``,
+    in the order Hydra searches them. ``get_group_options(group)`` lists a group's choices."""
+    from hydra._internal.config_repository import ConfigRepository
+    from hydra._internal.utils import create_config_search_path
+
+    paths = create_config_search_path(str(conf_dir))
+    for entry in searchpath:
+        paths.append("command-line", entry if "://" in entry else f"file://{Path(entry).resolve()}")
+    return ConfigRepository(config_search_path=paths)
+
+
 def job_config(cfg: DictConfig) -> DictConfig:
     """A copy of ``cfg`` without its hydra node, as a job sees it."""
     job = cfg.copy()

@@ -26,28 +26,34 @@ def check_group_choices(argv: list[str], conf_dir: Path = CONF_DIR) -> None:
     """Reject an unknown choice of a config group (e.g. sink=foo) in one line.
 
     Hydra's own message for this spans a dozen lines and comes after start-up; this check
-    reads the same override grammar with Hydra's parser and the same conf/ folders.
+    reads the same override grammar with Hydra's parser and the same config folders: conf/
+    and the user's own, added with ``hydra.searchpath=[...]`` or ``--config-dir``.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    overrides, skip = [], False
+    from outro_sweep.config.compose import group_repository
+
+    overrides, config_dirs, flag = [], [], None
     for arg in argv:
-        if skip:
-            skip = False
+        if flag is not None:
+            if flag in ("-cd", "--config-dir"):
+                config_dirs.append(arg)
+            flag = None
         elif arg in _FLAGS_WITH_VALUE:
-            skip = True
+            flag = arg
         elif not arg.startswith("-"):
             overrides.append(arg)
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception:  # malformed grammar: Hydra reports it itself
+        searchpath = next((list(o.value()) for o in parsed if o.get_key_element() == "hydra.searchpath"), [])
+        repository = group_repository(conf_dir, [*config_dirs, *searchpath])
+    except Exception:  # malformed grammar or search path: Hydra reports it itself
         return
     for override in parsed:
         group = override.key_or_group
-        group_dir = conf_dir / group
-        if group.startswith("hydra") or not group_dir.is_dir() or override.is_delete():
+        if group.startswith("hydra") or not repository.group_exists(group) or override.is_delete():
             continue
-        valid = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        valid = sorted(repository.get_group_options(group))
         if override.is_sweep_override():
             values = list(override.sweep_string_iterator())
         else:
