@@ -4,7 +4,7 @@
 # the stock model (its baseline, added by the sweep) on SmolLM2-135M-Instruct (offline), all 300
 # built-in questions, each answered by the option letter with the highest next-token logit (one
 # forward per question, and no unparseable answers); it ends with the report's verdict line
-# (paired difference, bootstrap interval, McNemar p).
+# (paired difference, Newcombe interval, McNemar p).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$repo/launchers/setup.sh"

@@ -43,7 +43,7 @@ def test_always_a_on_uniform_targets_raises_both_flags():
     assert stats.flags == ["letter_bias", "ci_contains_chance"]
     metrics = {"accuracy": 0.25, "ci_low": 0.1419, "ci_high": 0.4019, "n": 40, **stats.metrics()}
     line = result_line(metrics, "cell")
-    assert "top letter A 100%" in line and "⚠ letter bias, CI contains chance 25%" in line
+    assert "top letter A 100%" in line and "⚠ letter bias, CI contains chance (25%)" in line
 
 
 def test_a_high_accuracy_cell_has_no_flag_and_counts_invalid_answers():

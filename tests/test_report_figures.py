@@ -118,6 +118,8 @@ def test_a_non_significant_cell_is_hatched_and_a_significant_one_framed(cells):
 @slow
 def test_flagged_cells_get_a_marker_explained_in_the_legend(cells):
     analysis = analysis_of(cells)
+    for result in analysis.results:  # the real cells' own flags (SmolLM2 leans on one letter) set aside
+        result.flags = []
     flagged = next(r for r in analysis.results if r.cell.dir == cells["a01"])
     flagged.flags = ["letter_bias"]
     grid = heatmap_grid(the_group(analysis), analysis)

@@ -64,7 +64,7 @@ def result_line(metrics: dict, where: Path) -> str:
     """The cell's one printed line: accuracy, its interval, counts (clip errors where there are
     clips), the circular accuracy of a circular cell, the most common answer letter's share, and a
     warning when a flag is raised, e.g. ``accuracy 0.2500 (95% CI 0.0715-0.5907, n=8, invalid=0,
-    top letter A 100%) ⚠ letter bias, CI contains chance 25% -> <cell>``.
+    top letter A 100%) ⚠ letter bias, CI contains chance (25%) -> <cell>``.
     """
     extra = ""
     if "video_cache" in metrics:
@@ -76,7 +76,7 @@ def result_line(metrics: dict, where: Path) -> str:
         extra += (f"; circular accuracy {circular['accuracy']:.4f} (95% CI {circular['ci_low']:.4f}-"
                   f"{circular['ci_high']:.4f}, over {circular['rotations']} rotations)")
     warnings = {LETTER_BIAS: "letter bias",
-                CI_CONTAINS_CHANCE: f"CI contains chance {100 * (metrics.get('chance') or 0):.0f}%"}
+                CI_CONTAINS_CHANCE: f"CI contains chance ({100 * (metrics.get('chance') or 0):.0f}%)"}
     flagged = ", ".join(warnings[flag] for flag in metrics.get("flags", ()))
     return (f"accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci_low']:.4f}-{metrics['ci_high']:.4f}, "
             f"n={metrics['n']}, invalid={metrics['invalid']}{extra}){' ⚠ ' + flagged if flagged else ''} -> {where}")
