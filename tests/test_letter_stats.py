@@ -150,7 +150,8 @@ def test_a_shift_toward_a_is_decomposed_in_the_table_and_the_verdict(tmp_path):
     assert "≈ chance" in base_line and "⚠" not in base_line
     assert "more than 60% of the answers" in markdown  # the legend states the threshold
     (verdict,) = (folder / "verdict.txt").read_text().splitlines()
-    assert verdict.startswith("outro (") and verdict.endswith("; " + note)
+    # The console line carries the note, then both sides' flags (the cell's bias, the baseline at chance).
+    assert verdict.startswith("outro (") and verdict.endswith(f"; {note}; cell ⚠ bias A 90%; baseline ≈ chance")
 
 
 def test_a_difference_from_other_targets_gets_no_note():

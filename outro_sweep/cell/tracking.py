@@ -26,7 +26,6 @@ MODES = ("offline", "online", "disabled")
 # WANDB_CONFIG_DIR (~/.config/wandb) is left alone: it holds the user's own W&B settings
 # (``wandb login --host``), which a run reads and does not write.
 WANDB_FOLDERS = {"WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data", "WANDB_ARTIFACT_DIR": "artifacts"}
-_SET_HERE: dict[str, str] = {}  # the values this process set (a later cell may move them)
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -54,14 +53,12 @@ def wandb_group_and_name() -> tuple[str, str]:
 
 
 def keep_wandb_files_under(output_dir: str | os.PathLike) -> None:
-    """Point W&B's own folders (``WANDB_FOLDERS``) under ``<output_dir>/wandb/``; a WANDB_*
-    variable the user set is kept. Called before ``wandb.init``: the W&B service started by
-    the first run of a process reads them from the environment it inherits."""
+    """Point W&B's own folders (``WANDB_FOLDERS``) under ``<output_dir>/wandb/``, unless a WANDB_*
+    variable already names them (the user's, or an earlier run's of this process). Called before
+    ``wandb.init``: the W&B service started by a process's first run reads them once, so a later
+    change would only make W&B warn that it ignores it."""
     for variable, name in WANDB_FOLDERS.items():
-        current = os.environ.get(variable)
-        if current is not None and _SET_HERE.get(variable) != current:
-            continue  # set by the user (or by a parent process for its own output folder)
-        _SET_HERE[variable] = os.environ[variable] = os.path.join(os.path.abspath(output_dir), "wandb", name)
+        os.environ.setdefault(variable, os.path.join(os.path.abspath(output_dir), "wandb", name))
 
 
 def cell_output_dir(cell_dir: Path) -> Path:

@@ -22,7 +22,7 @@ from outro_sweep.report.settings import (
     number_label,
     short_value,
 )
-from outro_sweep.scoring.letter_stats import CI_CONTAINS_CHANCE, LETTER_BIAS, LETTER_BIAS_SHARE
+from outro_sweep.scoring.letter_stats import LETTER_BIAS_SHARE, flag_words
 
 COLUMNS = [
     "identity", "state", "jobs",
@@ -193,14 +193,10 @@ def md_escape(text) -> str:
 
 
 def flag_text(entry: dict) -> str:
-    """The visible warnings of a row: ``⚠ bias A 91%``, ``≈ chance``."""
-    flags = entry["flags"].split(";") if entry["flags"] else []
-    shown = []
-    if LETTER_BIAS in flags:
-        shown.append(f"⚠ bias {entry['top_letter']} {pct(entry['top_letter_share'], 0)}%")
-    if CI_CONTAINS_CHANCE in flags:
-        shown.append("≈ chance")
-    return ", ".join(shown)
+    """The visible warnings of a row: ``⚠ bias A 91%, ≈ chance``."""
+    share = entry["top_letter_share"]
+    return flag_words(entry["flags"].split(";") if entry["flags"] else [], entry["top_letter"],
+                      share if share != "" else None)
 
 
 def shift_text(entry: dict) -> str:

@@ -97,6 +97,16 @@ def letter_stats(records: Sequence[dict], ci_low: float, ci_high: float) -> Lett
     return replace(stats, flags=flags)
 
 
+def flag_words(flags, top_letter: str | None, top_letter_share: float | None) -> str:
+    """The visible warnings of flagged numbers: ``⚠ bias A 91%``, ``≈ chance``, both, or ""."""
+    shown = []
+    if LETTER_BIAS in flags:
+        shown.append(f"⚠ bias {top_letter} {100 * top_letter_share:.0f}%")
+    if CI_CONTAINS_CHANCE in flags:
+        shown.append("≈ chance")
+    return ", ".join(shown)
+
+
 def has_letter_fields(records: Sequence[dict]) -> bool:
     """Whether every record carries what ``letter_stats`` reads."""
     return all(name in record for record in records for name in LETTER_FIELDS)
