@@ -120,7 +120,10 @@ def number_label(value) -> str:
 
 
 def short_value(value) -> str:
-    """A setting's value for a label: paths shortened to their last component."""
+    """A setting's value for a label, as the YAML spells it (null, true): paths shortened to their
+    last component."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
     if isinstance(value, str) and "/" in value.rstrip("/"):
         return value.rstrip("/").rsplit("/", 1)[-1]
     if isinstance(value, (list, tuple)):
@@ -264,7 +267,7 @@ def constant_settings(configs: list[dict]) -> dict[str, str]:
         if not values or ABSENT in values or any(_is_file_location(v) for v in values):
             continue
         if len({canonical(v) for v in values}) == 1:
-            shared[key] = short_value(values[0]) if not isinstance(values[0], bool) else str(values[0]).lower()
+            shared[key] = short_value(values[0])
     return shared
 
 
