@@ -8,9 +8,10 @@ rest are replaced by one ``const-<hash>`` token (8 hex digits of the dropped ove
 
     3_model.path=_data_models_smollm2,outro.alpha=3,const-1a2b3c4d
 
-A swept override itself longer than ``ITEM_LIMIT`` (a long path) keeps its key, the start of
-its value and a hash of the whole value, so distinct values stay distinct:
-``benchmark.path=_very_long_prefix_of_the_pa-9f8e7d6c``. Only when the swept overrides alone
+A swept override itself longer than ``ITEM_LIMIT`` (a long path) keeps its key, the END of its
+value (where the paths of one sweep differ: the folder names, not their shared parents) and a
+hash of the whole value, so distinct values stay distinct:
+``model.path=..tmp_runs_models_broken_model-9f8e7d6c``. Only when the swept overrides alone
 exceed ``HARD_LIMIT`` (many swept keys) is the name cut there, with a hash of the whole name.
 
 No Hydra import: the report maps folders back with the same function.
@@ -23,7 +24,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 NAME_LIMIT = 150  # the name after ``<n>_`` when it has to be shortened
-ITEM_LIMIT = 60  # one swept override longer than this keeps a prefix and a hash of its value
+ITEM_LIMIT = 60  # one swept override longer than this keeps the end and a hash of its value
 HARD_LIMIT = 230  # never longer (a folder name is at most 255 bytes on common filesystems)
 HASH_DIGITS = 8
 
@@ -55,10 +56,11 @@ def swept_keys(jobs: Iterable[Sequence[str]]) -> list[str]:
 
 
 def _short_item(item: str) -> str:
-    """``key=value`` longer than ``ITEM_LIMIT``: the key, the value's start and the value's hash."""
+    """``key=value`` longer than ``ITEM_LIMIT``: the key, ``..`` and the value's end, and the
+    value's hash."""
     key, _, value = item.partition("=")
-    keep = max(8, ITEM_LIMIT - len(key) - HASH_DIGITS - 2)
-    return f"{key}={value[:keep]}-{_digest(value)}"
+    keep = max(8, ITEM_LIMIT - len(key) - HASH_DIGITS - 4)
+    return f"{key}=..{value[-keep:]}-{_digest(value)}"
 
 
 def cell_dirname(overrides, swept: Iterable[str] | None = None) -> str:
