@@ -1,0 +1,172 @@
+"""V-sinks and L-sinks on tiny random VLMs with their real processors (tests/tiny_vlms.py).
+
+A massive activation is planted by a forward hook on the vision tower's PATCH EMBEDDING (its
+output is in the processor's patch order, before any window permutation), in one dimension of
+chosen patches; the residual stream carries it to the tower's output. The expected LLM
+positions are worked out by hand from the processor's layout: the k-th video placeholder of a
+row takes the row's k-th projected token.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from outro_sweep.errors import ConfigError
+from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
+from outro_sweep.interventions.vision_sinks import VisionSinkProbe, require_supported
+from tests import tiny_vlms
+
+SPIKE = 1e4
+DIM = 7  # vision-tower dimension the spike goes into (towers are 32 wide)
+TAU = 4.0  # a 32-wide token with one dominant dim has |x| = sqrt(32) = 5.66 after RMS normalisation
+
+
+def plant(module: torch.nn.Module, where: dict[int, list[int]] | list[int], dim: int = DIM):
+    """Forward hook adding SPIKE to ``dim`` of chosen tokens of ``module``'s output: a list of rows
+    of an (n, C) output (Qwen), or {frame: [patches]} of a (frames, P, C) one (LLaVA)."""
+    places = list(where.items()) if isinstance(where, dict) else [(where,)]
+
+    def hook(_module, _args, output):
+        output = output.clone()
+        for place in places:
+            output[(*place, dim)] += SPIKE
+        return output
+    return module.register_forward_hook(hook)
+
+
+def video_slots(inputs, token_id) -> list[torch.Tensor]:
+    return [row.nonzero().flatten() for row in inputs["input_ids"] == token_id]
+
+
+# ---- Qwen2.5-VL ------------------------------------------------------------------------------------
+
+QWEN_SIDE = 112  # 112x112 frames -> 8x8 patches of 14 -> 4x4 merged tokens: 4 windows of 2x2, permuted
+
+
+def qwen_inputs(processor) -> dict:
+    from transformers.video_utils import VideoMetadata
+
+    videos = tiny_vlms.make_videos(2, size=QWEN_SIDE)
+    texts = [processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": p}]}],
+                                           tokenize=False, add_generation_prompt=True) for p in tiny_vlms.PROMPTS]
+    meta = [VideoMetadata(total_num_frames=8, fps=2.0, frames_indices=list(range(8))) for _ in videos]
+    pixels = QWEN_SIDE * QWEN_SIDE
+    return dict(processor(text=texts, videos=videos, video_metadata=meta, padding=True, return_tensors="pt",
+                          videos_kwargs={"do_sample_frames": False,
+                                         "size": {"shortest_edge": pixels, "longest_edge": pixels}}))
+
+
+def qwen_patch(t: int, block_h: int, block_w: int, i: int, j: int) -> int:
+    """The processor's patch order within a clip of grid (4, 8, 8): t, block row, block col, 2x2."""
+    return ((t * 4 + block_h) * 4 + block_w) * 4 + i * 2 + j
+
+
+def test_qwen2_5_vl_vsinks_are_the_planted_patches():
+    from transformers.vision_utils import get_vision_window_index
+
+    model, processor = tiny_vlms.build("qwen2_5_vl")
+    inputs = qwen_inputs(processor)
+    grid = inputs["video_grid_thw"]
+    assert grid.tolist() == [[4, 8, 8], [4, 8, 8]]
+    visual = model.model.visual
+    window, _ = get_vision_window_index(grid, visual.spatial_merge_size, visual.window_size, visual.patch_size)
+    assert not torch.equal(window, torch.arange(window.numel()))  # the window permutation is exercised
+    # Clip 0: t=1, block (2, 3), sub-patch (1, 0) -> merged token 1*16 + 2*4 + 3 = 27.
+    # Clip 1 (patches 256..511): t=3, block (0, 1), sub-patch (0, 1) -> merged token 3*16 + 1 = 49;
+    # and a second patch of the SAME block, sub (1, 1): still one token (a merged token is a
+    # V-sink if any of its patches is).
+    rows = [qwen_patch(1, 2, 3, 1, 0), 256 + qwen_patch(3, 0, 1, 0, 1), 256 + qwen_patch(3, 0, 1, 1, 1)]
+    slots = video_slots(inputs, model.config.video_token_id)
+    assert [len(s) for s in slots] == [64, 64]
+    expected = [slots[0][[27]], slots[1][[49]]]
+    handle = plant(visual.patch_embed, rows)
+    try:
+        for dims in ([DIM], "auto"):
+            with torch.no_grad(), VisionSinkProbe(model, dims=dims, tau=TAU) as probe:
+                model(**inputs)
+                found = probe.vsink_positions()
+                visual_positions = probe.visual_positions()
+            assert [f.tolist() for f in found] == [e.tolist() for e in expected], dims
+            assert [v.tolist() for v in visual_positions] == [s.tolist() for s in slots]
+        # generate() encodes the video before its prefill: the same positions come out.
+        with torch.no_grad(), VisionSinkProbe(model, dims=[DIM], tau=TAU) as probe:
+            model.generate(**inputs, max_new_tokens=2, do_sample=False)
+            assert [f.tolist() for f in probe.vsink_positions()] == [e.tolist() for e in expected]
+    finally:
+        handle.remove()
+    with torch.no_grad(), VisionSinkProbe(model, dims=[DIM], tau=TAU) as probe:  # nothing planted: no V-sinks
+        model(**inputs)
+        assert [f.numel() for f in probe.vsink_positions()] == [0, 0]
+
+
+# ---- LLaVA-OneVision -------------------------------------------------------------------------------
+
+def test_llava_onevision_vsinks_are_the_planted_patches():
+    model, processor = tiny_vlms.build("llava_onevision")
+    inputs = tiny_vlms.video_batch("llava_onevision", processor)
+    # Frames are 32x32 / patch 8 = 4x4 patches (row-major), bilinearly pooled to 2x2 (pooled token
+    # (r // 2, c // 2)); per clip 8 frames x 4 tokens + 1 newline = 33 placeholders.
+    slots = video_slots(inputs, model.config.video_token_id)
+    assert [len(s) for s in slots] == [33, 33]
+    embeddings = model.model.vision_tower.embeddings  # (frames = 2 clips x 8, 16, 32)
+    # Clip 0, frame 2, patch (3, 1) -> pooled (1, 0) -> token 2*4 + 1*2 + 0 = 10. Clip 1 (frames 8..15), frame 5,
+    # patch (0, 2) -> pooled (0, 1) -> token 5*4 + 0*2 + 1 = 21.
+    expected = [slots[0][[10]].tolist(), slots[1][[21]].tolist()]
+    handle = plant(embeddings, {2: [3 * 4 + 1], 8 + 5: [0 * 4 + 2]})
+    try:
+        for dims in ([DIM], "auto"):
+            with torch.no_grad(), VisionSinkProbe(model, dims=dims, tau=TAU) as probe:
+                model(**inputs)
+                assert [f.tolist() for f in probe.vsink_positions()] == expected, dims
+                assert [v.tolist() for v in probe.visual_positions()] == [s.tolist() for s in slots]
+    finally:
+        handle.remove()
+
+
+# ---- L-sinks ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
+def test_lsinks_are_the_planted_llm_token_and_never_a_vsink(family):
+    model, processor = tiny_vlms.build(family)
+    inputs = qwen_inputs(processor) if family == "qwen2_5_vl" else tiny_vlms.video_batch(family, processor)
+    slots = video_slots(inputs, model.config.video_token_id)
+    tower = model.model.visual.patch_embed if family == "qwen2_5_vl" else model.model.vision_tower.embeddings
+    # Patch 0 of clip 0's first frame: the row's first video token is a V-sink.
+    vision_handle = plant(tower, [0] if family == "qwen2_5_vl" else {0: [0]})
+    lsink, vsink = int(slots[0][5]), int(slots[0][0])
+
+    def llm_spike(_module, _args, output):  # decoder layer 0's output = the stream entering layer 1
+        hidden = output[0] if isinstance(output, tuple) else output
+        hidden = hidden.clone()
+        hidden[0, [lsink, vsink], 3] += SPIKE
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    llm_handle = model.model.language_model.layers[0].register_forward_hook(llm_spike)
+    rule = MassiveActivation()
+    try:
+        with torch.no_grad(), VisionSinkProbe(model, dims=[DIM], tau=TAU) as probe:
+            out = model(**inputs, output_hidden_states=True)
+            assert probe.vsink_positions()[0].tolist() == [vsink]
+            real = inputs["attention_mask"][0].bool()
+            flagged = real.nonzero().flatten()[rule.from_hidden(out.hidden_states[1][0][real])]
+            assert {lsink, vsink} <= set(flagged.tolist())  # the rule sees both; only one is an L-sink
+            counts = probe.lsink_counts(out.hidden_states, rule, inputs["attention_mask"], layers=[0, 1])
+            positions = probe.lsink_positions(out.hidden_states[1], rule, inputs["attention_mask"])
+    finally:
+        vision_handle.remove()
+        llm_handle.remove()
+    assert counts.tolist() == [[0, 0], [1, 0]]
+    assert [p.tolist() for p in positions] == [[lsink], []]
+
+
+# ---- unsupported layouts ----------------------------------------------------------------------------
+
+def test_unsupported_family_is_one_line():
+    model, _ = tiny_vlms.build("internvl")
+    with pytest.raises(ConfigError) as err:
+        VisionSinkProbe(model)
+    message = str(err.value)
+    assert "\n" not in message and "internvl" in message and "qwen2_5_vl" in message
+    with pytest.raises(ConfigError, match="videollama3"):
+        require_supported("videollama3")
