@@ -1,8 +1,9 @@
 """V-sinks and L-sinks on tiny random VLMs with their real processors (tests/tiny_vlms.py).
 
 A massive activation is planted by a forward hook on the vision tower's PATCH EMBEDDING (its
-output is in the processor's patch order, before any window permutation), in one dimension of
-chosen patches; the residual stream carries it to the tower's output. The expected LLM
+output is in the processor's patch order, before any window permutation; for CLIP, which
+normalises its embeddings first, on that LayerNorm's output), in one dimension of chosen
+patches; the residual stream carries it to the tower's output. The expected LLM
 positions are worked out by hand from the processor's layout: the k-th video placeholder of a
 row takes the row's k-th projected token.
 """
@@ -15,6 +16,9 @@ import torch
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 from outro_sweep.interventions.vision_sinks import VisionSinkProbe, require_supported
+from outro_sweep.models.base import LoadedModel
+from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
+from outro_sweep.sweep.cli import preflight
 from tests import tiny_vlms
 
 SPIKE = 1e4
@@ -89,8 +93,10 @@ def test_qwen2_5_vl_vsinks_are_the_planted_patches():
                 visual_positions = probe.visual_positions()
             assert [f.tolist() for f in found] == [e.tolist() for e in expected], dims
             assert [v.tolist() for v in visual_positions] == [s.tolist() for s in slots]
-        # generate() encodes the video before its prefill: the same positions come out.
-        with torch.no_grad(), VisionSinkProbe(model, dims=[DIM], tau=TAU) as probe:
+        # generate() encodes the video before its prefill: the same positions come out. The probe
+        # over a LoadedModel takes model.vsink_dims / model.vsink_tau from its loader.
+        loader = Qwen2_5VL(path="unused", name="tiny_qwen2_5_vl", vsink_dims=[DIM], vsink_tau=TAU)
+        with torch.no_grad(), VisionSinkProbe(LoadedModel(model, processor, loader, loader.name)) as probe:
             model.generate(**inputs, max_new_tokens=2, do_sample=False)
             assert [f.tolist() for f in probe.vsink_positions()] == [e.tolist() for e in expected]
     finally:
@@ -160,6 +166,38 @@ def test_lsinks_are_the_planted_llm_token_and_never_a_vsink(family):
     assert [p.tolist() for p in positions] == [[lsink], []]
 
 
+# ---- the other supported families --------------------------------------------------------------
+
+# family: (tower module that plants, where, the planted token's index among row 0's placeholders).
+# Qwen2-VL / Qwen2.5-Omni at 28x28 frames: grid (4, 2, 2), one 2x2 block per temporal slot, so patch
+# 4*t + k is merged token t. Qwen3-VL: patch 16, 32x32 frames, grid (4, 2, 2) likewise. LLaVA-NeXT-
+# Video: CLIP normalises its embeddings before the blocks, so the spike goes on that LayerNorm's
+# output; a CLS row comes first (dropped), 4x4 patches are average-pooled to 2x2, no newline:
+# frame 3's patch (2, 3) is token 3*4 + 1*2 + 1 = 15.
+OTHERS = {
+    "qwen2_vl": (lambda m: m.model.visual.patch_embed, [4 * 2 + 1], 2),
+    "qwen3_vl": (lambda m: m.model.visual.patch_embed, [4 * 3 + 2], 3),
+    "qwen2_5_omni_thinker": (lambda m: m.model.visual.patch_embed, [4 * 1 + 3], 1),
+    "llava_next_video": (lambda m: m.model.vision_tower.pre_layrnorm, {3: [1 + 2 * 4 + 3]}, 15),
+}
+
+
+@pytest.mark.parametrize("family", list(OTHERS))
+def test_other_families_vsinks_are_the_planted_patch(family):
+    model, processor = tiny_vlms.build(family)
+    inputs = tiny_vlms.video_batch(family, processor)
+    tower, where, token = OTHERS[family]
+    slots = video_slots(inputs, model.config.video_token_id)
+    handle = plant(tower(model), where)
+    try:
+        with torch.no_grad(), VisionSinkProbe(model, dims=[DIM], tau=TAU) as probe:
+            model(**inputs)
+            found = [f.tolist() for f in probe.vsink_positions()]
+    finally:
+        handle.remove()
+    assert found == [[int(slots[0][token])], []]
+
+
 # ---- unsupported layouts ----------------------------------------------------------------------------
 
 def test_unsupported_family_is_one_line():
@@ -170,3 +208,16 @@ def test_unsupported_family_is_one_line():
     assert "\n" not in message and "internvl" in message and "qwen2_5_vl" in message
     with pytest.raises(ConfigError, match="videollama3"):
         require_supported("videollama3")
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("model.vsink_dims=[-1]", "model.vsink_dims=[-1] is invalid: valid values are auto, or a non-empty list"),
+    ("model.vsink_dims=abc", "model.vsink_dims=abc is invalid"),
+    ("model.vsink_dims=[]", "model.vsink_dims=[] is invalid"),
+    ("model.vsink_tau=0", "model.vsink_tau=0 is invalid: valid values are finite numbers > 0"),
+])
+def test_vsink_settings_are_refused_in_one_line(override, needle, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        preflight(["model=qwen2_5_vl_7b", override, f"paths.output_dir={tmp_path / 'out'}"])
+    assert "\n" not in str(err.value) and needle in str(err.value)
+    assert not (tmp_path / "out").exists()
