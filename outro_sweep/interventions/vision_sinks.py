@@ -30,7 +30,11 @@ stands for several patches, and it is a V-sink if ANY patch that feeds it is:
   token: visual, never a V-sink. One clip per row (as the loaders build batches).
 - LLaVA-NeXT-Video: the tower's patches are average-pooled before the projector, so the
   projector's input is one row per LLM token; it is the recorded output.
-InternVL and VideoLLaMA3 are refused with a one-line ConfigError (``require_supported``).
+- InternVL: each frame is an image of ``<IMG_CONTEXT>`` placeholders; the tower's patches are
+  pixel-shuffled (0.5) before the projector, so each LLM token's input is 4 patches' vectors
+  side by side in its channels; they are split back into patches.
+VideoLLaMA3 is refused with a one-line ConfigError (``require_supported``): the model prunes
+video tokens by a compression mask after the projector, so tower patches have no fixed LLM slot.
 
 L-sinks: visual tokens that a decoder-side sink rule (``outro_sweep.interventions.sinks``)
 flags at a layer and that are not V-sinks, re-detected at every layer (``lsink_counts``).
@@ -48,21 +52,24 @@ from outro_sweep.interventions.sinks.base import SinkRule
 from outro_sweep.interventions.sinks.sink_dims import SinkDims
 
 QWEN_MERGE = {"qwen2_vl": False, "qwen2_5_vl": True, "qwen3_vl": False, "qwen2_5_omni_thinker": True}
-LLAVA = ("llava_onevision", "llava_next_video")
+# Families whose projector's input is recorded (one entry per frame): (frames, P, C).
+PROJECTOR = ("llava_onevision", "llava_next_video", "internvl")
 # Loader family names (``model.family``) for messages, by transformers model_type.
 FAMILY = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl",
           "qwen2_5_omni_thinker": "qwen2_5_omni", "llava_onevision": "llava_onevision",
           "llava_next_video": "llava_next_video", "internvl": "internvl", "video_llama_3": "videollama3"}
-SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "llava_onevision", "llava_next_video")
+SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "llava_onevision", "llava_next_video", "internvl")
 AUTO_SHARE = 0.1
+WHY_NOT = {"videollama3": "it prunes video tokens after its projector, so a tower patch has no fixed LLM position"}
 
 
 def require_supported(family: str) -> None:
     """ConfigError unless V-sinks can be read from ``family``'s vision tower (a loader family name)."""
     if family not in SUPPORTED:
+        why = WHY_NOT.get(family, "its vision tower's output is not mapped to LLM positions")
         raise ConfigError(
-            f"V-sink detection does not support model family {family}: its vision tower's output cannot be "
-            f"mapped to LLM tokens here; valid families are {', '.join(SUPPORTED)}"
+            f"V-sink detection does not support model family {family} ({why}): valid families are "
+            f"{', '.join(SUPPORTED)}"
         )
 
 
@@ -110,13 +117,16 @@ class VisionSinkProbe:
         self.tau = float(tau if tau is not None else getattr(loader, "vsink_tau", 20.0))
         self.auto_share = auto_share
         config = self.model.config
-        self.video_token_id = config.video_token_id if getattr(config, "video_token_id", None) is not None \
-            else config.video_token_index
+        # The placeholder a video's features fill (InternVL feeds frames as images).
+        self.video_token_id = next(getattr(config, key) for key in ("video_token_id", "video_token_index",
+                                                                    "image_token_id")
+                                   if getattr(config, key, None) is not None)
         self._handles: list = []
         self._clips: list[tuple[torch.Tensor, object]] = []  # (features (n, C), to_llm(flags) -> (m,) bool)
         self._frames: list[torch.Tensor] = []  # LLaVA: projector inputs (frames, P, C) in call order
         self._input_ids: torch.Tensor | None = None
         self._closed = False
+        self._vsinks: list[torch.LongTensor] | None = None  # computed once per prefill
 
     # ------------------------------------------------------------------ hooks
 
@@ -127,7 +137,7 @@ class VisionSinkProbe:
         if self.model_type in QWEN_MERGE:
             self._handles.append(inner.visual.register_forward_hook(self._qwen_tower, with_kwargs=True))
         else:
-            self._handles.append(inner.multi_modal_projector.register_forward_pre_hook(self._llava_projector))
+            self._handles.append(inner.multi_modal_projector.register_forward_pre_hook(self._projector_input))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -137,6 +147,7 @@ class VisionSinkProbe:
 
     def _reset(self) -> None:
         self._clips, self._frames, self._input_ids, self._closed = [], [], None, False
+        self._vsinks = None
 
     def _before_forward(self, module, args, kwargs) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
@@ -146,6 +157,7 @@ class VisionSinkProbe:
             self._reset()  # the tower runs inside this forward
         self._input_ids = input_ids.detach()
         self._closed = False
+        self._vsinks = None
 
     def _after_forward(self, module, args, output) -> None:
         if self._input_ids is not None:
@@ -154,6 +166,7 @@ class VisionSinkProbe:
     def _tower_call(self) -> None:
         if self._closed:
             self._reset()
+        self._vsinks = None
 
     def _qwen_tower(self, module, args, kwargs, output) -> None:
         """Qwen towers: ``last_hidden_state`` (n_patches, C) is the merger's input."""
@@ -174,7 +187,7 @@ class VisionSinkProbe:
         for clip in torch.split(hidden, sizes):
             self._clips.append((clip, lambda flags, unit=unit: flags.reshape(-1, unit).any(dim=-1)))
 
-    def _llava_projector(self, module, args) -> None:
+    def _projector_input(self, module, args) -> None:
         self._tower_call()
         self._frames.append(args[0].detach())  # (frames, P, C)
 
@@ -189,12 +202,17 @@ class VisionSinkProbe:
         """Per row, the positions of all the row's visual tokens (the video placeholders)."""
         return [row.nonzero().flatten() for row in self._placeholders()]
 
-    def _llava_clips(self, mask: torch.Tensor) -> None:
+    def _projector_clips(self, mask: torch.Tensor) -> None:
         frames = torch.cat(self._frames)  # (F, P, C)
+        inner = self.model.model
         if self.model_type == "llava_next_video":
             self._clips = [(frames.reshape(-1, frames.shape[-1]), lambda flags: flags)]
             return
-        inner = self.model.model
+        if self.model_type == "internvl":  # (F, P, 4 C): 4 patches per token, C channels each
+            group = round(1 / inner.config.downsample_ratio ** 2)
+            patches = frames.reshape(-1, inner.config.vision_config.hidden_size)  # (F * P * 4, C)
+            self._clips = [(patches, lambda flags: flags.reshape(-1, group).any(dim=-1))]
+            return
         side = inner.config.vision_config.image_size // inner.config.vision_config.patch_size
         pooled = math.ceil(side / 2) ** 2  # tokens per frame after the 2x bilinear pooling
         counts = [int(n) for n in mask.sum(dim=1).tolist() if n]  # one clip per row: T * pooled + 1
@@ -213,9 +231,14 @@ class VisionSinkProbe:
 
     def vsink_positions(self) -> list[torch.LongTensor]:
         """Per row, the positions of the V-sink tokens (a subset of ``visual_positions()``)."""
+        if self._vsinks is None:
+            self._vsinks = self._find_vsinks()
+        return self._vsinks
+
+    def _find_vsinks(self) -> list[torch.LongTensor]:
         mask = self._placeholders()
-        if self.model_type in LLAVA and self._frames:
-            self._llava_clips(mask)
+        if self.model_type in PROJECTOR and self._frames:
+            self._projector_clips(mask)
         flags = [to_llm(vsink_patches(clip, self.dims, self.tau, self.auto_share)).to(mask.device)
                  for clip, to_llm in self._clips]
         stream = torch.cat(flags) if flags else mask.new_zeros(0)
@@ -238,8 +261,8 @@ class VisionSinkProbe:
                     else torch.ones(hidden.shape[1], dtype=torch.bool, device=hidden.device))
             flagged = torch.zeros(hidden.shape[1], dtype=torch.bool, device=hidden.device)
             flagged[real] = rule.from_hidden(hidden[row][real])
-            keep = flagged[visual[row].to(flagged.device)] & ~torch.isin(visual[row], vsinks[row])
-            found.append(visual[row][keep.cpu()])
+            keep = flagged[visual[row].to(flagged.device)].to(visual[row].device)
+            found.append(visual[row][keep & ~torch.isin(visual[row], vsinks[row])])
         return found
 
     def lsink_counts(self, hidden_states_by_layer: Sequence[torch.Tensor], rule: SinkRule,
