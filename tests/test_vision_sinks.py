@@ -15,9 +15,11 @@ import torch
 
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
-from outro_sweep.interventions.vision_sinks import VisionSinkProbe, require_supported
+from outro_sweep.interventions.vision_sinks import VisionSinkProbe, check_before_load, require_supported, vsink_patches
 from outro_sweep.models.base import LoadedModel
+from outro_sweep.models.llava_onevision import LlavaOnevision
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
+from outro_sweep.models.videollama3 import VideoLLaMA3
 from outro_sweep.sweep.cli import preflight
 from tests import tiny_vlms
 
@@ -226,3 +228,29 @@ def test_vsink_settings_are_refused_in_one_line(override, needle, tmp_path):
         preflight(["model=qwen2_5_vl_7b", override, f"paths.output_dir={tmp_path / 'out'}"])
     assert "\n" not in str(err.value) and needle in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family, cls, width", [("qwen2_5_vl", Qwen2_5VL, 32), ("llava_onevision", LlavaOnevision, 32)])
+def test_vsink_dims_beyond_the_tower_are_refused_before_the_weights_load(family, cls, width, tmp_path):
+    folder = tiny_vlms.save(family, tmp_path / family, text_layers=2)
+    check_before_load(cls(path=str(folder), name=family, vsink_dims=[width - 1]))
+    with pytest.raises(ConfigError) as err:
+        check_before_load(cls(path=str(folder), name=family, vsink_dims=[width]))
+    assert str(err.value) == (f"model.vsink_dims=[{width}] is out of range: valid values are 0..{width - 1} "
+                              f"for the vision tower of model={family}")
+    with pytest.raises(ConfigError, match="family videollama3"):
+        check_before_load(VideoLLaMA3(path=str(folder), name="videollama3_7b"))
+
+
+def test_auto_dims_are_massive_on_a_few_patches_only():
+    """Synthetic tower output (40 patches x 32 dims): dim 3 is large on EVERY patch (an offset,
+    not a sink dimension), dim 5 is massive on patches 4 and 17 only."""
+    features = torch.randn(40, 32, generator=torch.Generator().manual_seed(0))
+    features[:, 3] += 30.0
+    features[[4, 17], 5] += 1e4
+    assert vsink_patches(features, "auto", tau=4.0).nonzero().flatten().tolist() == [4, 17]
+    assert vsink_patches(features, [5], tau=4.0).nonzero().flatten().tolist() == [4, 17]
+    # Named explicitly, the offset dim flags every patch but 4 and 17 (whose RMS the spike dominates).
+    assert vsink_patches(features, [3], tau=4.0).sum() == 38
+    # A share too small for two patches: dim 5 is no longer "a few" patches, nothing is found.
+    assert not vsink_patches(features, "auto", tau=4.0, auto_share=0.025).any()

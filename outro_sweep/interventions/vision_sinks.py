@@ -73,6 +73,21 @@ def require_supported(family: str) -> None:
         )
 
 
+def check_before_load(loader) -> None:
+    """The model-free checks of a video loader's V-sink settings (ConfigError, one line): the
+    family is supported and ``model.vsink_dims`` lie inside the tower's output width (its config only)."""
+    require_supported(loader.family)
+    if loader.vsink_dims == "auto":
+        return
+    config = loader._config()
+    vision = getattr(config, "vision_config", None) or config.thinker_config.vision_config
+    # Width of the recorded output: Qwen2-VL's tower is ``embed_dim`` wide, the others ``hidden_size``.
+    width = getattr(vision, "embed_dim", None) if loader.family == "qwen2_vl" else vision.hidden_size
+    if max(loader.vsink_dims) >= width:
+        raise ConfigError(f"model.vsink_dims={loader.vsink_dims} is out of range: valid values are 0..{width - 1} "
+                          f"for the vision tower of model={loader.name}")
+
+
 def vsink_patches(features: torch.Tensor, dims: Literal["auto"] | list[int], tau: float,
                   auto_share: float = AUTO_SHARE) -> torch.Tensor:
     """features: (n, C) one clip's tower output before the projector -> (n,) bool V-sinks."""
