@@ -50,12 +50,14 @@ def video_slots(inputs, token_id) -> list[torch.Tensor]:
 QWEN_SIDE = 112  # 112x112 frames -> 8x8 patches of 14 -> 4x4 merged tokens: 4 windows of 2x2, permuted
 
 
-def qwen_inputs(processor) -> dict:
+def qwen_inputs(processor, rows: tuple[int, ...] = (0, 1)) -> dict:
+    """Row i: clip i of make_videos(2) and PROMPTS[i]."""
     from transformers.video_utils import VideoMetadata
 
-    videos = tiny_vlms.make_videos(2, size=QWEN_SIDE)
-    texts = [processor.apply_chat_template([{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": p}]}],
-                                           tokenize=False, add_generation_prompt=True) for p in tiny_vlms.PROMPTS]
+    videos = [tiny_vlms.make_videos(2, size=QWEN_SIDE)[i] for i in rows]
+    texts = [processor.apply_chat_template([{"role": "user", "content": [{"type": "video"},
+                                                                         {"type": "text", "text": tiny_vlms.PROMPTS[i]}]}],
+                                           tokenize=False, add_generation_prompt=True) for i in rows]
     meta = [VideoMetadata(total_num_frames=8, fps=2.0, frames_indices=list(range(8))) for _ in videos]
     pixels = QWEN_SIDE * QWEN_SIDE
     return dict(processor(text=texts, videos=videos, video_metadata=meta, padding=True, return_tensors="pt",
@@ -106,6 +108,25 @@ def test_qwen2_5_vl_vsinks_are_the_planted_patches():
     with torch.no_grad(), VisionSinkProbe(model, dims=[DIM], tau=TAU) as probe:  # nothing planted: no V-sinks
         model(**inputs)
         assert [f.numel() for f in probe.vsink_positions()] == [0, 0]
+
+
+def test_a_rows_vsinks_do_not_depend_on_its_batch():
+    """The left-padded row 0 of the batch finds the V-sinks it finds alone, shifted by its padding."""
+    model, processor = tiny_vlms.build("qwen2_5_vl")
+    batch, solo = qwen_inputs(processor), qwen_inputs(processor, rows=(0,))
+    pad = int((batch["attention_mask"][0] == 0).sum())
+    assert pad > 0
+    handle = plant(model.model.visual.patch_embed, [qwen_patch(2, 1, 1, 0, 0)])  # clip 0's patches come first
+    try:
+        found = {}
+        for name, inputs in (("batch", batch), ("solo", solo)):
+            with torch.no_grad(), VisionSinkProbe(model, dims="auto", tau=TAU) as probe:
+                model(**inputs)
+                found[name] = probe.vsink_positions()
+    finally:
+        handle.remove()
+    assert found["solo"][0].numel() == 1 and found["batch"][1].numel() == 0
+    assert (found["batch"][0] - pad).tolist() == found["solo"][0].tolist()
 
 
 # ---- LLaVA-OneVision -------------------------------------------------------------------------------
