@@ -33,8 +33,13 @@ stands for several patches, and it is a V-sink if ANY patch that feeds it is:
 - InternVL: each frame is an image of ``<IMG_CONTEXT>`` placeholders; the tower's patches are
   pixel-shuffled (0.5) before the projector, so each LLM token's input is 4 patches' vectors
   side by side in its channels; they are split back into patches.
-VideoLLaMA3 is refused with a one-line ConfigError (``require_supported``): the model prunes
-video tokens by a compression mask after the projector, so tower patches have no fixed LLM slot.
+- VideoLLaMA3: the tower itself pools each merge block bilinearly after its final LayerNorm
+  (a pooled spike is diluted by its neighbours), so the recorded output is that LayerNorm's,
+  per patch, and the tower's own ``pixel_unshuffle`` maps the 0/1 sink map to features (a
+  feature is a V-sink if a V-sink patch has a nonzero weight in it); the model then drops the
+  features that ``video_compression_mask`` (from the processor) marks False, and so does the
+  mapping here.
+Any other family is refused with a one-line ConfigError (``require_supported``).
 
 L-sinks: visual tokens that a decoder-side sink rule (``outro_sweep.interventions.sinks``)
 flags at a layer and that are not V-sinks, re-detected at every layer (``lsink_counts``).
@@ -58,17 +63,17 @@ PROJECTOR = ("llava_onevision", "llava_next_video", "internvl")
 FAMILY = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl",
           "qwen2_5_omni_thinker": "qwen2_5_omni", "llava_onevision": "llava_onevision",
           "llava_next_video": "llava_next_video", "internvl": "internvl", "video_llama_3": "videollama3"}
-SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "llava_onevision", "llava_next_video", "internvl")
+SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "llava_onevision", "llava_next_video", "internvl",
+             "videollama3")
 AUTO_SHARE = 0.1
-WHY_NOT = {"videollama3": "it prunes video tokens after its projector, so a tower patch has no fixed LLM position"}
 
 
 def require_supported(family: str) -> None:
     """ConfigError unless V-sinks can be read from ``family``'s vision tower (a loader family name)."""
     if family not in SUPPORTED:
-        why = WHY_NOT.get(family, "its vision tower's output is not mapped to LLM positions")
         raise ConfigError(
-            f"V-sink detection does not support model family {family} ({why}): valid families are "
+            f"V-sink detection does not support model family {family} (its vision tower's output is not mapped "
+            f"to LLM positions): valid families are "
             f"{', '.join(SUPPORTED)}"
         )
 
@@ -142,6 +147,7 @@ class VisionSinkProbe:
         self._input_ids: torch.Tensor | None = None
         self._closed = False
         self._vsinks: list[torch.LongTensor] | None = None  # computed once per prefill
+        self._kept: torch.Tensor | None = None  # VideoLLaMA3: (n_features,) bool, the features the model keeps
 
     # ------------------------------------------------------------------ hooks
 
@@ -151,6 +157,9 @@ class VisionSinkProbe:
         self._handles.append(self.model.register_forward_hook(self._after_forward))
         if self.model_type in QWEN_MERGE:
             self._handles.append(inner.visual.register_forward_hook(self._qwen_tower, with_kwargs=True))
+        elif self.model_type == "video_llama_3":
+            self._handles.append(inner.vision_model.post_layernorm.register_forward_hook(self._patches))
+            self._handles.append(inner.vision_model.register_forward_hook(self._pooled_tower, with_kwargs=True))
         else:
             self._handles.append(inner.multi_modal_projector.register_forward_pre_hook(self._projector_input))
         return self
@@ -171,6 +180,7 @@ class VisionSinkProbe:
         if any(key.startswith("pixel_values") and value is not None for key, value in kwargs.items()):
             self._reset()  # the tower runs inside this forward
         self._input_ids = input_ids.detach()
+        self._kept = kwargs.get("video_compression_mask")
         self._closed = False
         self._vsinks = None
 
@@ -201,6 +211,21 @@ class VisionSinkProbe:
         sizes = [int(t * h * w) for t, h, w in grid.tolist()]
         for clip in torch.split(hidden, sizes):
             self._clips.append((clip, lambda flags, unit=unit: flags.reshape(-1, unit).any(dim=-1)))
+
+    def _patches(self, module, args, output) -> None:
+        """VideoLLaMA3: the final LayerNorm's output (n_patches, C), before the tower pools it."""
+        self._tower_call()
+        self._frames = [output.detach()]
+
+    def _pooled_tower(self, module, args, kwargs, output) -> None:
+        """VideoLLaMA3: split the recorded patches by clip; the tower's pooling maps them to features."""
+        grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)  # (clips, 3) t, h, w in patches
+        merge = kwargs.get("merge_sizes", args[2] if len(args) > 2 else None)  # (clips,)
+        patches, self._frames = self._frames[0], []
+        for clip, one_grid, one_merge in zip(torch.split(patches, grid.prod(dim=1).tolist()), grid, merge):
+            def to_llm(flags, one_grid=one_grid[None], one_merge=one_merge[None]):
+                return module.pixel_unshuffle(flags.float()[:, None], one_grid, one_merge).flatten() > 0
+            self._clips.append((clip, to_llm))
 
     def _projector_input(self, module, args) -> None:
         self._tower_call()
@@ -257,6 +282,8 @@ class VisionSinkProbe:
         flags = [to_llm(vsink_patches(clip, self.dims, self.tau, self.auto_share)).to(mask.device)
                  for clip, to_llm in self._clips]
         stream = torch.cat(flags) if flags else mask.new_zeros(0)
+        if self._kept is not None:
+            stream = stream[self._kept.to(stream.device)]
         if stream.numel() != int(mask.sum()):
             raise RuntimeError(f"{stream.numel()} visual features for {int(mask.sum())} video tokens")
         sinks = torch.zeros_like(mask)
