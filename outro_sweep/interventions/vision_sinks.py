@@ -143,7 +143,8 @@ class VisionSinkProbe:
                                    if getattr(config, key, None) is not None)
         self._handles: list = []
         self._clips: list[tuple[torch.Tensor, object]] = []  # (features (n, C), to_llm(flags) -> (m,) bool)
-        self._frames: list[torch.Tensor] = []  # LLaVA: projector inputs (frames, P, C) in call order
+        # LLaVA / InternVL: projector inputs (frames, P, C) in call order; VideoLLaMA3: its (n_patches, C)
+        self._frames: list[torch.Tensor] = []
         self._input_ids: torch.Tensor | None = None
         self._closed = False
         self._vsinks: list[torch.LongTensor] | None = None  # computed once per prefill
@@ -171,7 +172,7 @@ class VisionSinkProbe:
 
     def _reset(self) -> None:
         self._clips, self._frames, self._input_ids, self._closed = [], [], None, False
-        self._vsinks = None
+        self._vsinks = self._kept = None
 
     def _before_forward(self, module, args, kwargs) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
