@@ -277,3 +277,23 @@ def test_auto_dims_are_massive_on_a_few_patches_only():
     assert vsink_patches(features, [3], tau=4.0).sum() == 38
     # A share too small for two patches: dim 5 is no longer "a few" patches, nothing is found.
     assert not vsink_patches(features, "auto", tau=4.0, auto_share=0.025).any()
+
+
+def test_vsink_settings_do_not_define_a_cell_that_reads_no_vsinks():
+    """OutRo and the stock model read no V-sinks: their video cells keep the identity they had
+    before model.vsink_* existed, whatever those say."""
+    from omegaconf import OmegaConf
+
+    from outro_sweep.cell.identity import identity_config
+    from outro_sweep.config.compose import compose_config
+    from outro_sweep.sweep.cli import CONF_DIR
+
+    def hashed(*overrides):
+        config = compose_config(["model=qwen2_5_vl_7b", "benchmark=videomme", *overrides], CONF_DIR)
+        plain = OmegaConf.to_container(config)
+        plain.pop("hydra", None)  # not hashed; its run-time fields are unset outside a Hydra job
+        return identity_config(OmegaConf.to_container(OmegaConf.create(plain), resolve=True))
+
+    for outro in ("outro=off", "outro.layer=2"):
+        assert hashed(outro) == hashed(outro, "model.vsink_dims=[3]", "model.vsink_tau=5")
+        assert "vsink_dims" not in hashed(outro)["model"]
