@@ -297,3 +297,27 @@ def test_vsink_settings_do_not_define_a_cell_that_reads_no_vsinks():
     for outro in ("outro=off", "outro.layer=2"):
         assert hashed(outro) == hashed(outro, "model.vsink_dims=[3]", "model.vsink_tau=5")
         assert "vsink_dims" not in hashed(outro)["model"]
+
+
+def test_videollama3_features_it_compresses_away_take_no_position():
+    """VideoLLaMA3 drops the features its ``video_compression_mask`` marks False (the processor
+    sets it for frames that repeat the previous one, and writes one placeholder per kept
+    feature). Here the mask drops frame 3 of a one-clip batch (one feature per frame) and the
+    prompt loses one placeholder, as the processor would write it; frame 5, planted, is then the
+    5th kept feature."""
+    model, processor = tiny_vlms.build("videollama3")
+    inputs = tiny_vlms.video_batch("videollama3", processor, prompts=tiny_vlms.PROMPTS[:1])
+    slots = video_slots(inputs, model.config.video_token_id)[0]
+    assert len(slots) == 8 and inputs["video_compression_mask"].all()
+    keep = torch.ones(inputs["input_ids"].shape[1], dtype=torch.bool)
+    keep[slots[3]] = False
+    inputs = dict(inputs, input_ids=inputs["input_ids"][:, keep], attention_mask=inputs["attention_mask"][:, keep],
+                  video_compression_mask=torch.tensor([True, True, True, False, True, True, True, True]))
+    handle = plant(model.model.vision_model.embeddings, [4 * 5 + 2])
+    try:
+        with torch.no_grad(), VisionSinkProbe(model, dims=[DIM], tau=TAU) as probe:
+            model(**inputs)
+            found = probe.vsink_positions()
+    finally:
+        handle.remove()
+    assert [f.tolist() for f in found] == [[int(video_slots(inputs, model.config.video_token_id)[0][4])]]
