@@ -55,9 +55,9 @@ def qwen_inputs(processor, rows: tuple[int, ...] = (0, 1)) -> dict:
     from transformers.video_utils import VideoMetadata
 
     videos = [tiny_vlms.make_videos(2, size=QWEN_SIDE)[i] for i in rows]
-    texts = [processor.apply_chat_template([{"role": "user", "content": [{"type": "video"},
-                                                                         {"type": "text", "text": tiny_vlms.PROMPTS[i]}]}],
-                                           tokenize=False, add_generation_prompt=True) for i in rows]
+    chats = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": tiny_vlms.PROMPTS[i]}]}]
+             for i in rows]
+    texts = [processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
     meta = [VideoMetadata(total_num_frames=8, fps=2.0, frames_indices=list(range(8))) for _ in videos]
     pixels = QWEN_SIDE * QWEN_SIDE
     return dict(processor(text=texts, videos=videos, video_metadata=meta, padding=True, return_tensors="pt",
