@@ -76,9 +76,10 @@ def identity_config(config: dict) -> dict:
     """The part of a resolved config (plain dict) that the identity hashes.
 
     An inactive intervention is ``{"enabled": False}`` whatever its other knobs say, and the sink
-    rule is left out when no active intervention reads sinks: the stock-model cell is the same
-    cell whatever they say, so a sweep over them has ONE baseline. Likewise ``benchmark.sample``
-    (with its seed) and ``benchmark.circular`` are left out while off.
+    rule is left out when no active intervention reads sinks (``model.vsink_*`` when none reads
+    V-sinks): the stock-model cell is the same cell whatever they say, so a sweep over them has
+    ONE baseline. Likewise ``benchmark.sample`` (with its seed) and ``benchmark.circular`` are
+    left out while off.
     """
     from outro_sweep.interventions.stack import intervention_groups, is_active
 
@@ -89,6 +90,12 @@ def identity_config(config: dict) -> dict:
         kept[group] = {"enabled": False}
     if not any(cls.needs_sink_rule for cls in active.values()):
         kept.pop("sink", None)
+    model = kept.get("model")
+    if isinstance(model, dict) and not any(cls.needs_vision_sinks for cls in active.values()):
+        # The V-sink settings act only through an intervention that reads them: without one, a
+        # video cell is the cell it was before the keys existed.
+        model.pop("vsink_dims", None)
+        model.pop("vsink_tau", None)
     benchmark = kept.get("benchmark")
     if isinstance(benchmark, dict):
         # The question-selection keys at their "off" values select what a config without them

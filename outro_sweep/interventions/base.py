@@ -45,6 +45,9 @@ class Intervention:
     #: True when it reads sink positions from the ``sink`` rule; otherwise ``sink`` does not
     #: define a cell that only this intervention touches.
     needs_sink_rule: ClassVar[bool] = False
+    #: True when it reads the visual tokens' V-sinks (``interventions.vision_sinks``); otherwise
+    #: ``model.vsink_dims`` / ``model.vsink_tau`` do not define its cells.
+    needs_vision_sinks: ClassVar[bool] = False
 
     def __init__(self, group: str, enabled: bool = True) -> None:
         """group: the config group it was composed from (``outro``), which prefixes its keys in

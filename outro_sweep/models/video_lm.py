@@ -14,9 +14,9 @@ write timestamps into the prompt from them).
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
-from outro_sweep.config.schema import Range, check_arguments
+from outro_sweep.config.schema import NonEmpty, Range, check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.base import LoadedModel, ModelLoader, ModelPath, left_padding
 from outro_sweep.media.decode import DecodedVideo, VideoSampling
@@ -41,6 +41,8 @@ class VideoLMLoader(ModelLoader):
         max_pixels: Annotated[int, Range(ge=1)] | None = None,
         use_audio: bool = False,
         system_prompt: str | None = None,
+        vsink_dims: Literal["auto"] | Annotated[list[Annotated[int, Range(ge=0)]], NonEmpty()] = "auto",
+        vsink_tau: Annotated[float, Range(gt=0, finite=True)] = 20.0,
         **kwargs,
     ) -> None:
         super().__init__(name=name, **kwargs)
@@ -60,6 +62,11 @@ class VideoLMLoader(ModelLoader):
         self.max_pixels = max_pixels
         self.use_audio = use_audio
         self.system_prompt = system_prompt
+        # V-sinks (LSG): the vision tower's sink dimensions (indices into its output width, before
+        # the projector) and threshold; ``auto`` finds the dims per clip
+        # (outro_sweep.interventions.vision_sinks).
+        self.vsink_dims = vsink_dims if vsink_dims == "auto" else list(vsink_dims)
+        self.vsink_tau = float(vsink_tau)
         self.processor_size: dict = {}  # the video processor's own ``size``, read at load()
         if use_audio:
             self.sampling = VideoSampling(**{**self.sampling.__dict__, "audio": True})
