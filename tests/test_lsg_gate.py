@@ -6,14 +6,14 @@ a mock of it. SmolLM2-135M (real weights, offline) stands in for the text decode
 "visual" positions; the tiny random Qwen2.5-VL of tiny_vlms.py runs a real left-padded video
 batch with its video tokens as the visual positions.
 
-- rho_vsink = 0.5 with key_scale=two_rho is the identity: logits bit-identical to stock;
+- rho_vsink = 0.5 with scale=two_rho is the identity: logits bit-identical to stock;
 - the attention output of layer l+1 matches a plain-loop reference written here from spec §6
   (RoPE, scaled keys, causal softmax, values; per head, per query, per key; float64) to 1e-5;
   layers up to l are untouched;
 - rope=before and rope=after give the same numbers (bit for bit where the scales are 0 and 2,
   to float32 rounding otherwise), at prefill and at decode steps;
 - the rows of a left-padded batch equal their solo runs (to float32 rounding);
-- a bad rho, layer or key_scale is refused in one line before the model loads.
+- a bad rho, layer or scale is refused in one line before the model loads.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def logits(model, inputs, **gate) -> torch.Tensor:
 def test_half_and_half_with_two_rho_is_bit_identical_to_stock(smollm2, batch, rope):
     model = smollm2.model
     stock = logits(model, batch)
-    gated = logits(model, batch, rho_vsink=0.5, key_scale="two_rho", rope=rope,
+    gated = logits(model, batch, rho_vsink=0.5, scale="two_rho", rope=rope,
                    positions=chosen_positions(batch["attention_mask"]))
     assert torch.equal(gated, stock)
     assert torch.equal(logits(model, batch), stock)  # and the model is stock again after the with block
@@ -96,7 +96,7 @@ def test_half_and_half_with_two_rho_is_bit_identical_to_stock(smollm2, batch, ro
 
 def test_half_and_half_with_rho_scale_changes_the_logits(smollm2, batch):
     stock = logits(smollm2.model, batch)
-    gated = logits(smollm2.model, batch, rho_vsink=0.5, key_scale="rho", positions=chosen_positions(batch["attention_mask"]))
+    gated = logits(smollm2.model, batch, rho_vsink=0.5, scale="rho", positions=chosen_positions(batch["attention_mask"]))
     assert (gated - stock).abs().max() > 1e-3
 
 
@@ -161,23 +161,23 @@ def capture_attention(model, layer: int, inputs, gate: LayerSinkGate | None):
     return seen
 
 
-def expected_scales(provider: Explicit, rho: float, key_scale: str, shape) -> torch.Tensor:
+def expected_scales(provider: Explicit, rho: float, scale: str, shape) -> torch.Tensor:
     scales = torch.ones(shape, dtype=torch.float64)
     for row in range(shape[0]):
-        scales[row, provider.visual[row]] = group_scale(1 - rho, key_scale)
-        scales[row, provider.vsinks[row]] = group_scale(rho, key_scale)
+        scales[row, provider.visual[row]] = group_scale(1 - rho, scale)
+        scales[row, provider.vsinks[row]] = group_scale(rho, scale)
     return scales
 
 
-def check_against_reference(model, inputs, provider, rho, key_scale):
-    gate = LayerSinkGate(model, [GATE_LAYER], rho, key_scale=key_scale, positions=provider)
+def check_against_reference(model, inputs, provider, rho, scale):
+    gate = LayerSinkGate(model, [GATE_LAYER], rho, scale=scale, positions=provider)
     seen = capture_attention(model, GATE_LAYER + 1, inputs, gate)
     stock = capture_attention(model, GATE_LAYER + 1, inputs, None)
     assert torch.equal(seen["hidden"], stock["hidden"])  # layers up to l are untouched
     assert (seen["out"] - stock["out"]).abs().max() > 10 * TOL  # the gate does act, beyond the tolerance
     attn = find_decoder(model).layers[GATE_LAYER + 1].self_attn
     mask = inputs["attention_mask"].bool()
-    scales = expected_scales(provider, rho, key_scale, mask.shape)
+    scales = expected_scales(provider, rho, scale, mask.shape)
     for row in range(mask.shape[0]):
         table = row if seen["cos"].shape[0] > 1 else 0  # one rotary table for the batch without position ids
         with torch.no_grad():
@@ -188,9 +188,9 @@ def check_against_reference(model, inputs, provider, rho, key_scale):
         assert error < TOL, f"row {row}: {error}"
 
 
-@pytest.mark.parametrize("rho,key_scale", [(0.8, "two_rho"), (0.1, "rho")])
-def test_the_gate_matches_the_plain_loop_reference_on_smollm2(smollm2, batch, rho, key_scale):
-    check_against_reference(smollm2.model, batch, chosen_positions(batch["attention_mask"]), rho, key_scale)
+@pytest.mark.parametrize("rho,scale", [(0.8, "two_rho"), (0.1, "rho")])
+def test_the_gate_matches_the_plain_loop_reference_on_smollm2(smollm2, batch, rho, scale):
+    check_against_reference(smollm2.model, batch, chosen_positions(batch["attention_mask"]), rho, scale)
 
 
 def test_the_gate_matches_the_plain_loop_reference_on_a_qwen2_5_vl_video_batch():
@@ -250,7 +250,7 @@ def test_rows_of_a_left_padded_batch_equal_their_solo_runs(smollm2, batch):
     (["lsg.rho_vsink=-0.1"], ["lsg.rho_vsink=-0.1", "[0, 1]"]),
     (["lsg.layer=29"], ["lsg.layer=29", "0..28"]),
     (["lsg.layer=[3,29]"], ["lsg.layer=[3, 29]", "0..28"]),
-    (["lsg.key_scale=bogus"], ["lsg.key_scale=bogus", "two_rho", "rho"]),
+    (["lsg.scale=bogus"], ["lsg.scale=bogus", "two_rho", "rho"]),
     (["lsg.rope=middle"], ["lsg.rope=middle", "after", "before"]),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, overrides, needles):

@@ -3,9 +3,9 @@ KEYS of the visual tokens at layer l+1, one scalar for the V-sinks (s_v) and one
 visual tokens (s_r), the same on every head: Attn(Q, diag(s) K, V). Text tokens keep scale 1.
 
 ``lsg=oracle`` fixes the gate at (rho_vsink, rho_rest = 1 - rho_vsink) with no MLP: the paper's
-layer x ratio analysis as a sweep. The scale of a group is ``key_scale`` of its rho:
+layer x ratio analysis as a sweep. The setting ``scale`` maps a group's rho to its key scale:
 ``two_rho`` (s = 2 rho, the default: rho = 0.5 is the identity, as the paper's initial gate
-must be) or ``rho`` (s = rho). Both are OPEN points of the paper (spec §6), as is ``rope``:
+must be) or ``rho`` (s = rho); which one the paper means is OPEN (spec §6), as is ``rope``:
 ``after`` scales the keys the attention kernel receives (after RoPE, through attention_hook's
 ``edit_key``); ``before`` scales the key projection's output (after the key norm where the
 model has one, Qwen3's ``k_norm``) before RoPE. RoPE is linear in each token's key, so with one
@@ -41,7 +41,8 @@ from outro_sweep.interventions.decoder import attention_module, find_decoder, se
 # lsg.layer: the gate's layer l (keys are scaled at l+1), or a list of them (stacked gates).
 GateLayers = Annotated[int, Range(ge=0)] | Annotated[list[Annotated[int, Range(ge=0)]], NonEmpty()]
 RhoVsink = Annotated[float, Range(ge=0, le=1)]
-KeyScale = Literal["two_rho", "rho"]
+# lsg.scale (not "key_scale": a config key with the word "key" in its name is masked as a credential)
+ScaleRule = Literal["two_rho", "rho"]
 RopeOrder = Literal["after", "before"]
 
 
@@ -66,23 +67,23 @@ def gate_layers(layer: GateLayers) -> list[int]:
     return sorted(set(layer)) if isinstance(layer, (list, tuple)) else [layer]
 
 
-def group_scale(rho: float, key_scale: KeyScale) -> float:
+def group_scale(rho: float, scale: ScaleRule) -> float:
     """The key scale of a group with gate weight rho."""
-    return 2.0 * rho if key_scale == "two_rho" else rho
+    return 2.0 * rho if scale == "two_rho" else rho
 
 
 class LayerSinkGate:
     """Context manager that scales the visual keys at the layers after ``layers`` while inside
     ``with``; outside it the model is the stock model."""
 
-    def __init__(self, model: torch.nn.Module, layers: Sequence[int], rho_vsink: float, key_scale: KeyScale = "two_rho",
+    def __init__(self, model: torch.nn.Module, layers: Sequence[int], rho_vsink: float, scale: ScaleRule = "two_rho",
                  rope: RopeOrder = "after", positions: PositionsProvider | None = None) -> None:
         self.model = model
         self.parts = find_decoder(model)
         self.scaled_layers = {layer + 1 for layer in layers}
         self.rho_vsink = float(rho_vsink)
-        self.scale_vsink = group_scale(self.rho_vsink, key_scale)
-        self.scale_rest = group_scale(1.0 - self.rho_vsink, key_scale)
+        self.scale_vsink = group_scale(self.rho_vsink, scale)
+        self.scale_rest = group_scale(1.0 - self.rho_vsink, scale)
         self.rope = rope
         self.provider_factory = positions or vision_sink_probe
         self.provider: Any = None
@@ -214,12 +215,12 @@ class LSGIntervention(Intervention):
     positions: PositionsProvider | None = None
 
     def __init__(self, group: str = "lsg", enabled: bool = True, layer: GateLayers = 0, rho_vsink: RhoVsink = 0.5,
-                 key_scale: KeyScale = "two_rho", rope: RopeOrder = "after") -> None:
+                 scale: ScaleRule = "two_rho", rope: RopeOrder = "after") -> None:
         super().__init__(group, enabled)
         check_arguments(LSGIntervention, locals(), group)
         if isinstance(layer, Sequence) and not isinstance(layer, str):  # a ListConfig from the YAML
             layer = list(layer)
-        self.layer, self.rho_vsink, self.key_scale, self.rope = layer, float(rho_vsink), key_scale, rope
+        self.layer, self.rho_vsink, self.scale, self.rope = layer, float(rho_vsink), scale, rope
 
     @classmethod
     def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
@@ -236,7 +237,7 @@ class LSGIntervention(Intervention):
                               f"0..{num_layers - 2} (the keys of layer l+1 are scaled) or a list of them")
 
     def attach(self, model, sink_rule: Any) -> LayerSinkGate:
-        return LayerSinkGate(model, gate_layers(self.layer), self.rho_vsink, key_scale=self.key_scale,
+        return LayerSinkGate(model, gate_layers(self.layer), self.rho_vsink, scale=self.scale,
                              rope=self.rope, positions=self.positions)
 
     def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:
