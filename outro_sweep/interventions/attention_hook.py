@@ -1,8 +1,9 @@
 """Route a decoder's attention through OutRo via transformers' AttentionInterface.
 
-Two names are registered, ``outro_sdpa`` and ``outro_eager``. Each calls the stock kernel
+Two names are registered, ``outro_sdpa`` and ``outro_eager``. Each hands the keys to the
+editors attached to that attention module that edit keys (``edit_key``), calls the stock kernel
 (sdpa from the registry; eager from the model's own modeling file) and then hands the
-per-head output to the editors attached to that attention module, if any, in order. Each
+per-head output to the editors that edit it (``edit``), in the order they were attached. Each
 name is registered with the matching stock *mask* function too: without it transformers
 would build no causal mask for an unknown name and causality would silently vanish.
 """
@@ -28,6 +29,17 @@ class AttentionEditor(Protocol):
         key: torch.Tensor,  # (B, H_kv, S_kv, d), cache included
         value: torch.Tensor,  # (B, H_kv, S_kv, d), cache included
         scaling: float,
+    ) -> torch.Tensor: ...
+
+
+class KeyEditor(Protocol):
+    """An editor may also define ``edit_key``: it gets the keys before the kernel runs and
+    returns the keys the kernel attends with; ``edit`` (if any) then sees those keys."""
+
+    def edit_key(
+        self,
+        module: torch.nn.Module,
+        key: torch.Tensor,  # (B, H_kv, S_kv, d) after RoPE, cache included; never edit in place
     ) -> torch.Tensor: ...
 
 
@@ -58,12 +70,17 @@ def _eager_kernel(module: torch.nn.Module) -> Callable:
 
 def _make(kernel_of: Callable[[torch.nn.Module], Callable]) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        out, weights = kernel_of(module)(module, query, key, value, attention_mask, **kwargs)
         editors = ACTIVE_EDITORS.get(id(module))
+        for editor in editors or ():
+            edit_key = getattr(editor, "edit_key", None)
+            if edit_key is not None:  # an editor of the keys the kernel attends with (LSG)
+                key = edit_key(module, key)
+        out, weights = kernel_of(module)(module, query, key, value, attention_mask, **kwargs)
         if editors:
             scaling = kwargs.get("scaling") or getattr(module, "scaling", query.shape[-1] ** -0.5)
             for editor in editors:
-                out = editor.edit(module, out, weights, query, key, value, scaling)
+                if hasattr(editor, "edit"):
+                    out = editor.edit(module, out, weights, query, key, value, scaling)
         return out, weights
 
     return attention

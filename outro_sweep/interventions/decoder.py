@@ -84,3 +84,21 @@ def attention_module(layer: torch.nn.Module) -> torch.nn.Module:
     if module is None:
         raise RuntimeError(f"decoder layer {type(layer).__name__} has no attention module with a layer_idx")
     return module
+
+
+def set_text_attention(model: torch.nn.Module, parts: DecoderParts, name: str) -> None:
+    """Switch the text decoder's attention implementation only; vision/audio towers keep theirs.
+
+    The request names the text config by its place in the model's sub-config tree: the
+    plain name for a text-only model, {"text_config": name} for a VLM, and
+    {"thinker_config": {"text_config": name}} for Qwen2.5-Omni's full model (whose top
+    config has no text_config: a plain name there would switch every tower).
+    """
+    path = config_path(model.config, parts.config)
+    if path is None:  # the decoder's config is not a registered sub-config: address the decoder itself
+        parts.decoder.set_attn_implementation(name)
+        return
+    request: str | dict = name
+    for key in reversed(path):
+        request = {key: request}
+    model.set_attn_implementation(request)

@@ -31,7 +31,7 @@ import torch
 from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.attention_hook import attach_editor, detach_editor, register_attention_functions
-from outro_sweep.interventions.decoder import attention_module, config_path, find_decoder
+from outro_sweep.interventions.decoder import attention_module, find_decoder, set_text_attention
 from outro_sweep.interventions.base import Intervention
 from outro_sweep.interventions.settings import (
     Alpha,
@@ -116,21 +116,7 @@ class OutRo:
             self._saved_impl = None
 
     def _set_impl(self, name: str) -> None:
-        """Switch the text decoder's attention only; vision/audio towers keep theirs.
-
-        The request names the text config by its place in the model's sub-config tree: the
-        plain name for a text-only model, {"text_config": name} for a VLM, and
-        {"thinker_config": {"text_config": name}} for Qwen2.5-Omni's full model (whose top
-        config has no text_config: a plain name there would switch every tower).
-        """
-        path = config_path(self.model.config, self.parts.config)
-        if path is None:  # the decoder's config is not a registered sub-config: address the decoder itself
-            self.parts.decoder.set_attn_implementation(name)
-            return
-        request: str | dict = name
-        for key in reversed(path):
-            request = {key: request}
-        self.model.set_attn_implementation(request)
+        set_text_attention(self.model, self.parts, name)
 
     # ---- per-forward state -------------------------------------------------------------
     def _reset_prefill_state(self, real: torch.Tensor | None) -> None:

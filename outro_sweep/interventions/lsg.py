@@ -1,0 +1,250 @@
+"""LSG, "When Sinks Help or Hurt" (arXiv 2604.03316; spec §6): a gate at layer l scales the
+KEYS of the visual tokens at layer l+1, one scalar for the V-sinks (s_v) and one for the other
+visual tokens (s_r), the same on every head: Attn(Q, diag(s) K, V). Text tokens keep scale 1.
+
+``lsg=oracle`` fixes the gate at (rho_vsink, rho_rest = 1 - rho_vsink) with no MLP: the paper's
+layer x ratio analysis as a sweep. The setting ``scale`` maps a group's rho to its key scale:
+``two_rho`` (s = 2 rho, the default: rho = 0.5 is the identity, as the paper's initial gate
+must be) or ``rho`` (s = rho); which one the paper means is OPEN (spec §6), as is ``rope``:
+``after`` scales the keys the attention kernel receives (after RoPE, through attention_hook's
+``edit_key``); ``before`` scales the key projection's output (after the key norm where the
+model has one, Qwen3's ``k_norm``) before RoPE. RoPE is linear in each token's key, so with one
+scalar per token both give the same numbers up to rounding (bit for bit where s is 0 or a power
+of two).
+
+Prefill only: the scales are decided once per prompt and decode steps reuse the cache. With
+``before`` the cache holds the scaled keys; with ``after`` it holds the stock keys and each
+decode step scales the prompt's positions of the cached keys again, so a new token attends to
+the same scaled visual keys either way; the new tokens themselves are text (scale 1).
+
+Which tokens are visual and which are V-sinks comes from a positions provider: a context
+manager over the loaded model whose object answers ``vsink_positions()`` and
+``visual_positions()`` after the vision tower ran (per batch row, a LongTensor of positions in
+the padded prefill). The default is ``VisionSinkProbe`` (vision_sinks.py); a caller (a test,
+the gate's training) may pass its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Annotated, Any, Literal, Protocol
+
+import torch
+
+from outro_sweep.config.schema import NonEmpty, Range, check_arguments
+from outro_sweep.errors import ConfigError
+from outro_sweep.interventions.attention_hook import attach_editor, detach_editor, register_attention_functions
+from outro_sweep.interventions.base import Intervention
+from outro_sweep.interventions.decoder import attention_module, find_decoder, set_text_attention
+
+# lsg.layer: the gate's layer l (keys are scaled at l+1), or a list of them (stacked gates).
+GateLayers = Annotated[int, Range(ge=0)] | Annotated[list[Annotated[int, Range(ge=0)]], NonEmpty()]
+RhoVsink = Annotated[float, Range(ge=0, le=1)]
+# lsg.scale (not "key_scale": a config key with the word "key" in its name is masked as a credential)
+ScaleRule = Literal["two_rho", "rho"]
+RopeOrder = Literal["after", "before"]
+
+
+class SinkPositions(Protocol):
+    def vsink_positions(self) -> list[torch.Tensor]: ...  # per row, LongTensor of V-sink positions
+
+    def visual_positions(self) -> list[torch.Tensor]: ...  # per row, LongTensor of every visual token
+
+
+PositionsProvider = Callable[[torch.nn.Module], AbstractContextManager]
+
+
+def vision_sink_probe(model: torch.nn.Module) -> AbstractContextManager:
+    """The default provider: the V-sink probe on the model's vision tower (imported here, so that
+    the intervention's settings check without it)."""
+    from outro_sweep.interventions.vision_sinks import VisionSinkProbe
+
+    return VisionSinkProbe(model)
+
+
+def gate_layers(layer: GateLayers) -> list[int]:
+    return sorted(set(layer)) if isinstance(layer, (list, tuple)) else [layer]
+
+
+def group_scale(rho: float, scale: ScaleRule) -> float:
+    """The key scale of a group with gate weight rho."""
+    return 2.0 * rho if scale == "two_rho" else rho
+
+
+class LayerSinkGate:
+    """Context manager that scales the visual keys at the layers after ``layers`` while inside
+    ``with``; outside it the model is the stock model."""
+
+    def __init__(self, model: torch.nn.Module, layers: Sequence[int], rho_vsink: float, scale: ScaleRule = "two_rho",
+                 rope: RopeOrder = "after", positions: PositionsProvider | None = None) -> None:
+        self.model = model
+        self.parts = find_decoder(model)
+        self.scaled_layers = {layer + 1 for layer in layers}
+        self.rho_vsink = float(rho_vsink)
+        self.scale_vsink = group_scale(self.rho_vsink, scale)
+        self.scale_rest = group_scale(1.0 - self.rho_vsink, scale)
+        self.rope = rope
+        self.provider_factory = positions or vision_sink_probe
+        self.provider: Any = None
+        self._provider_cm: AbstractContextManager | None = None
+        self._handles: list = []
+        self._saved_impl: str | None = None
+        self.scales: torch.Tensor | None = None  # (B, S) key scale per prefill position; 1 for text and padding
+        self.counts: list[tuple[int, int]] = []  # per row of the last prefill: (V-sinks, visual tokens)
+        self.prefill = False
+
+    def __enter__(self) -> "LayerSinkGate":
+        register_attention_functions()
+        try:
+            self._provider_cm = self.provider_factory(self.model)
+            self.provider = self._provider_cm.__enter__()
+            self._handles.append(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input,
+                                                                              with_kwargs=True))
+            if self.rope == "after":
+                self._route_attention()
+            for index in sorted(self.scaled_layers):
+                attention = attention_module(self.parts.layers[index])
+                if self.rope == "after":
+                    attach_editor(attention, self)
+                else:
+                    self._handles.append(_key_output(attention).register_forward_hook(self._scale_projected_keys))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        for index in self.scaled_layers:
+            detach_editor(attention_module(self.parts.layers[index]), self)
+        if self._saved_impl is not None:
+            set_text_attention(self.model, self.parts, self._saved_impl)
+            self._saved_impl = None
+        if self._provider_cm is not None:
+            self._provider_cm.__exit__(None, None, None)
+            self._provider_cm = None
+
+    def _route_attention(self) -> None:
+        """Route the text decoder's attention through attention_hook (left as it is where another
+        intervention already routes it)."""
+        current = self.parts.config._attn_implementation
+        if current.startswith("outro_"):
+            return
+        if current not in ("sdpa", "eager"):
+            raise ConfigError(f"model.attn_implementation={current!r} is not supported by lsg.rope=after: "
+                              "valid values are sdpa, eager")
+        self._saved_impl = current
+        set_text_attention(self.model, self.parts, f"outro_{current}")
+
+    # ---- per prefill ---------------------------------------------------------------------
+    def _on_decoder_input(self, module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        if cache is not None and cache.get_seq_length() > 0:
+            self.prefill = False
+            return None
+        tokens = kwargs.get("inputs_embeds")
+        if tokens is None:
+            tokens = kwargs.get("input_ids", args[0] if args else None)
+        batch, length = tokens.shape[:2]
+        vsinks, visual = self.provider.vsink_positions(), self.provider.visual_positions()
+        if len(vsinks) != batch or len(visual) != batch:
+            raise RuntimeError(f"the sink positions cover {len(visual)} rows, the prefill has {batch}")
+        scales = torch.ones(batch, length, dtype=torch.float32, device=tokens.device)
+        self.counts = []
+        for row in range(batch):
+            row_visual = visual[row].to(tokens.device)
+            row_vsinks = vsinks[row].to(tokens.device)
+            scales[row, row_visual] = self.scale_rest
+            scales[row, row_vsinks] = self.scale_vsink  # V-sinks are visual tokens too
+            self.counts.append((int(row_vsinks.unique().numel()), int(row_visual.unique().numel())))
+        self.scales = scales
+        self.prefill = True
+        return None
+
+    # ---- the edits ---------------------------------------------------------------------
+    def edit_key(self, module, key: torch.Tensor) -> torch.Tensor:
+        """rope=after: key (B, H_kv, S_kv, d) as the kernel receives it, cache included; the
+        prompt's positions 0..S-1 are scaled at prefill and at every decode step."""
+        if module.layer_idx not in self.scaled_layers or self.scales is None:
+            return key
+        factor = torch.ones(key.shape[0], key.shape[2], dtype=key.dtype, device=key.device)  # (B, S_kv)
+        prompt = self.scales.shape[1]
+        factor[:, :prompt] = self.scales.to(key.dtype)
+        return key * factor[:, None, :, None]
+
+    def _scale_projected_keys(self, module, args, output: torch.Tensor) -> torch.Tensor | None:
+        """rope=before: output (B, S, H_kv * d) of k_proj or (B, S, H_kv, d) of k_norm; prefill
+        only (decode steps project new text tokens, and the cache already holds scaled keys)."""
+        if not self.prefill:
+            return None
+        factor = self.scales.to(output.dtype)
+        return output * factor.reshape(*factor.shape, *([1] * (output.dim() - 2)))
+
+    # ---- diagnostics -------------------------------------------------------------------
+    def take_sample_diagnostics(self) -> list[dict]:
+        """Per batch row of the last prefill: the gate's weights and the tokens they scaled."""
+        rows = [{"rho_vsink": self.rho_vsink, "rho_rest": 1.0 - self.rho_vsink, "vsinks": vsinks, "visual": visual}
+                for vsinks, visual in self.counts]
+        self.counts = []
+        return rows
+
+    def running_sums(self) -> dict[str, float]:
+        return {}
+
+
+def _key_output(attention: torch.nn.Module) -> torch.nn.Module:
+    """The module whose output is the key before RoPE: the key norm if there is one, else k_proj."""
+    for name in ("k_norm", "k_proj"):
+        module = getattr(attention, name, None)
+        if isinstance(module, torch.nn.Module):
+            return module
+    raise RuntimeError(f"{type(attention).__name__} has no k_proj: lsg.rope=before cannot reach its keys")
+
+
+class LSGIntervention(Intervention):
+    """LSG as a plug-in: ``conf/lsg/*.yaml`` (``lsg=off`` is the stock model, ``lsg=oracle`` the
+    fixed gate)."""
+
+    sweep_axes = ("layer", "rho_vsink")
+    edits = frozenset({"attention_keys"})
+    #: The sink-positions provider ``attach`` hands the gate; None is ``VisionSinkProbe``. Not a
+    #: config key: a caller that has its own positions (a test, the gate's training) sets it.
+    positions: PositionsProvider | None = None
+
+    def __init__(self, group: str = "lsg", enabled: bool = True, layer: GateLayers = 0, rho_vsink: RhoVsink = 0.5,
+                 scale: ScaleRule = "two_rho", rope: RopeOrder = "after") -> None:
+        super().__init__(group, enabled)
+        check_arguments(LSGIntervention, locals(), group)
+        if isinstance(layer, Sequence) and not isinstance(layer, str):  # a ListConfig from the YAML
+            layer = list(layer)
+        self.layer, self.rho_vsink, self.scale, self.rope = layer, float(rho_vsink), scale, rope
+
+    @classmethod
+    def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
+        """``layer`` as a sorted list (an int and its one-item list are one cell)."""
+        layer = settings.get("layer", 0)
+        values = layer if isinstance(layer, list) else [layer]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            layer = sorted(set(values))
+        return {**settings, "layer": layer}
+
+    def check_model(self, num_layers: int) -> None:
+        if any(layer + 1 >= num_layers for layer in gate_layers(self.layer)):
+            raise ConfigError(f"{self.group}.layer={self.layer!r} is out of range: valid values are integers "
+                              f"0..{num_layers - 2} (the keys of layer l+1 are scaled) or a list of them")
+
+    def attach(self, model, sink_rule: Any) -> LayerSinkGate:
+        return LayerSinkGate(model, gate_layers(self.layer), self.rho_vsink, scale=self.scale,
+                             rope=self.rope, positions=self.positions)
+
+    def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:
+        """Means over the samples of the gate's weights and of the V-sink and visual token counts."""
+        infos = [s for s in samples if s is not None]
+        if not infos:
+            return {}
+        return {"samples": len(infos),
+                **{f"mean_{key}": sum(info[key] for info in infos) / len(infos)
+                   for key in ("rho_vsink", "rho_rest", "vsinks", "visual")}}
