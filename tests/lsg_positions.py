@@ -11,7 +11,8 @@ import torch
 
 
 class VisualTokenPositions:
-    def __init__(self, model: torch.nn.Module, vsinks: int = 2) -> None:
+    def __init__(self, loaded, vsinks: int = 2) -> None:
+        model = getattr(loaded, "model", loaded)  # the LoadedModel an intervention attaches to, or a module
         self.model, self.vsinks = model, vsinks
         config = getattr(model.config, "thinker_config", model.config)
         ids = [getattr(config, name, None) for name in ("image_token_id", "video_token_id")]

@@ -47,8 +47,8 @@ class SinkValueScale(Intervention):
         if not 0 <= self.layer < num_layers:
             raise ConfigError(f"{self.group}.layer={self.layer} is out of range: valid values are 0..{num_layers - 1}")
 
-    def attach(self, model, sink_rule):
-        return _Scaler(model, self.layer, self.factor)
+    def attach(self, loaded, sink_rule):
+        return _Scaler(loaded.model, self.layer, self.factor)
 
     def summarise(self, samples, sums):
         return {"samples": sum(1 for s in samples if s), "scaled_rows": sums.get("scaled_rows", 0.0)}
@@ -189,7 +189,7 @@ def test_stacked_interventions_edit_the_model_together(smollm2, tmp_path, monkey
 
     def logits(config):
         stack = InterventionStack.from_config(config)
-        with torch.no_grad(), stack.attach(model, FirstK(k=1)) as attached:
+        with torch.no_grad(), stack.attach(smollm2, FirstK(k=1)) as attached:
             out = model(**batch).logits[0, -1]
             return out, attached.sample_diagnostics()
 

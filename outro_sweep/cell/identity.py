@@ -75,7 +75,8 @@ def _drop_non_defining(node: dict, prefix: str = "") -> dict:
 def identity_config(config: dict) -> dict:
     """The part of a resolved config (plain dict) that the identity hashes.
 
-    An inactive intervention is ``{"enabled": False}`` whatever its other knobs say, and the sink
+    An inactive intervention is left out whatever its other knobs say (so adding an intervention
+    to the project changes no existing cell's identity), and the sink
     rule is left out when no active intervention reads sinks (``model.vsink_*`` when none reads
     V-sinks): the stock-model cell is the same cell whatever they say, so a sweep over them has
     ONE baseline. Likewise ``benchmark.sample`` (with its seed) and ``benchmark.circular`` are
@@ -87,7 +88,7 @@ def identity_config(config: dict) -> dict:
     groups = intervention_groups(kept)
     active = {group: cls for group, cls in groups.items() if is_active(kept[group])}
     for group in groups.keys() - active.keys():
-        kept[group] = {"enabled": False}
+        del kept[group]
     if not any(cls.needs_sink_rule for cls in active.values()):
         kept.pop("sink", None)
     model = kept.get("model")

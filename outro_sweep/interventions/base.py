@@ -10,7 +10,9 @@ The lifecycle of one intervention in one cell:
    what an annotation cannot say (one knob against another). Runs before the model loads.
 2. ``check_model(num_layers)`` — checks that need the model's shape, not its weights (e.g. a
    layer index in range). Also before the model loads.
-3. ``attach(model, sink_rule)`` — a context manager over the loaded model: the returned editor
+3. ``attach(loaded, sink_rule)`` — a context manager over the loaded model (``loaded``: the
+   ``models.base.LoadedModel``: ``loaded.model`` the module, ``loaded.loader`` its model settings,
+   e.g. the vision-sink dims a video model's YAML sets): the returned editor
    is attached on ``__enter__`` and fully detached on ``__exit__`` (a model outside ``with`` is
    the stock model, bit for bit). The editor reports ``take_sample_diagnostics()`` (one JSON-ready
    dict per batch row of the last prefill) and ``running_sums()`` (additive ``{key: float}`` sums
@@ -72,7 +74,7 @@ class Intervention:
     def check_model(self, num_layers: int) -> None:
         """Checks that need the model's shape (not its weights); raise ConfigError."""
 
-    def attach(self, model: Any, sink_rule: Any) -> AbstractContextManager:
+    def attach(self, loaded: Any, sink_rule: Any) -> AbstractContextManager:
         raise NotImplementedError
 
     def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:

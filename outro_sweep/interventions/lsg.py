@@ -55,12 +55,13 @@ class SinkPositions(Protocol):
 PositionsProvider = Callable[[torch.nn.Module], AbstractContextManager]
 
 
-def vision_sink_probe(model: torch.nn.Module) -> AbstractContextManager:
-    """The default provider: the V-sink probe on the model's vision tower (imported here, so that
-    the intervention's settings check without it)."""
+def vision_sink_probe(loaded) -> AbstractContextManager:
+    """The default provider: the V-sink probe on the model's vision tower, with the model's own
+    dims and tau (``loaded``: a LoadedModel, or a bare module with the probe's defaults). Imported
+    here, so that the intervention's settings check without it."""
     from outro_sweep.interventions.vision_sinks import VisionSinkProbe
 
-    return VisionSinkProbe(model)
+    return VisionSinkProbe(loaded)
 
 
 def gate_layers(layer: GateLayers) -> list[int]:
@@ -210,6 +211,7 @@ class LSGIntervention(Intervention):
 
     sweep_axes = ("layer", "rho_vsink")
     edits = frozenset({"attention_keys"})
+    needs_vision_sinks = True  # the V-sinks come from the vision tower with model.vsink_dims / vsink_tau
     #: The sink-positions provider ``attach`` hands the gate; None is ``VisionSinkProbe``. Not a
     #: config key: a caller that has its own positions (a test, the gate's training) sets it.
     positions: PositionsProvider | None = None
@@ -236,9 +238,12 @@ class LSGIntervention(Intervention):
             raise ConfigError(f"{self.group}.layer={self.layer!r} is out of range: valid values are integers "
                               f"0..{num_layers - 2} (the keys of layer l+1 are scaled) or a list of them")
 
-    def attach(self, model, sink_rule: Any) -> LayerSinkGate:
-        return LayerSinkGate(model, gate_layers(self.layer), self.rho_vsink, scale=self.scale,
-                             rope=self.rope, positions=self.positions)
+    def attach(self, loaded, sink_rule: Any) -> LayerSinkGate:
+        """``loaded``: the LoadedModel, so that the positions provider reads the model's own
+        vision-sink settings (``model.vsink_dims``, ``model.vsink_tau``) from its loader."""
+        provider = self.positions or vision_sink_probe
+        return LayerSinkGate(loaded.model, gate_layers(self.layer), self.rho_vsink, scale=self.scale,
+                             rope=self.rope, positions=lambda _model: provider(loaded))
 
     def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:
         """Means over the samples of the gate's weights and of the V-sink and visual token counts."""

@@ -333,8 +333,8 @@ class OutRoIntervention(Intervention):
     def check_model(self, num_layers: int) -> None:
         relaxation_layers(self.layer, num_layers)
 
-    def attach(self, model, sink_rule: SinkRule) -> OutRo:
-        return OutRo(model, sink_rule, alpha=self.alpha, temperature=self.temperature, layer=self.layer,
+    def attach(self, loaded, sink_rule: SinkRule) -> OutRo:
+        return OutRo(loaded.model, sink_rule, alpha=self.alpha, temperature=self.temperature, layer=self.layer,
                      rotate_decode=self.rotate_decode)
 
     def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:

@@ -128,11 +128,11 @@ class InterventionStack:
             intervention.check_model(num_layers)
 
     @contextmanager
-    def attach(self, model: Any, sink_rule: Any):
+    def attach(self, loaded: Any, sink_rule: Any):
         """Attach every active intervention (config order) for the ``with`` block; all are
         detached on exit, also after an error."""
         with ExitStack() as stack:
-            editors = [(i.group, stack.enter_context(i.attach(model, sink_rule))) for i in self.active_interventions]
+            editors = [(i.group, stack.enter_context(i.attach(loaded, sink_rule))) for i in self.active_interventions]
             yield Attached(editors)
 
     def summarise(self, samples: list[dict | None], sums: dict[str, dict[str, float]]) -> dict:

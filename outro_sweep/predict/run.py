@@ -197,7 +197,7 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
         if trainer is None:
             trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal(), *progress], **bar)
         started = time.perf_counter()
-        with stack.attach(module.model, rule) as attached:
+        with stack.attach(module.loaded, rule) as attached:
             module.attached = attached
             trainer.predict(module, datamodule=data, return_predictions=False)
         module.attached = None
