@@ -74,6 +74,7 @@ def check_cell(cfg: DictConfig, memo: dict | None = None, choices: Mapping[str, 
         if stack.needs_sink_rule:
             rule.configure(loader.sink_dims)
             rule.check_hidden_size(hidden_size)
+        stack.check_before_load(loader, rule)
     return CheckedCell(benchmark, questions, loader, rule, stack, judge)
 
 

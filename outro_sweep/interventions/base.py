@@ -10,6 +10,9 @@ The lifecycle of one intervention in one cell:
    what an annotation cannot say (one knob against another). Runs before the model loads.
 2. ``check_model(num_layers)`` — checks that need the model's shape, not its weights (e.g. a
    layer index in range). Also before the model loads.
+   ``check_before_load(loader, sink_rule)`` — checks of the model's loader settings and the
+   cell's sink rule that read no weights (e.g. LSG refuses a text model, or a video family whose
+   vision tower it cannot read); the default checks nothing. Also before the model loads.
 3. ``attach(loaded, sink_rule)`` — a context manager over the loaded model (``loaded``: the
    ``models.base.LoadedModel``: ``loaded.model`` the module, ``loaded.loader`` its model settings,
    e.g. the vision-sink dims a video model's YAML sets): the returned editor
@@ -73,6 +76,10 @@ class Intervention:
 
     def check_model(self, num_layers: int) -> None:
         """Checks that need the model's shape (not its weights); raise ConfigError."""
+
+    def check_before_load(self, loader: Any, sink_rule: Any) -> None:
+        """Checks of ``loader`` (the ``models.base.ModelLoader``, its config readable, no weights)
+        and ``sink_rule`` (configured for the model where ``needs_sink_rule``); raise ConfigError."""
 
     def attach(self, loaded: Any, sink_rule: Any) -> AbstractContextManager:
         raise NotImplementedError

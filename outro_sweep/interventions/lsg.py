@@ -22,6 +22,13 @@ manager over the loaded model whose object answers ``vsink_positions()`` and
 ``visual_positions()`` after the vision tower ran (per batch row, a LongTensor of positions in
 the padded prefill). The default is ``VisionSinkProbe`` (vision_sinks.py); a caller (a test,
 the gate's training) may pass its own.
+
+Diagnostics (per sample): the gate's weights, the row's V-sink and visual token counts, and its
+L-sink counts per layer: while the gate is attached, a forward pre-hook on each decoder layer
+of ``lsink_layers`` reads the residual stream entering that layer at prefill (B, S, D) and
+counts at once, per row, the visual tokens that the cell's sink rule flags and that are not
+V-sinks (``VisionSinkProbe.lsink_counts``); no hidden state is kept and decode steps are not
+looked at. A provider without ``lsink_counts`` (fixed positions) records no L-sink counts.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ RhoVsink = Annotated[float, Range(ge=0, le=1)]
 # lsg.scale (not "key_scale": a config key with the word "key" in its name is masked as a credential)
 ScaleRule = Literal["two_rho", "rho"]
 RopeOrder = Literal["after", "before"]
+# lsg.lsink_layers: the decoder layers whose input is searched for L-sinks; auto = 0..the last gate layer.
+LsinkLayers = Literal["auto"] | list[Annotated[int, Range(ge=0)]]
 
 
 class SinkPositions(Protocol):
@@ -68,6 +77,14 @@ def gate_layers(layer: GateLayers) -> list[int]:
     return sorted(set(layer)) if isinstance(layer, (list, tuple)) else [layer]
 
 
+def lsink_layer_list(lsink_layers: LsinkLayers, layer: GateLayers) -> list[int]:
+    """``auto``: every layer up to and including the last gate layer (the early layers whose
+    L-sinks the gate's keys then meet); a list as given, sorted."""
+    if lsink_layers == "auto":
+        return list(range(max(gate_layers(layer)) + 1))
+    return sorted(set(lsink_layers))
+
+
 def group_scale(rho: float, scale: ScaleRule) -> float:
     """The key scale of a group with gate weight rho."""
     return 2.0 * rho if scale == "two_rho" else rho
@@ -78,7 +95,10 @@ class LayerSinkGate:
     ``with``; outside it the model is the stock model."""
 
     def __init__(self, model: torch.nn.Module, layers: Sequence[int], rho_vsink: float, scale: ScaleRule = "two_rho",
-                 rope: RopeOrder = "after", positions: PositionsProvider | None = None) -> None:
+                 rope: RopeOrder = "after", positions: PositionsProvider | None = None,
+                 sink_rule: Any = None, lsink_layers: Sequence[int] = ()) -> None:
+        """sink_rule (a ``sinks.base.SinkRule``) and lsink_layers: the L-sinks counted per layer;
+        none without a rule."""
         self.model = model
         self.parts = find_decoder(model)
         self.scaled_layers = {layer + 1 for layer in layers}
@@ -93,6 +113,10 @@ class LayerSinkGate:
         self._saved_impl: str | None = None
         self.scales: torch.Tensor | None = None  # (B, S) key scale per prefill position; 1 for text and padding
         self.counts: list[tuple[int, int]] = []  # per row of the last prefill: (V-sinks, visual tokens)
+        self.sink_rule = sink_rule
+        self.lsink_layers = sorted(set(lsink_layers)) if sink_rule is not None else []
+        self.lsinks: dict[int, list[int]] = {}  # layer -> per row of the last prefill, its L-sink count
+        self._mask: torch.Tensor | None = None  # (B, S) 1 for real tokens of the last prefill, or None
         self.prefill = False
 
     def __enter__(self) -> "LayerSinkGate":
@@ -104,6 +128,11 @@ class LayerSinkGate:
                                                                               with_kwargs=True))
             if self.rope == "after":
                 self._route_attention()
+            if self.lsink_layers and hasattr(self.provider, "lsink_counts"):
+                for index in self.lsink_layers:
+                    self._handles.append(self.parts.layers[index].register_forward_pre_hook(
+                        lambda module, args, kwargs, index=index: self._count_lsinks(index, args, kwargs),
+                        with_kwargs=True))
             for index in sorted(self.scaled_layers):
                 attention = attention_module(self.parts.layers[index])
                 if self.rope == "after":
@@ -162,7 +191,19 @@ class LayerSinkGate:
             scales[row, row_vsinks] = self.scale_vsink  # V-sinks are visual tokens too
             self.counts.append((int(row_vsinks.unique().numel()), int(row_visual.unique().numel())))
         self.scales = scales
+        mask = kwargs.get("attention_mask")
+        self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self.lsinks = {}
         self.prefill = True
+        return None
+
+    def _count_lsinks(self, index: int, args, kwargs) -> None:
+        """Pre-hook of decoder layer ``index``: its input (B, S, D) at prefill -> L-sinks per row."""
+        if not self.prefill:
+            return None
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        counts = self.provider.lsink_counts({index: hidden}, self.sink_rule, self._mask, layers=[index])
+        self.lsinks[index] = counts[0].tolist()
         return None
 
     # ---- the edits ---------------------------------------------------------------------
@@ -189,7 +230,10 @@ class LayerSinkGate:
         """Per batch row of the last prefill: the gate's weights and the tokens they scaled."""
         rows = [{"rho_vsink": self.rho_vsink, "rho_rest": 1.0 - self.rho_vsink, "vsinks": vsinks, "visual": visual}
                 for vsinks, visual in self.counts]
-        self.counts = []
+        if self.lsinks:  # {layer (str, for JSON): L-sinks entering that layer}
+            for position, row in enumerate(rows):
+                row["lsinks"] = {str(layer): counts[position] for layer, counts in sorted(self.lsinks.items())}
+        self.counts, self.lsinks = [], {}
         return rows
 
     def running_sums(self) -> dict[str, float]:
@@ -212,44 +256,82 @@ class LSGIntervention(Intervention):
     sweep_axes = ("layer", "rho_vsink")
     edits = frozenset({"attention_keys"})
     needs_vision_sinks = True  # the V-sinks come from the vision tower with model.vsink_dims / vsink_tau
+    # The L-sinks of the diagnostics are the visual tokens the cell's sink rule flags: ``sink``
+    # defines what an LSG cell records, so it is part of LSG cells' identity.
+    needs_sink_rule = True
     #: The sink-positions provider ``attach`` hands the gate; None is ``VisionSinkProbe``. Not a
     #: config key: a caller that has its own positions (a test, the gate's training) sets it.
     positions: PositionsProvider | None = None
 
     def __init__(self, group: str = "lsg", enabled: bool = True, layer: GateLayers = 0, rho_vsink: RhoVsink = 0.5,
-                 scale: ScaleRule = "two_rho", rope: RopeOrder = "after") -> None:
+                 scale: ScaleRule = "two_rho", rope: RopeOrder = "after", lsink_layers: LsinkLayers = "auto") -> None:
         super().__init__(group, enabled)
         check_arguments(LSGIntervention, locals(), group)
         if isinstance(layer, Sequence) and not isinstance(layer, str):  # a ListConfig from the YAML
             layer = list(layer)
+        if isinstance(lsink_layers, Sequence) and not isinstance(lsink_layers, str):
+            lsink_layers = list(lsink_layers)
         self.layer, self.rho_vsink, self.scale, self.rope = layer, float(rho_vsink), scale, rope
+        self.lsink_layers = lsink_layers
 
     @classmethod
     def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
-        """``layer`` as a sorted list (an int and its one-item list are one cell)."""
+        """``layer`` as a sorted list (an int and its one-item list are one cell); ``lsink_layers``
+        as the layers it resolves to (``auto`` and the list it stands for are one cell)."""
         layer = settings.get("layer", 0)
         values = layer if isinstance(layer, list) else [layer]
+        resolved = {**settings}
         if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             layer = sorted(set(values))
-        return {**settings, "layer": layer}
+            resolved["lsink_layers"] = lsink_layer_list(settings.get("lsink_layers", "auto"), layer)
+        return {**resolved, "layer": layer}
 
     def check_model(self, num_layers: int) -> None:
         if any(layer + 1 >= num_layers for layer in gate_layers(self.layer)):
             raise ConfigError(f"{self.group}.layer={self.layer!r} is out of range: valid values are integers "
                               f"0..{num_layers - 2} (the keys of layer l+1 are scaled) or a list of them")
+        if any(layer >= num_layers for layer in lsink_layer_list(self.lsink_layers, self.layer)):
+            raise ConfigError(f"{self.group}.lsink_layers={self.lsink_layers!r} is out of range: valid values are "
+                              f"auto or a list of integers 0..{num_layers - 1}")
+
+    def check_before_load(self, loader, sink_rule: Any) -> None:
+        """A video model of a family whose vision tower the V-sink probe reads (and its
+        ``model.vsink_dims`` within the tower), and a sink rule that reads hidden states (the
+        L-sinks are found on the residual stream)."""
+        from outro_sweep.interventions.vision_sinks import check_before_load
+        from outro_sweep.models.video_lm import VideoLMLoader
+
+        if not isinstance(loader, VideoLMLoader):
+            raise ConfigError(f"{self.group}.enabled=true needs a video model (LSG gates visual tokens) and "
+                              f"model={loader.name} reads text only: valid values are {self.group}=off or a "
+                              "video model (conf/model/)")
+        check_before_load(loader)
+        if getattr(sink_rule, "needs_attention_probs", False):
+            raise ConfigError(f"sink={sink_rule.name} reads attention, not hidden states, and {self.group} finds "
+                              "its L-sinks on the hidden states: valid values are sink=massive_activation, "
+                              "sink_dims or first_k")
 
     def attach(self, loaded, sink_rule: Any) -> LayerSinkGate:
         """``loaded``: the LoadedModel, so that the positions provider reads the model's own
         vision-sink settings (``model.vsink_dims``, ``model.vsink_tau``) from its loader."""
         provider = self.positions or vision_sink_probe
         return LayerSinkGate(loaded.model, gate_layers(self.layer), self.rho_vsink, scale=self.scale,
-                             rope=self.rope, positions=lambda _model: provider(loaded))
+                             rope=self.rope, positions=lambda _model: provider(loaded), sink_rule=sink_rule,
+                             lsink_layers=lsink_layer_list(self.lsink_layers, self.layer))
 
     def summarise(self, samples: list[dict | None], sums: dict[str, float]) -> dict:
-        """Means over the samples of the gate's weights and of the V-sink and visual token counts."""
+        """Means over the samples of the gate's weights, of the V-sink and visual token counts and
+        (``mean_lsinks_per_layer``, {layer: mean}) of the L-sink counts; ``gate_layers``: the
+        layers whose gate scales the keys of the next one."""
         infos = [s for s in samples if s is not None]
         if not infos:
             return {}
-        return {"samples": len(infos),
-                **{f"mean_{key}": sum(info[key] for info in infos) / len(infos)
-                   for key in ("rho_vsink", "rho_rest", "vsinks", "visual")}}
+        summary = {"samples": len(infos), "gate_layers": gate_layers(self.layer),
+                   **{f"mean_{key}": sum(info[key] for info in infos) / len(infos)
+                      for key in ("rho_vsink", "rho_rest", "vsinks", "visual")}}
+        counted = [info["lsinks"] for info in infos if "lsinks" in info]
+        if counted:
+            layers = sorted({layer for counts in counted for layer in counts}, key=int)
+            summary["mean_lsinks_per_layer"] = {
+                layer: sum(counts.get(layer, 0) for counts in counted) / len(counted) for layer in layers}
+        return summary
