@@ -24,6 +24,7 @@ from outro_sweep.interventions.sinks.attention_mass import AttentionMass
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 from outro_sweep.models.base import LoadedModel
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
+from outro_sweep.report.plots import sink_taxonomy
 from tests import tiny_vlms
 from tests.test_vision_sinks import DIM, SPIKE, TAU, plant, qwen_inputs, video_slots
 
@@ -139,3 +140,89 @@ def test_lsg_on_an_unsupported_video_family_is_refused_before_loading(tmp_path):
         LSGIntervention(layer=0).check_before_load(AutoVideoLM(path=str(folder), name="any"), MassiveActivation())
     assert "\n" not in str(err.value) and "family auto" in str(err.value)
     LSGIntervention(layer=0).check_before_load(Qwen2_5VL(path=str(folder), name="q"), MassiveActivation())
+
+
+# ---- one LSG cell as a user runs it, and its report figure -----------------------------------------
+
+LIMIT = 4
+
+
+@pytest.fixture(scope="module")
+def lsg_cell(shared_data, tmp_path_factory) -> dict:
+    """``python -m outro_sweep lsg=oracle lsg.layer=1`` on the tiny Qwen2.5-VL saved as a model
+    folder (4 text layers), the real NExT-QA annotations with stand-in clips, in a subprocess.
+    ``sink=massive_activation`` with both thresholds 0 flags every token, so by hand every visual
+    token that is not a V-sink is an L-sink at every layer: L-sinks = visual - V-sinks per row."""
+    import csv
+    import os
+    import subprocess
+
+    from tests.test_lsg_sweep import ENTRY, REPO, SMALL
+    from tests.test_video_decode import write_mp4
+
+    tmp = tmp_path_factory.mktemp("lsgdiag_cell")
+    model = tiny_vlms.save("qwen2_5_vl", tmp / "model")
+    data_dir = shared_data / "video_qa" / "nextqa"
+    mapping = json.loads((data_dir / "map_vid_vidorID.json").read_text())
+    with open(data_dir / "val.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:LIMIT]
+    for row in rows:
+        path = tmp / "videos" / (mapping[row["video"]] + ".mp4")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mp4(path, audio=False, num_frames=12, fps=6, noise=True)
+    entry = tmp / "entry.py"
+    entry.write_text(ENTRY.format(tests=str(REPO / "tests")))
+    out = tmp / "out"
+    args = ["outro=off", "lsg=oracle", "lsg.layer=1", "lsg.rho_vsink=0.2", "sink=massive_activation",
+            "sink.abs_threshold=0", "sink.median_ratio=0", "model=qwen2_5_vl_7b", f"model.path={model}", *SMALL,
+            "benchmark=nextqa_mc", f"benchmark.data_dir={data_dir}", f"benchmark.video_dir={tmp / 'videos'}",
+            f"benchmark.limit={LIMIT}", "benchmark.scoring=logits", "predict.batch_size=2", "logger.mode=disabled",
+            f"paths.output_dir={out}", f"paths.cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, str(entry), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    [cell] = list((out / "cells").iterdir())
+    return {"cell": cell, "tmp": tmp}
+
+
+@pytest.mark.slow
+def test_a_cells_taxonomy_means_and_its_figure_come_from_its_predictions(lsg_cell):
+    from outro_sweep.report.analysis import CellResult
+    from outro_sweep.report.build import write_report
+    from outro_sweep.report.collect import read_cell
+    from outro_sweep.report.plots import lsg_sink_figure_of
+
+    cell = lsg_cell["cell"]
+    records = [json.loads(line) for line in (cell / "predictions.jsonl").read_text().splitlines()]
+    samples = [r["diagnostics"]["lsg"] for r in records]
+    assert len(samples) == LIMIT
+    for sample in samples:  # lsink_layers: auto = 0..the gate layer; every non-V-sink visual token flagged
+        assert sample["lsinks"] == {"0": sample["visual"] - sample["vsinks"], "1": sample["visual"] - sample["vsinks"]}
+    taxonomy = sink_taxonomy(read_cell(cell).metrics())
+    assert taxonomy.group == "lsg" and taxonomy.samples == LIMIT and taxonomy.gate_layers == [1]
+    assert taxonomy.vsinks == pytest.approx(sum(s["vsinks"] for s in samples) / LIMIT)
+    assert taxonomy.lsinks == pytest.approx({layer: sum(s["lsinks"][str(layer)] for s in samples) / LIMIT
+                                             for layer in (0, 1)})
+    assert taxonomy.lsinks[0] > 0
+
+    # The figure draws those numbers: V-sink bars, then L-sink bars, one per layer, and the gate line.
+    figure = lsg_sink_figure_of(CellResult(read_cell(cell)))
+    axes = figure.axes[0]
+    heights = [patch.get_height() for patch in axes.patches]
+    assert heights == pytest.approx([taxonomy.vsinks] * 2 + [taxonomy.lsinks[0], taxonomy.lsinks[1]])
+    assert [line.get_xdata()[0] for line in axes.get_lines()] == [1]  # the gate layer
+
+    report = write_report([], lsg_cell["tmp"] / "report", wandb_mode="disabled", cells=[cell])
+    path = report / f"lsg_sinks_{cell.name}.png"
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (report / "table.md").read_text()
+    assert f"lsg_sinks_{cell.name}.png" in table and "recorded no sink diagnostics" not in table
+
+
+def test_a_cell_without_vsink_counts_has_no_taxonomy_figure():
+    assert sink_taxonomy({"diagnostics": {"outro": {"sink_rate_per_layer": {"0": 1.0}}}}) is None
+    taxonomy = sink_taxonomy({"diagnostics": {"lsg": {"samples": 2, "gate_layers": [3, 1], "mean_vsinks": 1.5,
+                                                          "mean_visual": 10, "mean_lsinks_per_layer": {"2": 1, "0": 0}}}})
+    assert (taxonomy.vsinks, taxonomy.lsinks, taxonomy.gate_layers) == (1.5, {0: 0.0, 2: 1.0}, [1, 3])

@@ -20,7 +20,7 @@ from outro_sweep.report.collect import (
     sweep_group,
 )
 from outro_sweep.report.paired import INTERVAL_METHOD
-from outro_sweep.report.plots import SATURATE, sink_diagnostics
+from outro_sweep.report.plots import SATURATE, sink_diagnostics, sink_taxonomy
 from outro_sweep.report.settings import constant_settings, reads_sinks, settings_lines, short_hash
 from outro_sweep.report.verdict import VERDICT_TXT, verdict_lines
 from outro_sweep.report.wandb_report import MODES
@@ -127,7 +127,7 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
         notes.append(f"per-category table failed: {_short_error(err)}")
 
     figures: list[Path] = []
-    for prefix in ("heatmap_", "categories_", "sinks_"):  # a re-run replaces its own figures
+    for prefix in ("heatmap_", "categories_", "sinks_", "lsg_sinks_"):  # a re-run replaces its own figures
         for old in out.glob(prefix + "*.png"):
             old.unlink()
     try:
@@ -144,14 +144,17 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
             except Exception as err:  # noqa: BLE001
                 notes.append(f"{draw.__name__} for {group.model} · {group.benchmark} failed: {_short_error(err)}")
     for result in analysis.results:
-        if result.enabled and result.cell.state == "done":
+        if not (result.enabled and result.cell.state == "done"):
+            continue
+        for draw, what in ((plots.sink_figure, "sink figure"), (plots.lsg_sink_figure, "V-/L-sink figure")):
             try:
-                path = plots.sink_figure(result, out)
+                path = draw(result, out)
                 if path is not None:
                     figures.append(path)
             except Exception as err:  # noqa: BLE001
-                notes.append(f"sink figure of {result.cell.identity} failed: {_short_error(err)}")
-    if any(r.enabled and r.cell.state == "done" and reads_sinks(r.cell.config) and not sink_diagnostics(r.cell.metrics())[1]
+                notes.append(f"{what} of {result.cell.identity} failed: {_short_error(err)}")
+    if any(r.enabled and r.cell.state == "done" and reads_sinks(r.cell.config)
+           and not sink_diagnostics(r.cell.metrics())[1] and sink_taxonomy(r.cell.metrics()) is None
            for r in analysis.results):
         notes.append("some cells whose intervention reads sinks recorded no sink diagnostics (metrics.json "
                      "'diagnostics'): no sink figure")

@@ -19,6 +19,9 @@ Every figure's title ends with the settings its cells share (``settings.constant
   histogram, the most frequent sink positions, the share of questions with a sink per layer
   and the mean cosine to the sink direction before and after rotation per layer, with the
   relaxation layers marked and those that found no sink in some question called out.
+- ``lsg_sinks_<identity>.png``: per LSG cell, the V-sinks and the L-sinks per layer (mean per
+  sample; the L-sinks of the stream entering each layer of ``lsg.lsink_layers``), the gate
+  layers marked.
 """
 
 from __future__ import annotations
@@ -676,3 +679,79 @@ def sink_figure(result: CellResult, out_dir: Path) -> Path | None:
     if figure is None:
         return None
     return save(figure, out_dir / f"sinks_{result.cell.identity}.png")
+
+
+# ----------------------------------------------------------------------------- LSG sink taxonomy
+
+@dataclass(frozen=True)
+class SinkTaxonomy:
+    """What an LSG cell's diagnostics say of its visual tokens, as means per sample."""
+
+    group: str  # the intervention's config group (``lsg``)
+    samples: int
+    vsinks: float  # V-sinks per sample: one set, fixed in the vision tower before the LLM
+    visual: float  # visual tokens per sample
+    lsinks: dict[int, float]  # layer -> L-sinks per sample in the stream entering that layer
+    gate_layers: list[int]  # a gate at l scales the keys of layer l+1
+
+
+def sink_taxonomy(metrics: dict) -> SinkTaxonomy | None:
+    """The first intervention whose cell-level diagnostics count V-sinks (LSG's ``summarise``:
+    ``mean_vsinks``, ``mean_lsinks_per_layer``, ``gate_layers``); None when none did."""
+    for group, summary in (metrics.get("diagnostics") or {}).items():
+        if isinstance(summary, dict) and "mean_vsinks" in summary:
+            lsinks = {int(k): float(v) for k, v in (summary.get("mean_lsinks_per_layer") or {}).items()}
+            return SinkTaxonomy(group, int(summary.get("samples") or 0), float(summary["mean_vsinks"]),
+                                float(summary.get("mean_visual") or 0.0), dict(sorted(lsinks.items())),
+                                sorted(_int_layers(summary.get("gate_layers") or [])))
+    return None
+
+
+def lsg_sink_figure_of(result: CellResult):
+    """V-sinks and L-sinks per layer (bars, mean per sample) with the gate layers marked, as a
+    Figure (not saved); None when the cell recorded no V-sink counts."""
+    taxonomy = sink_taxonomy(result.cell.metrics())
+    if taxonomy is None:
+        return None
+    layers = sorted(set(taxonomy.lsinks) | set(taxonomy.gate_layers))
+    width = max(9.0, 0.55 * len(layers) + 3.5)  # inches
+    figure = _figure(width, 5.4)
+    axes = figure.subplots()
+    x = np.array(layers)
+    # The V-sinks are one set for every layer: the same bar at each, beside that layer's L-sinks.
+    axes.bar(x - 0.2, [taxonomy.vsinks] * len(layers), width=0.4, color="#4c72b0", label="V-sinks (vision tower)")
+    if taxonomy.lsinks:
+        axes.bar(np.array(list(taxonomy.lsinks)) + 0.2, list(taxonomy.lsinks.values()), width=0.4, color="#dd8452",
+                 label="L-sinks (visual tokens massive in the LLM, not V-sinks)")
+    else:
+        axes.text(0.5, 0.9, "no L-sink counts recorded", ha="center", transform=axes.transAxes, fontsize=10,
+                  color="#555555")
+    for layer in taxonomy.gate_layers:
+        axes.axvline(layer, color="#d62728", linestyle="--", linewidth=1.8, zorder=0)
+    from matplotlib.lines import Line2D
+
+    handles, _ = axes.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="#d62728", linestyle="--", linewidth=1.8,
+                          label="gate layer l (keys of layer l+1 scaled)"))
+    axes.legend(handles=handles, fontsize=9, loc="upper left", frameon=False)
+    top = max([taxonomy.vsinks, *taxonomy.lsinks.values(), 1.0])
+    axes.set_ylim(0, top * 1.45)
+    _layer_axis(axes, layers)
+    axes.set_xlabel("layer (L-sinks: in the hidden state entering it)")
+    axes.set_ylabel("tokens per sample (mean)")
+    gates = ", ".join(str(layer) for layer in taxonomy.gate_layers) or "none"
+    lines = [f"V-/L-sinks · cell {result.cell.identity} · {taxonomy.group} gate layers: {gates} · "
+             f"{taxonomy.samples} samples, {taxonomy.visual:g} visual tokens per sample"]
+    # about 12 characters of the 10 pt title per inch of figure
+    figure.suptitle(figure_title(lines, constant_settings([result.cell.config]), width=int(width * 12)), fontsize=10,
+                    x=0.01, ha="left")
+    figure.tight_layout()
+    return figure
+
+
+def lsg_sink_figure(result: CellResult, out_dir: Path) -> Path | None:
+    """``lsg_sinks_<identity>.png`` (``lsg_sink_figure_of``); None when the cell counted no V-sinks."""
+    figure = lsg_sink_figure_of(result)
+    if figure is None:
+        return None
+    return save(figure, out_dir / f"lsg_sinks_{result.cell.identity}.png")
