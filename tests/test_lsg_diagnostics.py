@@ -226,3 +226,24 @@ def test_a_cell_without_vsink_counts_has_no_taxonomy_figure():
     taxonomy = sink_taxonomy({"diagnostics": {"lsg": {"samples": 2, "gate_layers": [3, 1], "mean_vsinks": 1.5,
                                                           "mean_visual": 10, "mean_lsinks_per_layer": {"2": 1, "0": 0}}}})
     assert (taxonomy.vsinks, taxonomy.lsinks, taxonomy.gate_layers) == (1.5, {0: 0.0, 2: 1.0}, [1, 3])
+
+
+def test_the_sink_rule_defines_an_lsg_cell_and_not_its_baseline():
+    """The L-sinks an LSG cell records are the sink rule's: ``sink`` is part of its identity; the
+    stock cell ignores it."""
+    from omegaconf import OmegaConf
+
+    from outro_sweep.cell.identity import identity_config
+    from outro_sweep.config.compose import compose_config
+    from outro_sweep.sweep.cli import CONF_DIR
+
+    def hashed(*overrides):
+        config = compose_config(["model=qwen2_5_vl_7b", "benchmark=videomme", "outro=off", *overrides], CONF_DIR)
+        plain = OmegaConf.to_container(config)
+        plain.pop("hydra", None)  # not hashed; its run-time fields are unset outside a Hydra job
+        return identity_config(OmegaConf.to_container(OmegaConf.create(plain), resolve=True))
+
+    lsg = ("lsg=oracle", "lsg.layer=2")
+    assert hashed(*lsg) != hashed(*lsg, "sink=first_k")
+    assert "sink" in hashed(*lsg) and "sink" not in hashed("lsg=off")
+    assert hashed("lsg=off") == hashed("lsg=off", "sink=first_k")
