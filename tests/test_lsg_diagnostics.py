@@ -1,11 +1,11 @@
 """LSG's sink taxonomy in its diagnostics (outro_sweep/interventions/lsg.py), its refusals before
 the model loads, and the report's V-/L-sink figure.
 
-The tiny random Qwen2.5-VL (tests/tiny_vlms.py, real processor) runs a real left-padded batch of
-two videos. A V-sink is planted on the vision tower's patch embedding (as in
-test_vision_sinks.py): patch 0 of clip 0, so row 0's first video token. An LLM-side spike is
-planted on decoder layer 0's output (the stream entering layer 1) at row 0's 6th video token
-and at its V-sink. By hand, entering layer 0 no visual token is massive but the V-sink
+The tiny random Qwen2.5-VL (real processor) and LLaVA-OneVision of tests/tiny_vlms.py run a
+real left-padded batch of two videos. A V-sink is planted on the vision tower's patch embedding
+(as in test_vision_sinks.py): patch 0 of clip 0's first frame, so row 0's first video token. An
+LLM-side spike is planted on decoder layer 0's output (the stream entering layer 1) at row 0's
+6th video token and at its V-sink. By hand, entering layer 0 no visual token is massive but the V-sink
 (excluded); entering layer 1 row 0 has one L-sink (the 6th video token; the V-sink is not an
 L-sink), row 1 none.
 """
@@ -23,6 +23,7 @@ from outro_sweep.interventions.lsg import LSGIntervention, lsink_layer_list
 from outro_sweep.interventions.sinks.attention_mass import AttentionMass
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 from outro_sweep.models.base import LoadedModel
+from outro_sweep.models.llava_onevision import LlavaOnevision
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
 from outro_sweep.report.plots import sink_taxonomy
 from tests import tiny_vlms
@@ -31,11 +32,12 @@ from tests.test_vision_sinks import DIM, SPIKE, TAU, plant, qwen_inputs, video_s
 GATE_LAYER = 0  # the tiny model has 2 text layers: keys scaled at layer 1
 
 
-@pytest.fixture(scope="module")
-def planted():
-    """(model, processor, inputs, lsink position, vsink position) with both spikes planted."""
-    model, processor = tiny_vlms.build("qwen2_5_vl")
-    inputs = qwen_inputs(processor)
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "llava_onevision"])
+def planted(request):
+    """(model, processor, inputs, family) with both spikes planted."""
+    family = request.param
+    model, processor = tiny_vlms.build(family)
+    inputs = qwen_inputs(processor) if family == "qwen2_5_vl" else tiny_vlms.video_batch(family, processor)
     slots = video_slots(inputs, model.config.video_token_id)
     lsink, vsink = int(slots[0][5]), int(slots[0][0])
 
@@ -45,48 +47,52 @@ def planted():
             hidden[0, [lsink, vsink], 3] += SPIKE
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
-    handles = [plant(model.model.visual.patch_embed, [0]),
+    # Patch 0 of clip 0's first frame: the row's first video token is a V-sink.
+    tower = model.model.visual.patch_embed if family == "qwen2_5_vl" else model.model.vision_tower.embeddings
+    handles = [plant(tower, [0] if family == "qwen2_5_vl" else {0: [0]}),
                model.model.language_model.layers[0].register_forward_hook(llm_spike)]
-    yield model, processor, inputs, lsink, vsink
+    yield model, processor, inputs, family
     for handle in handles:
         handle.remove()
 
 
-def loaded(model, processor) -> LoadedModel:
-    loader = Qwen2_5VL(path="unused", name="tiny_qwen2_5_vl", vsink_dims=[DIM], vsink_tau=TAU)
+def loaded(model, processor, family: str) -> LoadedModel:
+    cls = Qwen2_5VL if family == "qwen2_5_vl" else LlavaOnevision
+    loader = cls(path="unused", name=f"tiny_{family}", vsink_dims=[DIM], vsink_tau=TAU)
     return LoadedModel(model, processor, loader, loader.name)
 
 
 @pytest.mark.parametrize("run", ["forward", "generate"])
 def test_per_sample_vsink_and_lsink_counts_are_the_planted_ones(planted, run):
-    model, processor, inputs, _, _ = planted
+    model, processor, inputs, family = planted
+    visual = [len(s) for s in video_slots(inputs, model.config.video_token_id)]
     lsg = LSGIntervention(layer=GATE_LAYER, rho_vsink=0.2, lsink_layers=[0, 1])
-    with torch.no_grad(), lsg.attach(loaded(model, processor), MassiveActivation()) as gate:
+    with torch.no_grad(), lsg.attach(loaded(model, processor, family), MassiveActivation()) as gate:
         if run == "forward":
             model(**inputs)
         else:  # the decode steps must not replace what the prefill found
             model.generate(**inputs, max_new_tokens=3, do_sample=False)
         rows = gate.take_sample_diagnostics()
         assert gate.take_sample_diagnostics() == []  # taken once per prefill
-    assert [(r["vsinks"], r["visual"]) for r in rows] == [(1, 64), (0, 64)]
+    assert [(r["vsinks"], r["visual"]) for r in rows] == [(1, visual[0]), (0, visual[1])]
     assert [r["lsinks"] for r in rows] == [{"0": 0, "1": 1}, {"0": 0, "1": 0}]
     assert rows[0]["rho_vsink"] == 0.2 and rows[0]["rho_rest"] == pytest.approx(0.8)
     json.dumps(rows)  # JSON-ready, as the shard writer stores them
 
     summary = lsg.summarise([*rows, None], {})
     assert summary["samples"] == 2 and summary["gate_layers"] == [GATE_LAYER]
-    assert summary["mean_vsinks"] == 0.5 and summary["mean_visual"] == 64
+    assert summary["mean_vsinks"] == 0.5 and summary["mean_visual"] == sum(visual) / 2
     assert summary["mean_lsinks_per_layer"] == {"0": 0.0, "1": 0.5}
 
 
 def test_no_hidden_states_are_requested_and_the_model_is_stock_after_detach(planted):
     """The counts come from pre-hooks at prefill: the model's output carries no hidden states,
     and outside ``with`` no hook is left on the decoder layers."""
-    model, processor, inputs, _, _ = planted
+    model, processor, inputs, family = planted
     layers = model.model.language_model.layers
     before = [len(layer._forward_pre_hooks) for layer in layers]
     lsg = LSGIntervention(layer=GATE_LAYER, lsink_layers=[0, 1])
-    with torch.no_grad(), lsg.attach(loaded(model, processor), MassiveActivation()):
+    with torch.no_grad(), lsg.attach(loaded(model, processor, family), MassiveActivation()):
         out = model(**inputs)
         assert [len(layer._forward_pre_hooks) for layer in layers] == [b + 1 for b in before]
     assert out.hidden_states is None
