@@ -109,6 +109,9 @@ class LayerSinkGate:
         self._masks: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, S) float: V-sinks, other visual
         self.counts: list[tuple[int, int]] = []  # per row of the last prefill: (V-sinks, visual tokens)
         self.prefill = False
+        # (B,) where each row's gate reads the hidden state; None: the last position (a prompt
+        # alone). Training sets it to the prompt's last token when the answer follows it.
+        self.query: torch.Tensor | None = None
 
     def __enter__(self) -> "LayerSinkGate":
         register_attention_functions()
@@ -197,7 +200,8 @@ class LayerSinkGate:
             if not self.prefill:
                 return None
             hidden = output[0] if isinstance(output, tuple) else output  # (B, S, D)
-            rho = self.weights[layer](hidden[:, -1, :])  # (B, 2): rho_vsink, rho_rest
+            last = hidden[:, -1] if self.query is None else hidden[torch.arange(hidden.shape[0]), self.query]
+            rho = self.weights[layer](last)  # (B, 2): rho_vsink, rho_rest
             vsink_mask, rest_mask = self._masks
             s_vsink = group_scale(rho[:, :1], self.scale)  # (B, 1), broadcast over positions
             s_rest = group_scale(rho[:, 1:], self.scale)

@@ -1,0 +1,88 @@
+"""Training LSG's gate (outro_sweep/fit/) with Lightning's Trainer.fit on real models.
+
+- on SmolLM2-135M (real weights, offline) with chosen "visual" positions (the positions are the
+  method's input, given explicitly as in test_lsg_gate.py; SmolLM2 has no vision tower) and real
+  builtin_mc questions rendered by its loader: only the gate's parameters change (sha256 of every
+  backbone tensor before and after), and the answer-token loss falls over a few dozen steps;
+- the collator labels exactly the answer's tokens and points the gate at the prompt's last token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from test_lsg_gate import chosen_positions  # noqa: E402
+
+from outro_sweep.benchmarks.builtin_mc import BuiltinMC  # noqa: E402
+from outro_sweep.fit.data import IGNORE, AnswerCollator  # noqa: E402
+from outro_sweep.fit.module import GateFit  # noqa: E402
+from outro_sweep.predict.data import QuestionDataset  # noqa: E402
+
+LAYER = 2
+QUESTIONS = 4
+STEPS = 30
+
+
+class ChosenPositions(GateFit):
+    def positions_for(self, batch):
+        return chosen_positions(batch["inputs"]["attention_mask"])
+
+
+def digests(model: torch.nn.Module) -> dict[str, str]:
+    return {name: hashlib.sha256(t.detach().contiguous().numpy().tobytes()).hexdigest()
+            for name, t in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def questions():
+    return BuiltinMC(limit=QUESTIONS).load()
+
+
+def test_the_collator_labels_the_answer_tokens_only(smollm2, questions):
+    batch = AnswerCollator(smollm2)(QuestionDataset(questions)[:QUESTIONS] if False else
+                                    [QuestionDataset(questions)[i] for i in range(QUESTIONS)])
+    ids, labels, query = batch["inputs"]["input_ids"], batch["labels"], batch["query"]
+    for row, question in enumerate(questions):
+        answer = smollm2.tokenizer(question.answer, add_special_tokens=False)["input_ids"]
+        labelled = labels[row][labels[row] != IGNORE].tolist()
+        assert labelled == answer == ids[row, -len(answer):].tolist()
+        assert int(query[row]) == ids.shape[1] - 1 - len(answer)
+        prompt = smollm2.loader.render(smollm2.processor, question.prompt)
+        assert smollm2.tokenizer.decode(ids[row, : int(query[row]) + 1][batch["inputs"]["attention_mask"][row, : int(query[row]) + 1].bool()]) == prompt
+
+
+def test_only_the_gate_changes_and_the_loss_falls(smollm2, questions):
+    model = smollm2.model
+    before = digests(model)
+    pl.seed_everything(0)
+    module = ChosenPositions(model, model.config.hidden_size, LAYER, lr=0.02)
+    gate_before = {k: v.clone() for k, v in module.gate.state_dict().items()}
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    data = DataLoader(QuestionDataset(questions), batch_size=QUESTIONS, collate_fn=AnswerCollator(smollm2))
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=STEPS, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    try:
+        trainer.fit(module, data)
+        optimised = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
+    finally:
+        model.requires_grad_(True)
+    assert optimised == {id(p) for p in module.gate.parameters()}  # no optimizer state for the backbone
+    assert digests(model) == before  # every backbone tensor, bit for bit
+    assert any(not torch.equal(gate_before[k], v) for k, v in module.gate.state_dict().items())
+    assert len(losses) == STEPS
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < first - 0.05, losses
