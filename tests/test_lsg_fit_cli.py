@@ -130,3 +130,39 @@ def test_the_fit_run_holds_the_loss_curve(uninterrupted):
 def test_a_second_fit_with_the_same_keys_finds_the_gate_done(setup, uninterrupted):
     result = fit(setup, uninterrupted.parent.parent)
     assert f"gate {uninterrupted.name} is already trained" in result.stdout
+
+
+# ---- lsg=trained: a sweep cell with the trained gate --------------------------------------
+def cell(setup, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    model_args = [a for a in setup["args"] if a.startswith(("model", "paths", "trainer"))]
+    data = [a.replace("fit.data.", "benchmark.") for a in setup["args"] if a.startswith("fit.data.")]
+    return subprocess.run([sys.executable, "-m", "outro_sweep", "outro=off", "lsg=trained", *model_args,
+                           "benchmark=nextqa_mc", *data, "benchmark.scoring=logits", "predict.batch_size=2",
+                           "logger.mode=disabled", f"paths.output_dir={out}", f"hydra.run.dir={out / 'cellrun'}",
+                           *extra], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+
+
+def test_a_cell_on_the_gate_s_training_files_is_refused_in_one_line(setup, uninterrupted):
+    out = uninterrupted.parent.parent
+    result = cell(setup, out, f"lsg.gates=[{uninterrupted.name}]")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "lsg.gates" in lines[0] and "val.csv" in lines[0] and "lsg.force_overlap=true" in lines[0]
+    assert not (out / "cells").exists()
+
+
+def test_a_forced_cell_runs_with_the_gate_and_its_identity_holds_the_gate_s_hash(setup, uninterrupted):
+    from outro_sweep.cell.fingerprint import sha256_file
+
+    out = uninterrupted.parent.parent
+    result = cell(setup, out, f"lsg.gates=[{uninterrupted / 'gate.pt'}]", "lsg.force_overlap=true")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    (folder,) = (out / "cells").iterdir()
+    assert (folder / "DONE").is_file()
+    from omegaconf import OmegaConf
+
+    inputs = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))["identity_inputs"]
+    assert inputs["config"]["lsg"]["gates"] == [sha256_file(uninterrupted / "gate.pt")]
+    assert "gates_dir" not in inputs["config"]["lsg"]
+    records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == LIMIT

@@ -73,14 +73,15 @@ class GateStore:
         write_bytes_atomic(self.gate_file, buffer.getvalue())
 
 
-def resolve_gate(reference: str, output_dir: str | Path) -> Path:
-    """A gate's file from its identity (under ``<output_dir>/gates/``), its folder or its gate.pt."""
+def resolve_gate(reference: str, gates_dir: str | Path) -> Path:
+    """A gate's file from its identity (a folder of ``gates_dir``, ``<output_dir>/gates``), its
+    folder or its gate.pt."""
     path = Path(reference)
     if path.is_file():
         return path
     if (path / GATE_FILE).is_file():
         return path / GATE_FILE
-    return GateStore(output_dir, reference).gate_file
+    return Path(gates_dir) / reference / GATE_FILE
 
 
 def load_gate(path: Path) -> tuple[dict, dict]:

@@ -74,6 +74,10 @@ class Intervention:
     def check_model(self, num_layers: int) -> None:
         """Checks that need the model's shape (not its weights); raise ConfigError."""
 
+    def check_benchmark(self, benchmark: Any) -> None:
+        """Checks of the cell's benchmark (``benchmarks.base.Benchmark``) against the
+        intervention's own data, e.g. a trained gate's training files; raise ConfigError."""
+
     def attach(self, loaded: Any, sink_rule: Any) -> AbstractContextManager:
         raise NotImplementedError
 
