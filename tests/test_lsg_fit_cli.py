@@ -29,7 +29,8 @@ from tests.test_video_decode import write_mp4
 from tests.wandb_offline import find_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
-LIMIT, EPOCHS, BATCH = 4, 6, 2
+# Enough epochs that the kill (polled every 20 ms, on a loaded machine) lands well before the end.
+LIMIT, EPOCHS, BATCH = 4, 16, 2
 STEPS = EPOCHS * LIMIT // BATCH
 
 
