@@ -64,7 +64,9 @@ def test_the_collator_labels_the_answer_tokens_only(smollm2, questions):
         assert labelled == answer == ids[row, -len(answer):].tolist()
         assert int(query[row]) == ids.shape[1] - 1 - len(answer)
         prompt = smollm2.loader.render(smollm2.processor, question.prompt)
-        assert smollm2.tokenizer.decode(ids[row, : int(query[row]) + 1][batch["inputs"]["attention_mask"][row, : int(query[row]) + 1].bool()]) == prompt
+        end = int(query[row]) + 1  # the prompt's real tokens: up to the query, without padding
+        real = batch["inputs"]["attention_mask"][row, :end].bool()
+        assert smollm2.tokenizer.decode(ids[row, :end][real]) == prompt
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,8 @@ def test_a_cell_on_the_gate_s_training_files_is_refused_in_one_line(setup, unint
     result = cell(setup, out, f"lsg.gates=[{uninterrupted.name}]")
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "lsg.gates" in lines[0] and "val.csv" in lines[0] and "lsg.force_overlap=true" in lines[0]
+    assert len(lines) == 1
+    assert all(needle in lines[0] for needle in ("lsg.gates", uninterrupted.name, "val.csv", "lsg.force_overlap=true"))
     assert not (out / "cells").exists()
 
 

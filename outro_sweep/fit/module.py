@@ -36,8 +36,8 @@ class GateFit(pl.LightningModule):
 
     def loss(self, batch: dict) -> torch.Tensor:
         inputs, labels = batch["inputs"], batch["labels"]
-        with LayerSinkGate(self.backbone, [], 0.5, scale=self.scale, rope=self.rope, positions=self.positions_for(batch),
-                           weights={self.layer: self.gate}) as gate:
+        with LayerSinkGate(self.backbone, [], 0.5, scale=self.scale, rope=self.rope,
+                           positions=self.positions_for(batch), weights={self.layer: self.gate}) as gate:
             gate.query = batch["query"]
             logits = self.backbone(**inputs, use_cache=False).logits  # (B, S, V)
         # position t predicts token t + 1

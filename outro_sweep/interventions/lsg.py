@@ -129,7 +129,8 @@ class LayerSinkGate:
                 if self.rope == "after":
                     attach_editor(attention, self)
                 else:
-                    self._handles.append(_key_output(attention).register_forward_hook(self._scale_projected_keys(index)))
+                    hook = self._scale_projected_keys(index)
+                    self._handles.append(_key_output(attention).register_forward_hook(hook))
         except BaseException:
             self.__exit__(None, None, None)
             raise
