@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 from pathlib import Path
 
 import torch
@@ -93,7 +92,3 @@ def load_gate(path: Path) -> tuple[dict, dict]:
 def gate_digest(path: Path) -> str:
     """The content hash of a gate file (what a cell's identity holds)."""
     return sha256_file(path)
-
-
-def read_record(path: Path) -> dict:
-    return json.loads((path.parent / RECORD_FILE).read_text())
