@@ -6,7 +6,7 @@ random part makes the name unique per process and per write, so concurrent write
 file never share a temporary). A write that fails (a full or read-only disk) removes its
 temporary and raises an ``OSError`` naming the final path.
 
-Used for prediction shards and predictions.jsonl, metrics.json, the DONE/FAILED markers,
+Used for prediction shards and predictions.jsonl, metrics.json, trained LSG gates, the DONE/FAILED markers,
 each job's status.json and the sweep's plan.json and skipped.json.
 
 Credentials never reach a file (``outro_sweep.cell.masking``): a JSON payload is masked here,
@@ -43,11 +43,15 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}")
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with open(temporary, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

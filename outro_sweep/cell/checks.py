@@ -71,6 +71,7 @@ def check_cell(cfg: DictConfig, memo: dict | None = None, choices: Mapping[str, 
     rule = build(cfg.sink)
     if stack.active:
         stack.check_model(num_layers)
+        stack.check_benchmark(benchmark)
         if stack.needs_sink_rule:
             rule.configure(loader.sink_dims)
             rule.check_hidden_size(hidden_size)

@@ -81,6 +81,10 @@ class Intervention:
         """Checks of ``loader`` (the ``models.base.ModelLoader``, its config readable, no weights)
         and ``sink_rule`` (configured for the model where ``needs_sink_rule``); raise ConfigError."""
 
+    def check_benchmark(self, benchmark: Any) -> None:
+        """Checks of the cell's benchmark (``benchmarks.base.Benchmark``) against the
+        intervention's own data, e.g. a trained gate's training files; raise ConfigError."""
+
     def attach(self, loaded: Any, sink_rule: Any) -> AbstractContextManager:
         raise NotImplementedError
 

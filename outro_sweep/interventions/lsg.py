@@ -33,7 +33,7 @@ looked at. A provider without ``lsink_counts`` (fixed positions) records no L-si
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Annotated, Any, Literal, Protocol
 
@@ -62,6 +62,9 @@ class SinkPositions(Protocol):
 
 
 PositionsProvider = Callable[[torch.nn.Module], AbstractContextManager]
+# A trained gate of layer l: the last input token's hidden state (B, D) at layer l's output ->
+# (B, 2) softmax weights (rho_vsink, rho_rest) per row (outro_sweep/fit/gate.py).
+GateWeights = Callable[[torch.Tensor], torch.Tensor]
 
 
 def vision_sink_probe(loaded) -> AbstractContextManager:
@@ -92,16 +95,26 @@ def group_scale(rho: float, scale: ScaleRule) -> float:
 
 class LayerSinkGate:
     """Context manager that scales the visual keys at the layers after ``layers`` while inside
-    ``with``; outside it the model is the stock model."""
+    ``with``; outside it the model is the stock model.
+
+    ``weights``: trained gates by layer l (``GateWeights``), which replace the fixed rho_vsink:
+    each reads the hidden state of the prompt's last token at layer l's output (the last
+    position: prompts are left-padded) and decides its own rows' scales at l+1, differentiably,
+    so that training reaches the gate through the scaled keys."""
 
     def __init__(self, model: torch.nn.Module, layers: Sequence[int], rho_vsink: float, scale: ScaleRule = "two_rho",
                  rope: RopeOrder = "after", positions: PositionsProvider | None = None,
-                 sink_rule: Any = None, lsink_layers: Sequence[int] = ()) -> None:
+                 sink_rule: Any = None, lsink_layers: Sequence[int] = (),
+                 weights: Mapping[int, GateWeights] | None = None) -> None:
         """sink_rule (a ``sinks.base.SinkRule``) and lsink_layers: the L-sinks counted per layer;
         none without a rule."""
         self.model = model
         self.parts = find_decoder(model)
+        self.weights = dict(weights or {})
+        if self.weights:
+            layers = sorted(self.weights)
         self.scaled_layers = {layer + 1 for layer in layers}
+        self.scale = scale
         self.rho_vsink = float(rho_vsink)
         self.scale_vsink = group_scale(self.rho_vsink, scale)
         self.scale_rest = group_scale(1.0 - self.rho_vsink, scale)
@@ -112,12 +125,17 @@ class LayerSinkGate:
         self._handles: list = []
         self._saved_impl: str | None = None
         self.scales: torch.Tensor | None = None  # (B, S) key scale per prefill position; 1 for text and padding
+        self.layer_scales: dict[int, torch.Tensor] = {}  # scaled layer l+1 -> its (B, S) scales
+        self._masks: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, S) float: V-sinks, other visual
         self.counts: list[tuple[int, int]] = []  # per row of the last prefill: (V-sinks, visual tokens)
         self.sink_rule = sink_rule
         self.lsink_layers = sorted(set(lsink_layers)) if sink_rule is not None else []
         self.lsinks: dict[int, list[int]] = {}  # layer -> per row of the last prefill, its L-sink count
         self._mask: torch.Tensor | None = None  # (B, S) 1 for real tokens of the last prefill, or None
         self.prefill = False
+        # (B,) where each row's gate reads the hidden state; None: the last position (a prompt
+        # alone). Training sets it to the prompt's last token when the answer follows it.
+        self.query: torch.Tensor | None = None
 
     def __enter__(self) -> "LayerSinkGate":
         register_attention_functions()
@@ -133,12 +151,15 @@ class LayerSinkGate:
                     self._handles.append(self.parts.layers[index].register_forward_pre_hook(
                         lambda module, args, kwargs, index=index: self._count_lsinks(index, args, kwargs),
                         with_kwargs=True))
+            for layer in self.weights:
+                self._handles.append(self.parts.layers[layer].register_forward_hook(self._gate_from_hidden(layer)))
             for index in sorted(self.scaled_layers):
                 attention = attention_module(self.parts.layers[index])
                 if self.rope == "after":
                     attach_editor(attention, self)
                 else:
-                    self._handles.append(_key_output(attention).register_forward_hook(self._scale_projected_keys))
+                    hook = self._scale_projected_keys(index)
+                    self._handles.append(_key_output(attention).register_forward_hook(hook))
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -183,17 +204,24 @@ class LayerSinkGate:
         if len(vsinks) != batch or len(visual) != batch:
             raise RuntimeError(f"the sink positions cover {len(visual)} rows, the prefill has {batch}")
         scales = torch.ones(batch, length, dtype=torch.float32, device=tokens.device)
+        vsink_mask = torch.zeros_like(scales)
+        rest_mask = torch.zeros_like(scales)
         self.counts = []
         for row in range(batch):
             row_visual = visual[row].to(tokens.device)
             row_vsinks = vsinks[row].to(tokens.device)
             scales[row, row_visual] = self.scale_rest
             scales[row, row_vsinks] = self.scale_vsink  # V-sinks are visual tokens too
+            rest_mask[row, row_visual] = 1.0
+            rest_mask[row, row_vsinks] = 0.0
+            vsink_mask[row, row_vsinks] = 1.0
             self.counts.append((int(row_vsinks.unique().numel()), int(row_visual.unique().numel())))
         self.scales = scales
         mask = kwargs.get("attention_mask")
         self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         self.lsinks = {}
+        self._masks = (vsink_mask, rest_mask)
+        self.layer_scales = {} if self.weights else dict.fromkeys(self.scaled_layers, scales)
         self.prefill = True
         return None
 
@@ -206,24 +234,52 @@ class LayerSinkGate:
         self.lsinks[index] = counts[0].tolist()
         return None
 
+    def _gate_from_hidden(self, layer: int):
+        """Forward hook on decoder layer ``layer``: at prefill, its trained gate turns the last
+        position's output hidden state into this prefill's scales at ``layer + 1``."""
+
+        def hook(module, args, output):
+            if not self.prefill:
+                return None
+            hidden = output[0] if isinstance(output, tuple) else output  # (B, S, D)
+            last = hidden[:, -1] if self.query is None else hidden[torch.arange(hidden.shape[0]), self.query]
+            rho = self.weights[layer](last)  # (B, 2): rho_vsink, rho_rest
+            vsink_mask, rest_mask = self._masks
+            s_vsink = group_scale(rho[:, :1], self.scale)  # (B, 1), broadcast over positions
+            s_rest = group_scale(rho[:, 1:], self.scale)
+            # 1 + mask * (s - 1): exactly 1 where the mask is 0 and where s is 1 (2 * 0.5)
+            self.layer_scales[layer + 1] = 1.0 + vsink_mask * (s_vsink - 1.0) + rest_mask * (s_rest - 1.0)
+            self.rho_vsink = float(rho[:, 0].detach().float().mean())  # the diagnostics' mean gate weight
+            return None
+
+        return hook
+
     # ---- the edits ---------------------------------------------------------------------
     def edit_key(self, module, key: torch.Tensor) -> torch.Tensor:
         """rope=after: key (B, H_kv, S_kv, d) as the kernel receives it, cache included; the
         prompt's positions 0..S-1 are scaled at prefill and at every decode step."""
-        if module.layer_idx not in self.scaled_layers or self.scales is None:
+        scales = self.layer_scales.get(module.layer_idx)
+        if scales is None:
             return key
-        factor = torch.ones(key.shape[0], key.shape[2], dtype=key.dtype, device=key.device)  # (B, S_kv)
-        prompt = self.scales.shape[1]
-        factor[:, :prompt] = self.scales.to(key.dtype)
+        prompt = scales.shape[1]
+        # (B, S_kv): the prompt's scales, then 1 for the decode steps' tokens (concatenated, not
+        # written in place, so that a trained gate's scales keep their gradient)
+        decoded = torch.ones(key.shape[0], key.shape[2] - prompt, dtype=key.dtype, device=key.device)
+        factor = torch.cat([scales.to(key.dtype), decoded], dim=1)
         return key * factor[:, None, :, None]
 
-    def _scale_projected_keys(self, module, args, output: torch.Tensor) -> torch.Tensor | None:
-        """rope=before: output (B, S, H_kv * d) of k_proj or (B, S, H_kv, d) of k_norm; prefill
-        only (decode steps project new text tokens, and the cache already holds scaled keys)."""
-        if not self.prefill:
-            return None
-        factor = self.scales.to(output.dtype)
-        return output * factor.reshape(*factor.shape, *([1] * (output.dim() - 2)))
+    def _scale_projected_keys(self, layer: int):
+        """rope=before: a forward hook scaling output (B, S, H_kv * d) of k_proj or (B, S, H_kv, d)
+        of k_norm at ``layer``; prefill only (decode steps project new text tokens, and the cache
+        already holds scaled keys)."""
+
+        def hook(module, args, output: torch.Tensor) -> torch.Tensor | None:
+            if not self.prefill:
+                return None
+            factor = self.layer_scales[layer].to(output.dtype)
+            return output * factor.reshape(*factor.shape, *([1] * (output.dim() - 2)))
+
+        return hook
 
     # ---- diagnostics -------------------------------------------------------------------
     def take_sample_diagnostics(self) -> list[dict]:

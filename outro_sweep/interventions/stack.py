@@ -131,6 +131,10 @@ class InterventionStack:
         for intervention in self.active_interventions:
             intervention.check_before_load(loader, sink_rule)
 
+    def check_benchmark(self, benchmark: Any) -> None:
+        for intervention in self.active_interventions:
+            intervention.check_benchmark(benchmark)
+
     @contextmanager
     def attach(self, loaded: Any, sink_rule: Any):
         """Attach every active intervention (config order) for the ``with`` block; all are

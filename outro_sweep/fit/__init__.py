@@ -1,0 +1,1 @@
+"""``python -m outro_sweep.fit``: train LSG's layer-wise sink gates with the backbone frozen."""
