@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Enough epochs that the kill (polled every 20 ms, on a loaded machine) lands well before the end.
 LIMIT, EPOCHS, BATCH = 4, 16, 2
 STEPS = EPOCHS * LIMIT // BATCH
+GATE_LAYER = 1  # the gate reads layer 1's output and scales the keys at layer 2
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def setup(shared_data, tmp_path_factory) -> dict:
     args = ["model=qwen2_5_vl_7b", f"model.path={model}", "model.num_frames=4", "model.fps=null",
             "model.min_pixels=784", "model.max_pixels=3136", "model.dtype=float32", "benchmark@fit.data=nextqa_mc",
             f"fit.data.data_dir={data_dir}", f"fit.data.video_dir={tmp / 'videos'}", f"fit.data.limit={LIMIT}",
-            f"fit.batch_size={BATCH}", f"fit.epochs={EPOCHS}", "lsg.layer=1", "trainer.accelerator=cpu",
+            f"fit.batch_size={BATCH}", f"fit.epochs={EPOCHS}", f"lsg.layer={GATE_LAYER}", "trainer.accelerator=cpu",
             "trainer.enable_progress_bar=false", f"paths.cache_dir={tmp / 'cache'}"]
     return {"tmp": tmp, "args": args, "data_dir": data_dir}
 
@@ -168,3 +169,10 @@ def test_a_forced_cell_runs_with_the_gate_and_its_identity_holds_the_gate_s_hash
     assert "gates_dir" not in inputs["config"]["lsg"]
     records = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(records) == LIMIT
+    # per sample: the trained gate's weights and the V-/L-sink counts at layers 0..the gate layer
+    for record in records:
+        gate = record["diagnostics"]["lsg"]
+        assert abs(gate["rho_vsink"] + gate["rho_rest"] - 1.0) < 1e-5
+        assert set(gate["lsinks"]) == {str(layer) for layer in range(GATE_LAYER + 1)}
+    summary = json.loads((folder / "metrics.json").read_text())["diagnostics"]["lsg"]
+    assert summary["samples"] == LIMIT and set(summary["mean_lsinks_per_layer"]) == set(gate["lsinks"])

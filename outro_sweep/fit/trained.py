@@ -14,7 +14,7 @@ from omegaconf import ListConfig
 from outro_sweep.config.schema import NonEmpty, check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.base import Intervention
-from outro_sweep.interventions.lsg import LayerSinkGate, LSGIntervention, vision_sink_probe
+from outro_sweep.interventions.lsg import LayerSinkGate, LSGIntervention, lsink_layer_list, vision_sink_probe
 
 
 def _gate_files(gates: list[str], gates_dir: str | None) -> list[Path]:
@@ -51,6 +51,7 @@ class TrainedLSG(LSGIntervention):
                               "valid values are gates trained with one setting")
         (self.scale, self.rope), = settings
         self.layer, self.rho_vsink, self.force_overlap = sorted(layers), 0.5, force_overlap
+        self.lsink_layers = "auto"  # L-sinks counted at layers 0..the last gate layer, as with lsg=oracle
 
     @classmethod
     def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
@@ -86,4 +87,5 @@ class TrainedLSG(LSGIntervention):
             weights[record["layer"]] = gate.to(device).eval().requires_grad_(False)
         provider = self.positions or vision_sink_probe
         return LayerSinkGate(loaded.model, [], 0.5, scale=self.scale, rope=self.rope,
-                             positions=lambda _model: provider(loaded), weights=weights)
+                             positions=lambda _model: provider(loaded), weights=weights, sink_rule=sink_rule,
+                             lsink_layers=lsink_layer_list(self.lsink_layers, self.layer))
