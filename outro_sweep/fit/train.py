@@ -29,8 +29,9 @@ def check_fit(cfg: DictConfig) -> None:
             raise ConfigError(f"fit.{key}={value!r} is not valid: valid values are {valid}")
 
 
-def fit_gate(cfg: DictConfig) -> Path:
-    """Train (or resume, or find done) the gate of ``cfg``; returns its gate.pt."""
+def fit_gate(cfg: DictConfig) -> tuple[Path, bool]:
+    """Train (or resume, or find done) the gate of ``cfg``; returns its gate.pt and whether this
+    call trained it (False: it was already trained)."""
     import lightning.pytorch as pl
     from hydra.utils import instantiate
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -54,7 +55,7 @@ def fit_gate(cfg: DictConfig) -> Path:
     store = GateStore(cfg.paths.output_dir, identity)
     if store.done():
         print(f"fit: gate {identity} is already trained: {store.gate_file}", flush=True)
-        return store.gate_file
+        return store.gate_file, False
     questions = benchmark.load()
     pl.seed_everything(cfg.seed, workers=True)
     loaded = loader.load()
@@ -81,4 +82,4 @@ def fit_gate(cfg: DictConfig) -> Path:
     store.save(module.gate, record)
     print(f"fit: gate {identity} trained ({len(curve.losses)} steps, loss {curve.losses[0]:.4f} -> "
           f"{curve.losses[-1]:.4f}): {store.gate_file}", flush=True)
-    return store.gate_file
+    return store.gate_file, True
