@@ -71,13 +71,18 @@ def test_the_collator_labels_the_answer_tokens_only(smollm2, questions):
 
 @pytest.fixture(scope="module")
 def tiny(smollm2, tiny_model_dir):
-    """A tiny random Llama (conftest's, 4 layers, D = 64) behind SmolLM2's real tokenizer and
-    loader: the same rendering and collation, fast enough for dozens of steps on a CPU."""
+    """A tiny random Llama (conftest's shape, 4 layers, D = 64) behind SmolLM2's real tokenizer
+    and loader: the same rendering and collation, fast enough for dozens of steps on a CPU. Its
+    weights are drawn with std 0.3, not transformers' 0.02: with 0.02 every attention logit is
+    near 0, so scaling keys changes almost nothing and the gate has nothing to learn."""
     from dataclasses import replace
 
-    from transformers import LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM
 
-    return replace(smollm2, model=LlamaForCausalLM.from_pretrained(tiny_model_dir).eval())
+    config = LlamaConfig.from_pretrained(tiny_model_dir)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    return replace(smollm2, model=LlamaForCausalLM(config).eval())
 
 
 def test_only_the_gate_changes_and_the_loss_falls(tiny, questions):
@@ -106,6 +111,6 @@ def test_only_the_gate_changes_and_the_loss_falls(tiny, questions):
     assert any(not torch.equal(gate_before[k], v) for k, v in module.gate.state_dict().items())
     assert len(losses) == STEPS
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    # a random backbone gives the gate little to win: the fall is small, and a deterministic fit
-    # with a frozen backbone has no other source of change than the gate
-    assert last < first - 1e-4 and losses[-1] < min(losses[:5]), losses
+    # a deterministic fit with a frozen backbone has no other source of change than the gate
+    # (measured: 13.71 -> 13.38 over 40 steps, -2.4 %)
+    assert last < 0.99 * first and losses[-1] < min(losses[:5]), losses
