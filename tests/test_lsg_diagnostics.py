@@ -159,30 +159,20 @@ def lsg_cell(shared_data, tmp_path_factory) -> dict:
     folder (4 text layers), the real NExT-QA annotations with stand-in clips, in a subprocess.
     ``sink=massive_activation`` with both thresholds 0 flags every token, so by hand every visual
     token that is not a V-sink is an L-sink at every layer: L-sinks = visual - V-sinks per row."""
-    import csv
     import os
     import subprocess
 
     from tests.test_lsg_sweep import ENTRY, REPO, SMALL
-    from tests.test_video_decode import write_mp4
 
     tmp = tmp_path_factory.mktemp("lsgdiag_cell")
     model = tiny_vlms.save("qwen2_5_vl", tmp / "model")
-    data_dir = shared_data / "video_qa" / "nextqa"
-    mapping = json.loads((data_dir / "map_vid_vidorID.json").read_text())
-    with open(data_dir / "val.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:LIMIT]
-    for row in rows:
-        path = tmp / "videos" / (mapping[row["video"]] + ".mp4")
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_mp4(path, audio=False, num_frames=12, fps=6, noise=True)
+    data_dir, video_dir = tiny_vlms.nextqa_clips(shared_data, tmp, LIMIT)
     entry = tmp / "entry.py"
     entry.write_text(ENTRY.format(tests=str(REPO / "tests")))
     out = tmp / "out"
     args = ["outro=off", "lsg=oracle", "lsg.layer=1", "lsg.rho_vsink=0.2", "sink=massive_activation",
             "sink.abs_threshold=0", "sink.median_ratio=0", "model=qwen2_5_vl_7b", f"model.path={model}", *SMALL,
-            "benchmark=nextqa_mc", f"benchmark.data_dir={data_dir}", f"benchmark.video_dir={tmp / 'videos'}",
+            "benchmark=nextqa_mc", f"benchmark.data_dir={data_dir}", f"benchmark.video_dir={video_dir}",
             f"benchmark.limit={LIMIT}", "benchmark.scoring=logits", "predict.batch_size=2", "logger.mode=disabled",
             f"paths.output_dir={out}", f"paths.cache_dir={tmp / 'cache'}", f"hydra.run.dir={tmp / 'run'}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}

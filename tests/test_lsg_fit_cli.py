@@ -12,7 +12,6 @@ stand-in clips for their first videos; V-sinks from the real VisionSinkProbe.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -25,7 +24,6 @@ import pytest
 import torch
 
 from tests import tiny_vlms
-from tests.test_video_decode import write_mp4
 from tests.wandb_offline import find_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,18 +37,10 @@ GATE_LAYER = 1  # the gate reads layer 1's output and scales the keys at layer 2
 def setup(shared_data, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("lsg_fit")
     model = tiny_vlms.save("qwen2_5_vl", tmp / "model")
-    data_dir = shared_data / "video_qa" / "nextqa"
-    mapping = json.loads((data_dir / "map_vid_vidorID.json").read_text())
-    with open(data_dir / "val.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:LIMIT]
-    for row in rows:
-        path = tmp / "videos" / (mapping[row["video"]] + ".mp4")
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_mp4(path, audio=False, num_frames=12, fps=6, noise=True)
+    data_dir, video_dir = tiny_vlms.nextqa_clips(shared_data, tmp, LIMIT)
     args = ["model=qwen2_5_vl_7b", f"model.path={model}", "model.num_frames=4", "model.fps=null",
             "model.min_pixels=784", "model.max_pixels=3136", "model.dtype=float32", "benchmark@fit.data=nextqa_mc",
-            f"fit.data.data_dir={data_dir}", f"fit.data.video_dir={tmp / 'videos'}", f"fit.data.limit={LIMIT}",
+            f"fit.data.data_dir={data_dir}", f"fit.data.video_dir={video_dir}", f"fit.data.limit={LIMIT}",
             f"fit.batch_size={BATCH}", f"fit.epochs={EPOCHS}", f"lsg.layer={GATE_LAYER}", "trainer.accelerator=cpu",
             "trainer.enable_progress_bar=false", f"paths.cache_dir={tmp / 'cache'}"]
     return {"tmp": tmp, "args": args, "data_dir": data_dir}

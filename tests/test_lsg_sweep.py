@@ -24,7 +24,6 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests import tiny_vlms
-from tests.test_video_decode import write_mp4
 
 REPO = Path(__file__).resolve().parents[1]
 LIMIT = 4
@@ -44,21 +43,13 @@ ENTRY = textwrap.dedent("""\
 def sweep(shared_data, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("lsg_sweep")
     model = tiny_vlms.save("qwen2_5_vl", tmp / "model")
-    data_dir = shared_data / "video_qa" / "nextqa"
-    mapping = json.loads((data_dir / "map_vid_vidorID.json").read_text())
-    with open(data_dir / "val.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))[:LIMIT]
-    for row in rows:
-        path = tmp / "videos" / (mapping[row["video"]] + ".mp4")
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_mp4(path, audio=False, num_frames=12, fps=6, noise=True)
+    data_dir, video_dir = tiny_vlms.nextqa_clips(shared_data, tmp, LIMIT)
     entry = tmp / "entry.py"
     entry.write_text(ENTRY.format(tests=str(REPO / "tests")))
     out = tmp / "out"
     args = ["-m", "outro=off", "lsg=oracle", "lsg.layer=0,1", "lsg.rho_vsink=0,0.5,1", "model=qwen2_5_vl_7b",
             f"model.path={model}", *SMALL, "benchmark=nextqa_mc", f"benchmark.data_dir={data_dir}",
-            f"benchmark.video_dir={tmp / 'videos'}", f"benchmark.limit={LIMIT}", "benchmark.scoring=logits",
+            f"benchmark.video_dir={video_dir}", f"benchmark.limit={LIMIT}", "benchmark.scoring=logits",
             "predict.batch_size=2", "logger.mode=disabled", f"paths.output_dir={out}",
             f"paths.cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={tmp / 'sweep'}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONPATH": str(REPO)}

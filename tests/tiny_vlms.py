@@ -556,3 +556,24 @@ def save(family: str, folder, text_layers: int = 4):
         )
     processor.save_pretrained(folder)
     return folder
+
+
+def nextqa_clips(shared_data: Path, folder: Path, limit: int) -> tuple[Path, Path]:
+    """The real NExT-QA annotation folder and a folder of generated clips (12 noise frames at
+    6 fps, no audio) for its first ``limit`` validation rows, named as the real videos are.
+    Returns (data_dir, video_dir): what ``benchmark.data_dir`` / ``benchmark.video_dir`` take."""
+    import csv
+
+    from tests.test_video_decode import write_mp4
+
+    data_dir = shared_data / "video_qa" / "nextqa"
+    mapping = json.loads((data_dir / "map_vid_vidorID.json").read_text())
+    with open(data_dir / "val.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:limit]
+    video_dir = folder / "videos"
+    for row in rows:
+        path = video_dir / (mapping[row["video"]] + ".mp4")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_mp4(path, audio=False, num_frames=12, fps=6, noise=True)
+    return data_dir, video_dir

@@ -61,6 +61,50 @@ def detach_editor(module: torch.nn.Module, editor: AttentionEditor) -> None:
         ACTIVE_EDITORS.pop(id(module), None)
 
 
+class ModelEdits:
+    """Everything one intervention changed on a model while attached, undone by ``undo``: its
+    forward hooks, its editors on attention modules and, where it was the one to switch it, the
+    text decoder's attention implementation. Each intervention's ``__exit__`` (and a failed
+    ``__enter__``) calls ``undo``, so a model outside ``with`` is the stock model."""
+
+    def __init__(self, model: torch.nn.Module, parts) -> None:
+        """parts: the model's ``decoder.DecoderParts``."""
+        self.model, self.parts = model, parts
+        self.handles: list = []  # torch.utils.hooks.RemovableHandle
+        self.editors: list[tuple[torch.nn.Module, AttentionEditor]] = []
+        self.saved_impl: str | None = None
+
+    def hook(self, handle) -> None:
+        self.handles.append(handle)
+
+    def edit(self, attention: torch.nn.Module, editor: AttentionEditor) -> None:
+        attach_editor(attention, editor)
+        self.editors.append((attention, editor))
+
+    def route(self, base: str) -> None:
+        """Switch the text decoder to ``outro_<base>`` (``base``: sdpa | eager), remembering the
+        implementation to restore."""
+        from outro_sweep.interventions.decoder import set_text_attention
+
+        register_attention_functions()
+        if self.saved_impl is None:
+            self.saved_impl = self.parts.config._attn_implementation
+        set_text_attention(self.model, self.parts, f"outro_{base}")
+
+    def undo(self) -> None:
+        from outro_sweep.interventions.decoder import set_text_attention
+
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        for attention, editor in self.editors:
+            detach_editor(attention, editor)
+        self.editors.clear()
+        if self.saved_impl is not None:
+            set_text_attention(self.model, self.parts, self.saved_impl)
+            self.saved_impl = None
+
+
 def _eager_kernel(module: torch.nn.Module) -> Callable:
     kernel = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
     if kernel is None:

@@ -41,9 +41,9 @@ import torch
 
 from outro_sweep.config.schema import NonEmpty, Range, check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.attention_hook import attach_editor, detach_editor, register_attention_functions
+from outro_sweep.interventions.attention_hook import ModelEdits, register_attention_functions
 from outro_sweep.interventions.base import Intervention
-from outro_sweep.interventions.decoder import attention_module, find_decoder, set_text_attention
+from outro_sweep.interventions.decoder import attention_module, find_decoder
 
 # lsg.layer: the gate's layer l (keys are scaled at l+1), or a list of them (stacked gates).
 GateLayers = Annotated[int, Range(ge=0)] | Annotated[list[Annotated[int, Range(ge=0)]], NonEmpty()]
@@ -122,8 +122,7 @@ class LayerSinkGate:
         self.provider_factory = positions or vision_sink_probe
         self.provider: Any = None
         self._provider_cm: AbstractContextManager | None = None
-        self._handles: list = []
-        self._saved_impl: str | None = None
+        self._edits = ModelEdits(model, self.parts)
         self.scales: torch.Tensor | None = None  # (B, S) key scale per prefill position; 1 for text and padding
         self.layer_scales: dict[int, torch.Tensor] = {}  # scaled layer l+1 -> its (B, S) scales
         self._masks: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, S) float: V-sinks, other visual
@@ -142,38 +141,30 @@ class LayerSinkGate:
         try:
             self._provider_cm = self.provider_factory(self.model)
             self.provider = self._provider_cm.__enter__()
-            self._handles.append(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input,
-                                                                              with_kwargs=True))
+            self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
             if self.rope == "after":
                 self._route_attention()
             if self.lsink_layers and hasattr(self.provider, "lsink_counts"):
                 for index in self.lsink_layers:
-                    self._handles.append(self.parts.layers[index].register_forward_pre_hook(
+                    self._edits.hook(self.parts.layers[index].register_forward_pre_hook(
                         lambda module, args, kwargs, index=index: self._count_lsinks(index, args, kwargs),
                         with_kwargs=True))
             for layer in self.weights:
-                self._handles.append(self.parts.layers[layer].register_forward_hook(self._gate_from_hidden(layer)))
+                self._edits.hook(self.parts.layers[layer].register_forward_hook(self._gate_from_hidden(layer)))
             for index in sorted(self.scaled_layers):
                 attention = attention_module(self.parts.layers[index])
                 if self.rope == "after":
-                    attach_editor(attention, self)
+                    self._edits.edit(attention, self)
                 else:
                     hook = self._scale_projected_keys(index)
-                    self._handles.append(_key_output(attention).register_forward_hook(hook))
+                    self._edits.hook(_key_output(attention).register_forward_hook(hook))
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for index in self.scaled_layers:
-            detach_editor(attention_module(self.parts.layers[index]), self)
-        if self._saved_impl is not None:
-            set_text_attention(self.model, self.parts, self._saved_impl)
-            self._saved_impl = None
+        self._edits.undo()
         if self._provider_cm is not None:
             self._provider_cm.__exit__(None, None, None)
             self._provider_cm = None
@@ -187,8 +178,7 @@ class LayerSinkGate:
         if current not in ("sdpa", "eager"):
             raise ConfigError(f"model.attn_implementation={current!r} is not supported by lsg.rope=after: "
                               "valid values are sdpa, eager")
-        self._saved_impl = current
-        set_text_attention(self.model, self.parts, f"outro_{current}")
+        self._edits.route(current)
 
     # ---- per prefill ---------------------------------------------------------------------
     def _on_decoder_input(self, module, args, kwargs):

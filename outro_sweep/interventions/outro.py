@@ -30,8 +30,8 @@ import torch
 
 from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.attention_hook import attach_editor, detach_editor, register_attention_functions
-from outro_sweep.interventions.decoder import attention_module, find_decoder, set_text_attention
+from outro_sweep.interventions.attention_hook import ModelEdits, register_attention_functions
+from outro_sweep.interventions.decoder import attention_module, find_decoder
 from outro_sweep.interventions.base import Intervention
 from outro_sweep.interventions.settings import (
     Alpha,
@@ -71,8 +71,7 @@ class OutRo:
         self.rotate_decode = rotate_decode
         # Sinks are searched at layers 0..L-3; the last two layers are never scanned.
         self.scan_end = self.num_layers - 2
-        self._handles: list = []
-        self._saved_impl: str | None = None
+        self._edits = ModelEdits(model, self.parts)
         # Cell-level cosine sums: layer -> [sum before, sum after, count of (token, head)].
         self._cos = defaultdict(lambda: [0.0, 0.0, 0])
         self._reset_prefill_state(None)
@@ -91,32 +90,19 @@ class OutRo:
                 raise ConfigError(
                     f"model.attn_implementation={base!r} is not supported by OutRo: valid values are sdpa, eager"
                 )
-            self._saved_impl = current
-            self._set_impl(f"outro_{base}")
+            self._edits.route(base)
         try:
-            self._handles.append(
-                self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True)
-            )
+            self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
             for index, layer in enumerate(self.parts.layers):
-                self._handles.append(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
-                attach_editor(attention_module(layer), self)
+                self._edits.hook(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
+                self._edits.edit(attention_module(layer), self)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for layer in self.parts.layers:
-            detach_editor(attention_module(layer), self)
-        if self._saved_impl is not None:
-            self._set_impl(self._saved_impl)
-            self._saved_impl = None
-
-    def _set_impl(self, name: str) -> None:
-        set_text_attention(self.model, self.parts, name)
+        self._edits.undo()
 
     # ---- per-forward state -------------------------------------------------------------
     def _reset_prefill_state(self, real: torch.Tensor | None) -> None:

@@ -283,7 +283,10 @@ def grid_figure(grid: Grid):
     return figure
 
 
-def save(figure, path: Path) -> Path:
+def save(figure, path: Path) -> Path | None:
+    """Write ``figure`` to ``path``; None (nothing written) where there is no figure."""
+    if figure is None:
+        return None
     figure.savefig(path)
     return path
 
@@ -675,10 +678,7 @@ def sink_figure_of(result: CellResult):
 
 def sink_figure(result: CellResult, out_dir: Path) -> Path | None:
     """``sinks_<identity>.png`` (``sink_figure_of``); None when the cell recorded no sink diagnostics."""
-    figure = sink_figure_of(result)
-    if figure is None:
-        return None
-    return save(figure, out_dir / f"sinks_{result.cell.identity}.png")
+    return save(sink_figure_of(result), out_dir / f"sinks_{result.cell.identity}.png")
 
 
 # ----------------------------------------------------------------------------- LSG sink taxonomy
@@ -751,7 +751,4 @@ def lsg_sink_figure_of(result: CellResult):
 
 def lsg_sink_figure(result: CellResult, out_dir: Path) -> Path | None:
     """``lsg_sinks_<identity>.png`` (``lsg_sink_figure_of``); None when the cell counted no V-sinks."""
-    figure = lsg_sink_figure_of(result)
-    if figure is None:
-        return None
-    return save(figure, out_dir / f"lsg_sinks_{result.cell.identity}.png")
+    return save(lsg_sink_figure_of(result), out_dir / f"lsg_sinks_{result.cell.identity}.png")
