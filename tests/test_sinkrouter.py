@@ -231,9 +231,12 @@ def check_against_reference(model, inputs, layers=None, first_layer=2):
     assert decisions[True] > 0 and decisions[False] > 0, decisions  # both branches were checked
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_the_router_matches_the_plain_loop_reference_on_tiny_models(kind):
-    check_against_reference(build_tiny(kind), tiny_batch())
+@pytest.mark.parametrize("kind,attention", [("llama", "sdpa"), ("qwen2", "sdpa"), ("qwen2", "eager")])
+def test_the_router_matches_the_plain_loop_reference_on_tiny_models(kind, attention):
+    model = build_tiny(kind)
+    model.set_attn_implementation(attention)
+    check_against_reference(model, tiny_batch())
+    assert model.config._attn_implementation == attention
 
 
 def test_the_router_matches_the_plain_loop_reference_on_smollm2(smollm2, batch):
@@ -330,6 +333,18 @@ def test_the_kernel_gets_exactly_the_kept_groups(smollm2, batch, spy):
         assert sorted(handed) == kept, f"layer {layer}"
         partly += 0 < len(kept) < skips.numel()
     assert partly > 10  # many layers and steps kept some groups and skipped others
+
+
+def test_two_kernel_runners_on_one_model_are_refused_and_leave_it_stock():
+    model = build_tiny("qwen2")
+    inputs = tiny_batch()
+    stock = generate(model, inputs)
+    with SinkRouting(model, threshold=0.0):
+        with pytest.raises(RuntimeError, match="two editors run the attention kernel"):
+            SinkRouting(model, threshold=0.5).__enter__()
+    for a, b in zip(generate(model, inputs).logits, stock.logits):
+        assert torch.equal(a, b)
+    assert not attention_hook.ACTIVE_EDITORS
 
 
 # ---- target_skip ---------------------------------------------------------------------------
