@@ -151,8 +151,8 @@ def reference_decode_step(attn, hidden, cos, sin, real, query_at, threshold, may
 
 def record_run(model, inputs, router: SinkRouting) -> dict[int, list[dict]]:
     """Per layer, every call of its attention in one generate: its input hidden states, rotary
-    tables and per-head output (W_O's input, (B, S_q, H * d)), and (decode steps of layers >= first_layer) the router's cosines and
-    decisions of that step."""
+    tables and per-head output (W_O's input, (B, S_q, H * d)), and (decode steps of layers >=
+    first_layer) the router's cosines and decisions of that step."""
     parts = find_decoder(model)
     calls: dict[int, list[dict]] = {i: [] for i in range(len(parts.layers))}
     handles = []
