@@ -292,8 +292,8 @@ class SinkRouting:
         return rows
 
     def running_sums(self) -> dict[str, float]:
-        """Skipped and considered (step, row, group) triples per layer since attach, every layer
-        listed (layers below ``first_layer`` with 0) so the cell summary knows the depth."""
+        """Skipped and considered (step, row, group) triples per layer since attach (layers below
+        ``first_layer`` are never considered: 0)."""
         if self.total_skipped is None:
             return {}
         skipped, considered = self.total_skipped.tolist(), self.total_considered.tolist()
@@ -306,7 +306,8 @@ class SinkRouting:
 
 def summarise_skips(samples: list[dict | None], sums: dict[str, float]) -> dict:
     """The cell's skip rate pooled over every decode step ({} where nothing was recorded), per
-    layer too, with the number of samples and their mean decode steps."""
+    layer too (up to the last layer counted, which is the model's last: it always may skip), with
+    the number of samples and their mean decode steps."""
     infos = [s for s in samples if s is not None]
     layers = sorted(int(key[len("considered_l"):]) for key in sums if key.startswith("considered_l"))
     if not infos and not layers:
