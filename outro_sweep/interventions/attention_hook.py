@@ -2,8 +2,10 @@
 
 Two names are registered, ``outro_sdpa`` and ``outro_eager``. Each hands the keys to the
 editors attached to that attention module that edit keys (``edit_key``), calls the stock kernel
-(sdpa from the registry; eager from the model's own modeling file) and then hands the
-per-head output to the editors that edit it (``edit``), in the order they were attached. Each
+(sdpa from the registry; eager from the model's own modeling file), or hands that call to the
+one editor that runs the kernel itself (``run_kernel``: SinkRouter computes only the KV groups
+it keeps), and then hands the per-head output to the editors that edit it (``edit``), in the
+order they were attached. Each
 name is registered with the matching stock *mask* function too: without it transformers
 would build no causal mask for an unknown name and causality would silently vanish.
 """
@@ -43,6 +45,23 @@ class KeyEditor(Protocol):
     ) -> torch.Tensor: ...
 
 
+class KernelRunner(Protocol):
+    """An editor may also define ``run_kernel``: it replaces the kernel call, gets the stock
+    kernel and its arguments (keys already edited by ``edit_key``) and returns what the kernel
+    would, ``(out (B, S_q, H, d), weights or None)``. At most one editor per module defines it."""
+
+    def run_kernel(
+        self,
+        module: torch.nn.Module,
+        kernel: Callable,  # the stock kernel: kernel(module, query, key, value, attention_mask, **kwargs)
+        query: torch.Tensor,  # (B, H, S_q, d)
+        key: torch.Tensor,  # (B, H_kv, S_kv, d)
+        value: torch.Tensor,  # (B, H_kv, S_kv, d)
+        attention_mask: torch.Tensor | None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
 # id(attention module) -> the editors acting on it, applied in the order they were attached
 # (interventions stack). Filled and emptied by each intervention's context manager; a module
 # with no entry runs the stock kernel untouched.
@@ -50,7 +69,11 @@ ACTIVE_EDITORS: dict[int, list[AttentionEditor]] = {}
 
 
 def attach_editor(module: torch.nn.Module, editor: AttentionEditor) -> None:
-    ACTIVE_EDITORS.setdefault(id(module), []).append(editor)
+    editors = ACTIVE_EDITORS.setdefault(id(module), [])
+    if hasattr(editor, "run_kernel") and any(hasattr(other, "run_kernel") for other in editors):
+        # two replacements of one kernel call cannot both run: the second would never see the first
+        raise RuntimeError(f"two editors run the attention kernel of layer {getattr(module, 'layer_idx', '?')}")
+    editors.append(editor)
 
 
 def detach_editor(module: torch.nn.Module, editor: AttentionEditor) -> None:
@@ -115,11 +138,17 @@ def _eager_kernel(module: torch.nn.Module) -> Callable:
 def _make(kernel_of: Callable[[torch.nn.Module], Callable]) -> Callable:
     def attention(module, query, key, value, attention_mask, **kwargs):
         editors = ACTIVE_EDITORS.get(id(module))
+        kernel = kernel_of(module)
+        runner = None
         for editor in editors or ():
             edit_key = getattr(editor, "edit_key", None)
             if edit_key is not None:  # an editor of the keys the kernel attends with (LSG)
                 key = edit_key(module, key)
-        out, weights = kernel_of(module)(module, query, key, value, attention_mask, **kwargs)
+            runner = getattr(editor, "run_kernel", runner)
+        if runner is not None:  # an editor that decides what the kernel computes (SinkRouter)
+            out, weights = runner(module, kernel, query, key, value, attention_mask, **kwargs)
+        else:
+            out, weights = kernel(module, query, key, value, attention_mask, **kwargs)
         if editors:
             scaling = kwargs.get("scaling") or getattr(module, "scaling", query.shape[-1] ** -0.5)
             for editor in editors:
