@@ -104,14 +104,23 @@ class ModelEdits:
         attach_editor(attention, editor)
         self.editors.append((attention, editor))
 
-    def route(self, base: str) -> None:
-        """Switch the text decoder to ``outro_<base>`` (``base``: sdpa | eager), remembering the
-        implementation to restore."""
+    def route(self, who: str, base: str | None = None) -> None:
+        """Route the text decoder's attention through this module (``outro_<base>``; ``base``
+        defaults to the model's own sdpa or eager), remembering the implementation to restore;
+        left as it is where another intervention already routes it (they stack). ``who`` names
+        the intervention in the error for an implementation that cannot be routed."""
+        from outro_sweep.errors import ConfigError
         from outro_sweep.interventions.decoder import set_text_attention
 
         register_attention_functions()
-        if self.saved_impl is None:
-            self.saved_impl = self.parts.config._attn_implementation
+        current = self.parts.config._attn_implementation
+        if current.startswith("outro_"):
+            return
+        base = base or current
+        if base not in ("sdpa", "eager"):
+            raise ConfigError(f"model.attn_implementation={base!r} is not supported by {who}: valid values are "
+                              "sdpa, eager")
+        self.saved_impl = current
         set_text_attention(self.model, self.parts, f"outro_{base}")
 
     def undo(self) -> None:

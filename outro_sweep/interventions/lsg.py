@@ -143,7 +143,7 @@ class LayerSinkGate:
             self.provider = self._provider_cm.__enter__()
             self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
             if self.rope == "after":
-                self._route_attention()
+                self._edits.route("lsg.rope=after")
             if self.lsink_layers and hasattr(self.provider, "lsink_counts"):
                 for index in self.lsink_layers:
                     self._edits.hook(self.parts.layers[index].register_forward_pre_hook(
@@ -168,17 +168,6 @@ class LayerSinkGate:
         if self._provider_cm is not None:
             self._provider_cm.__exit__(None, None, None)
             self._provider_cm = None
-
-    def _route_attention(self) -> None:
-        """Route the text decoder's attention through attention_hook (left as it is where another
-        intervention already routes it)."""
-        current = self.parts.config._attn_implementation
-        if current.startswith("outro_"):
-            return
-        if current not in ("sdpa", "eager"):
-            raise ConfigError(f"model.attn_implementation={current!r} is not supported by lsg.rope=after: "
-                              "valid values are sdpa, eager")
-        self._edits.route(current)
 
     # ---- per prefill ---------------------------------------------------------------------
     def _on_decoder_input(self, module, args, kwargs):

@@ -80,17 +80,10 @@ class OutRo:
     def __enter__(self) -> "OutRo":
         register_attention_functions()
         current = self.parts.config._attn_implementation
-        if current.startswith("outro_"):  # another intervention already routes attention: stack on it
-            if self.rule.needs_attention_probs and current != "outro_eager":
-                raise ConfigError(f"sink={self.rule.name} needs eager attention but another intervention runs "
-                                  f"{current}: valid values are model.attn_implementation=eager")
-        else:
-            base = "eager" if self.rule.needs_attention_probs else current
-            if base not in ("sdpa", "eager"):
-                raise ConfigError(
-                    f"model.attn_implementation={base!r} is not supported by OutRo: valid values are sdpa, eager"
-                )
-            self._edits.route(base)
+        if self.rule.needs_attention_probs and current.startswith("outro_") and current != "outro_eager":
+            raise ConfigError(f"sink={self.rule.name} needs eager attention but another intervention runs "
+                              f"{current}: valid values are model.attn_implementation=eager")
+        self._edits.route("OutRo", "eager" if self.rule.needs_attention_probs else None)
         try:
             self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
             for index, layer in enumerate(self.parts.layers):

@@ -49,9 +49,9 @@ import torch
 
 from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.attention_hook import attach_editor, detach_editor, register_attention_functions
+from outro_sweep.interventions.attention_hook import ModelEdits
 from outro_sweep.interventions.base import Intervention
-from outro_sweep.interventions.decoder import attention_module, find_decoder, set_text_attention
+from outro_sweep.interventions.decoder import attention_module, find_decoder
 from outro_sweep.interventions.rotation import cosine, edit_dtype
 
 Threshold = Annotated[float, Range(finite=True)]
@@ -124,8 +124,7 @@ class SinkRouting:
         self.target_skip = float(target_skip)
         self.first_layer = first_layer
         self.aggregate = aggregate
-        self._handles: list = []
-        self._saved_impl: str | None = None
+        self._edits = ModelEdits(model, self.parts)
         # Since attach, per layer: skipped and considered (step, row, group) triples (int64, on the model's device).
         self.total_skipped: torch.Tensor | None = None
         self.total_considered: torch.Tensor | None = None
@@ -147,33 +146,18 @@ class SinkRouting:
 
     # ---- lifecycle -----------------------------------------------------------------------
     def __enter__(self) -> "SinkRouting":
-        register_attention_functions()
-        current = self.parts.config._attn_implementation
-        if not current.startswith("outro_"):  # otherwise another intervention routes it already: stack
-            if current not in ("sdpa", "eager"):
-                raise ConfigError(f"model.attn_implementation={current!r} is not supported by sinkrouter: "
-                                  "valid values are sdpa, eager")
-            self._saved_impl = current
-            set_text_attention(self.model, self.parts, f"outro_{current}")
+        self._edits.route("sinkrouter")
         try:
-            self._handles.append(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input,
-                                                                              with_kwargs=True))
+            self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
             for layer in self.parts.layers[self.first_layer:]:
-                attach_editor(attention_module(layer), self)
+                self._edits.edit(attention_module(layer), self)
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        for layer in self.parts.layers:
-            detach_editor(attention_module(layer), self)
-        if self._saved_impl is not None:
-            set_text_attention(self.model, self.parts, self._saved_impl)
-            self._saved_impl = None
+        self._edits.undo()
 
     # ---- per forward -----------------------------------------------------------------------
     def _on_decoder_input(self, module, args, kwargs):
