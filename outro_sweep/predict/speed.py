@@ -32,7 +32,8 @@ def _one_or_all(values: list):
 
 def speed_metrics(timing: dict, machines: list[dict]) -> dict | None:
     """metrics.json's ``speed`` from a cell's summed timing and its timed shards' machines;
-    None when nothing was decoded (a scoring=logits cell generates nothing)."""
+    None when nothing was decoded (a scoring=logits cell generates nothing). The rates are
+    summed tokens over summed seconds: with several processes at once, one process's speed."""
     if not timing or not timing.get("decode_tokens") and not timing.get("prefill_tokens"):
         return None
 
