@@ -22,7 +22,7 @@ from PIL import Image
 from outro_sweep.cell.store import CellStore
 from outro_sweep.report.build import write_report
 from outro_sweep.report.speed import pareto
-from tests.cell_runs import run_cli
+from tests.cell_runs import REPO, run_cli
 
 SWEEP = ["-m", "benchmark.limit=4", "benchmark.scoring=generate", "benchmark.max_new_tokens=6",
          "predict.batch_size=2", "outro.alpha=0.1,0.3", "logger.mode=disabled", "trainer.enable_progress_bar=false"]
@@ -112,3 +112,21 @@ def test_the_pareto_front_keeps_the_cells_nothing_beats():
     # (speed, accuracy): the fastest, the most accurate, and one beaten by the first in both.
     assert pareto([(30.0, 0.5), (10.0, 0.9), (20.0, 0.4), (30.0, 0.5)]) == [True, True, False, True]
     assert pareto([(1.0, 0.5), (1.0, 0.6)]) == [False, True]  # as fast, less accurate
+
+
+@pytest.mark.skipif(not (REPO / "conf" / "sinkrouter").is_dir(), reason="the SinkRouter intervention is not in this tree")
+def test_a_sinkrouter_sweep_over_two_thresholds_draws_speed_and_skip_rate(tmp_path):
+    args = ["-m", "outro=off", "sinkrouter=default", "sinkrouter.threshold=0.3,0.7", "benchmark.limit=4",
+            "benchmark.scoring=generate", "benchmark.max_new_tokens=6", "predict.batch_size=2",
+            "logger.mode=disabled", "trainer.enable_progress_bar=false"]
+    result = run_cli(args, tmp_path / "out", tmp_path / "sweep")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    report = tmp_path / "sweep" / "report"
+    table = _table(report)
+    assert len(table) == 3 and sum(r["baseline"] == "True" for r in table) == 1
+    assert sorted(r["cell"] for r in table if r["baseline"] == "False") == ["sinkrouter.threshold=0.3",
+                                                                            "sinkrouter.threshold=0.7"]
+    _check_recomputed(table, tmp_path / "out" / "cells", with_skip=True)
+    (figure,) = report.glob("speed_*.png")
+    width, height = Image.open(figure).size
+    assert width > 2 * height  # the skip-rate panel beside the speed panel
