@@ -168,7 +168,7 @@ def _panel(axes, points: list[Point], x_of, front_flag: str, xlabel: str) -> Non
         for x, y in front[1:]:
             xs += [xs[-1], x]
             ys += [y, y]
-        axes.plot(xs, ys, color="#2ca02c", linewidth=1.2, label="Pareto front", zorder=2)
+        axes.plot(xs, ys, color="#2ca02c", linewidth=1.2, label="Pareto front (outlined cells)", zorder=2)
     axes.scatter([], [], marker="*", s=120, color="#d62728", label="baseline (stock model)")
     axes.set_xlabel(xlabel)
     axes.set_ylabel("accuracy (%)")
