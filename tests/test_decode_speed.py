@@ -78,6 +78,7 @@ def _header_sums(cell) -> dict:
     return {key: sum(s.header["timing"][key] for s in shards) for key in TIMING_KEYS}
 
 
+@pytest.mark.slow
 def test_a_generate_cell_records_its_speed_from_its_shard_headers_and_in_its_wandb_summary(generate_cell):
     cell, speed = generate_cell["cell"], generate_cell["metrics"]["speed"]
     sums = _header_sums(cell)
@@ -98,12 +99,14 @@ def test_a_generate_cell_records_its_speed_from_its_shard_headers_and_in_its_wan
         assert summary[f"speed/{key}"] == speed[key], key
 
 
+@pytest.mark.slow
 def test_a_cells_identity_does_not_depend_on_its_speed(generate_cell):
     config = yaml.safe_load((generate_cell["cell"] / "config.yaml").read_text())
     assert "speed" not in json.dumps(config["identity_inputs"])
     assert generate_cell["cell"].name == config["identity"][: len(generate_cell["cell"].name)]
 
 
+@pytest.mark.slow
 def test_speed_sums_survive_a_resumed_cell(generate_cell, tmp_path):
     """Half the shards of the finished cell are the first attempt; the resumed run predicts
     the other half. Greedy decoding makes the token counts exact, so the resumed cell decodes
@@ -127,6 +130,7 @@ def test_speed_sums_survive_a_resumed_cell(generate_cell, tmp_path):
     assert math.isclose(speed["decode_tokens_per_s"], timing["decode_tokens"] / timing["decode_seconds"])
 
 
+@pytest.mark.slow
 def test_a_logits_cell_has_no_speed(tmp_path):
     result = run_cli([c for c in CELL if not c.startswith("benchmark.scoring")] + ["benchmark.scoring=logits",
                                                                                   "logger.mode=disabled"],

@@ -43,6 +43,7 @@ def test_the_prompt_has_exactly_the_context_length_and_decode_time_excludes_the_
     assert seconds > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("outro_sweep.interventions.sinkrouter") is None,
                     reason="the SinkRouter intervention is not in this tree")
 def test_the_bench_prints_a_ratio_and_a_skip_rate_per_context(capsys):

@@ -76,6 +76,7 @@ def _check_recomputed(table: list[dict], cells_dir, with_skip: bool) -> None:
         assert all(r["pareto_skip"] == "" for r in table)
 
 
+@pytest.mark.slow
 def test_the_sweeps_speed_figure_draws_the_cells_metrics(sweep):
     report = write_report([sweep["sweep"]], wandb_mode="disabled")
     table = _table(report)
@@ -89,6 +90,7 @@ def test_the_sweeps_speed_figure_draws_the_cells_metrics(sweep):
     assert "speed.md (1 figure)" in (report / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_skip_rate_adds_the_skip_panel_and_its_front(sweep, tmp_path):
     cells = tmp_path / "out" / "cells"
     skip_rates = iter([0.4, 0.1])
@@ -114,6 +116,7 @@ def test_the_pareto_front_keeps_the_cells_nothing_beats():
     assert pareto([(1.0, 0.5), (1.0, 0.6)]) == [False, True]  # as fast, less accurate
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "conf" / "sinkrouter").is_dir(), reason="the SinkRouter intervention is not in this tree")
 def test_a_sinkrouter_sweep_over_two_thresholds_draws_speed_and_skip_rate(tmp_path):
     args = ["-m", "outro=off", "sinkrouter=default", "sinkrouter.threshold=0.3,0.7", "benchmark.limit=4",
