@@ -15,8 +15,8 @@ interventions' running sums (``diagnostic_sums``, ``{group: {key: float}}``); a 
 generated also carries its generate timing (``timing``: prefill/decode seconds and tokens,
 ``outro_sweep.predict.decode_timer``) and the ``machine`` it was measured on (device, torch
 threads, batch size). So timing, speed and the cell's diagnostics sum over shards exactly:
-across the processes of a multi-process cell and across resumed attempts. Every further line is one raw prediction record (no scoring
-fields), ``json.dumps(record, sort_keys=True)``.
+across the processes of a multi-process cell and across resumed attempts. Every further line
+is one raw prediction record (no scoring fields), ``json.dumps(record, sort_keys=True)``.
 
 A shard that is not whole (truncated, not JSON, a count or checksum that does not match: a
 shard edited after it was written, even into valid JSON) is set aside as
