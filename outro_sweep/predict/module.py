@@ -34,7 +34,7 @@ class Predictor(pl.LightningModule):
         self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
         self.seconds = 0.0  # wall time spent in predict_step, all batches of this process
         self.batch_size = batch_size  # predict.batch_size, recorded beside the measured speed
-        self.timing: dict[str, float] = {}  # generate's prefill/decode sums (decode_timer.TIMING_KEYS), all batches
+        self.timing: dict[str, float] = {}  # generate's prefill/decode sums (speed.TIMING_KEYS), all batches
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
         # Only the model tensors move; the items (questions, frames) stay on the host, which

@@ -14,8 +14,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from outro_sweep.cell.masking import mask
 from outro_sweep.interventions.stack import subtract_sums
-from outro_sweep.predict.speed import timing_delta
 from outro_sweep.predict.shards import write_shard
+from outro_sweep.predict.speed import timing_delta
 
 
 def _running_sums(pl_module) -> dict:

@@ -12,8 +12,8 @@ from pathlib import Path
 from outro_sweep.cell.atomic import write_json_atomic, write_lines_atomic
 from outro_sweep.cell.masking import mask
 from outro_sweep.interventions.stack import InterventionStack
-from outro_sweep.predict.speed import speed_metrics
 from outro_sweep.predict.shards import ShardSet, diagnostic_sums, dumps, generate_timing, timing
+from outro_sweep.predict.speed import speed_metrics
 from outro_sweep.scoring.answers import Scorer
 from outro_sweep.scoring.circular import circular_summary, is_circular, plain_records
 from outro_sweep.scoring.metrics import summarise
