@@ -20,8 +20,8 @@ import yaml
 from transformers import StoppingCriteriaList
 
 from outro_sweep.predict.decode_timer import DecodeTimer
-from outro_sweep.predict.speed import TIMING_KEYS, speed_metrics
 from outro_sweep.predict.shards import generate_timing, read_shard_set
+from outro_sweep.predict.speed import TIMING_KEYS, speed_metrics
 from tests.cell_runs import run_cli
 from tests.wandb_offline import find_runs, read_run
 
