@@ -137,3 +137,23 @@ def test_a_sinkrouter_sweep_over_two_thresholds_draws_speed_and_skip_rate(tmp_pa
     (figure,) = report.glob("speed_*.png")
     width, height = Image.open(figure).size
     assert width > 2 * height  # the skip-rate panel beside the speed panel
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "conf" / "sinkrouter").is_dir(),
+                    reason="the SinkRouter intervention is not in this tree")
+def test_outro_and_sinkrouter_stacked_run_end_to_end_with_their_report(tmp_path):
+    args = ["-m", "outro.alpha=0.3", "sinkrouter=default", "sinkrouter.threshold=0.5", "benchmark.limit=4",
+            "benchmark.scoring=generate", "benchmark.max_new_tokens=6", "predict.batch_size=2",
+            "logger.mode=disabled", "trainer.enable_progress_bar=false"]
+    result = run_cli(args, tmp_path / "out", tmp_path / "sweep")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "sweep: 2 succeeded" in result.stdout  # the stacked cell and its stock baseline
+    report = tmp_path / "sweep" / "report"
+    table = _table(report)
+    (stacked,) = [r for r in table if r["baseline"] == "False"]
+    assert stacked["cell"] == "outro+sinkrouter"
+    config = yaml.safe_load((tmp_path / "out" / "cells" / stacked["identity"] / "config.yaml").read_text())
+    assert config["outro"]["enabled"] and config["sinkrouter"]["enabled"]
+    _check_recomputed(table, tmp_path / "out" / "cells", with_skip=True)
+    assert stacked["identity"] in (report / "table.md").read_text()
