@@ -13,14 +13,17 @@ import time
 
 import lightning.pytorch as pl
 import torch
+from transformers import StoppingCriteriaList
 
 from outro_sweep.models.base import LoadedModel
 from outro_sweep.predict.data import Item
+from outro_sweep.predict.decode_timer import DecodeTimer, machine
+from outro_sweep.predict.speed import add_timing
 from outro_sweep.scoring.letters import letter_logits, letter_token_ids
 
 
 class Predictor(pl.LightningModule):
-    def __init__(self, loaded: LoadedModel, scoring: str, max_new_tokens: int) -> None:
+    def __init__(self, loaded: LoadedModel, scoring: str, max_new_tokens: int, batch_size: int | None = None) -> None:
         super().__init__()
         self.model = loaded.model
         self.loaded = loaded
@@ -30,6 +33,8 @@ class Predictor(pl.LightningModule):
         self.attached = None  # the attached interventions (InterventionStack.attach), set while predicting
         self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
         self.seconds = 0.0  # wall time spent in predict_step, all batches of this process
+        self.batch_size = batch_size  # predict.batch_size, recorded beside the measured speed
+        self.timing: dict[str, float] = {}  # generate's prefill/decode sums (speed.TIMING_KEYS), all batches
 
     def transfer_batch_to_device(self, batch: dict, device: torch.device, dataloader_idx: int) -> dict:
         # Only the model tensors move; the items (questions, frames) stay on the host, which
@@ -44,7 +49,14 @@ class Predictor(pl.LightningModule):
             self._letter_ids[letters] = letter_token_ids(self.tokenizer, letters)
         return self._letter_ids[letters]
 
+    def machine(self) -> dict:
+        """The device, torch threads and batch size the speed was measured with."""
+        return machine(self.model.device, self.batch_size)
+
     def _generate(self, inputs: dict) -> list[str]:
+        prompt = inputs["input_ids"]  # (B, S), left-padded
+        mask = inputs.get("attention_mask")
+        timer = DecodeTimer(prompt.device, prompt.shape[0], int(mask.sum()) if mask is not None else prompt.numel())
         output = self.model.generate(
             **inputs,
             max_new_tokens=self.max_new_tokens,
@@ -53,8 +65,10 @@ class Predictor(pl.LightningModule):
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([timer]),  # stamps each step; never stops generation
             **self.loaded.loader.generate_kwargs(),
         )  # (B, S + new): the prompt, then the answer
+        add_timing(self.timing, timer.sums())
         return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:

@@ -191,7 +191,7 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
                 clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"))
             data = QuestionDataModule(QuestionDataset(questions, indices, clips), loaded, cfg.predict.batch_size,
                                       cfg.predict.num_workers)
-            return Predictor(loaded, benchmark.scoring, benchmark.max_new_tokens), data
+            return Predictor(loaded, benchmark.scoring, benchmark.max_new_tokens, cfg.predict.batch_size), data
 
         module, data = _setup_everywhere(setup, mine, trainer)
         if trainer is None:

@@ -11,10 +11,12 @@ the whole shard or none of it (plus, at worst, a stray ``.tmp`` file that reader
 
 Line 1 of a shard is its header, ``{"_shard": {...}}``: the rank, the record count, the
 sha256 of the record lines (every byte after the header line), the seconds spent in ``predict_step`` for the batch and what the batch added to the attached
-interventions' running sums (``diagnostic_sums``, ``{group: {key: float}}``), so timing and
-the cell's diagnostics sum over shards exactly: across the processes of a multi-process cell
-and across resumed attempts. Every further line is one raw prediction record (no scoring
-fields), ``json.dumps(record, sort_keys=True)``.
+interventions' running sums (``diagnostic_sums``, ``{group: {key: float}}``); a batch that
+generated also carries its generate timing (``timing``: prefill/decode seconds and tokens,
+``outro_sweep.predict.decode_timer``) and the ``machine`` it was measured on (device, torch
+threads, batch size). So timing, speed and the cell's diagnostics sum over shards exactly:
+across the processes of a multi-process cell and across resumed attempts. Every further line
+is one raw prediction record (no scoring fields), ``json.dumps(record, sort_keys=True)``.
 
 A shard that is not whole (truncated, not JSON, a count or checksum that does not match: a
 shard edited after it was written, even into valid JSON) is set aside as
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from outro_sweep.cell.atomic import TMP_SUFFIX, write_lines_atomic
 from outro_sweep.interventions.stack import add_sums
+from outro_sweep.predict.speed import add_timing
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def dumps(record: dict) -> str:
 
 
 def write_shard(shard_dir: Path, records: list[dict], rank: int, seconds: float = 0.0,
-                diagnostic_sums: dict | None = None) -> Path:
+                diagnostic_sums: dict | None = None, timing: dict | None = None, machine: dict | None = None) -> Path:
     """One finished batch -> one durable shard file; returns its path. ``records`` must be
     JSON-ready (already redacted) and carry distinct ``index`` values."""
     if not records:
@@ -69,6 +72,8 @@ def write_shard(shard_dir: Path, records: list[dict], rank: int, seconds: float 
     lines = [dumps(r) for r in records]
     header = {HEADER_KEY: {"rank": rank, "count": len(records), "sha256": _checksum(lines), "seconds": seconds,
                            "diagnostic_sums": diagnostic_sums or {}}}
+    if timing:
+        header[HEADER_KEY].update(timing=timing, machine=machine or {})
     path = shard_dir / shard_name(min(indices), max(indices), rank)
     write_lines_atomic(path, [dumps(header), *lines])
     return path
@@ -95,6 +100,11 @@ class Shard:
     @property
     def diagnostic_sums(self) -> dict:
         return self.header.get("diagnostic_sums", {})
+
+    @property
+    def timing(self) -> dict:
+        """The batch's generate timing (decode_timer.TIMING_KEYS); {} where nothing was generated."""
+        return self.header.get("timing", {})
 
 
 @dataclass
@@ -205,6 +215,18 @@ def diagnostic_sums(shards: list[Shard]) -> dict[str, dict[str, float]]:
     for shard in sorted(shards, key=lambda s: s.path.name):
         add_sums(total, shard.diagnostic_sums)
     return total
+
+
+def generate_timing(shards: list[Shard]) -> tuple[dict[str, float], list[dict]]:
+    """(the cell's summed generate timing, the machine of every timed shard), over every
+    shard in name order: every attempt and process that generated."""
+    total: dict[str, float] = {}
+    machines = []
+    for shard in sorted(shards, key=lambda s: s.path.name):
+        if shard.timing:
+            add_timing(total, shard.timing)
+            machines.append(shard.header.get("machine", {}))
+    return total, machines
 
 
 def check_complete(shard_set: ShardSet, expected: int, where: Path) -> None:

@@ -159,6 +159,15 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
         notes.append("some cells whose intervention reads sinks recorded no sink diagnostics (metrics.json "
                      "'diagnostics'): no sink figure")
 
+    speed_figures: list[Path] = []
+    try:
+        from outro_sweep.report.speed import write_speed
+
+        speed_figures, speed_notes = write_speed(analysis, out)
+        notes += speed_notes
+    except Exception as err:  # noqa: BLE001
+        notes.append(f"speed figures failed: {_short_error(err)}")
+
     if sweep_dirs:
         group = sweep_group(sweep_dirs[0])
         if len(sweep_dirs) > 1:
@@ -188,7 +197,8 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
                   "groups": [sweep_group(s) for s in sweep_dirs]}
         run_dir = log_report(mode=wandb_mode, directory=out, project=project, entity=entity, group=group,
                              config=config, table=table, columns=tables.columns(analysis), category_table=category_table,
-                             category_columns=categories.COLUMNS, figures=figures, summary=summary)
+                             category_columns=categories.COLUMNS, figures=figures + speed_figures,
+                             summary=summary)
         if run_dir is not None and wandb_mode == "offline":
             notes.append(f"W&B report run (offline) in {os.path.relpath(run_dir, out)}: upload with "
                          f"`wandb sync {run_dir}`")

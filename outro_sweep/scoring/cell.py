@@ -12,7 +12,8 @@ from pathlib import Path
 from outro_sweep.cell.atomic import write_json_atomic, write_lines_atomic
 from outro_sweep.cell.masking import mask
 from outro_sweep.interventions.stack import InterventionStack
-from outro_sweep.predict.shards import ShardSet, diagnostic_sums, dumps, timing
+from outro_sweep.predict.shards import ShardSet, diagnostic_sums, dumps, generate_timing, timing
+from outro_sweep.predict.speed import speed_metrics
 from outro_sweep.scoring.answers import Scorer
 from outro_sweep.scoring.circular import circular_summary, is_circular, plain_records
 from outro_sweep.scoring.metrics import summarise
@@ -39,6 +40,9 @@ def score_cell(shard_set: ShardSet, config: Mapping, cell_dir: Path, judge=None,
     # Plain numbers over each question as the benchmark orders its options (rotation 0); a
     # circular cell (benchmark.circular=true) adds its circular block over every rotation.
     metrics = {**summarise(plain_records(records), seconds, timed, diagnostics), **(facts or {})}
+    speed = speed_metrics(*generate_timing(shard_set.shards))
+    if speed is not None:  # scoring=generate: decode and prefill tokens/s, summed over every shard
+        metrics["speed"] = speed
     if is_circular(records):
         metrics["circular"] = circular_summary(records)
     if judge is not None:
