@@ -38,7 +38,7 @@ import re
 from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
-from outro_sweep.config.schema import Range, check_arguments
+from outro_sweep.config.schema import NonEmpty, Range, check_arguments
 from outro_sweep.errors import ConfigError
 
 FORMS = ("generate", "mc")
@@ -83,8 +83,8 @@ class Passkey(Benchmark):
 
     def __init__(
         self,
-        context_tokens: Annotated[int, Range(ge=1)] | list[Annotated[int, Range(ge=1)]] = 2048,
-        depths: list[Annotated[float, Range(ge=0.0, le=1.0)]] | None = None,
+        context_tokens: Annotated[int, Range(ge=1)] | Annotated[list[Annotated[int, Range(ge=1)]], NonEmpty()] = 2048,
+        depths: Annotated[list[Annotated[float, Range(ge=0.0, le=1.0)]], NonEmpty()] = (0.0, 0.5, 1.0),
         num_questions: Annotated[int, Range(ge=1)] = 12,
         seed: int = 0,
         form: Literal[FORMS] = "generate",
@@ -95,10 +95,7 @@ class Passkey(Benchmark):
         super().__init__(**kwargs)
         check_arguments(Passkey, locals(), self.config_key)
         self.lengths = [context_tokens] if isinstance(context_tokens, int) else list(context_tokens)
-        self.depths = [0.0, 0.5, 1.0] if depths is None else list(depths)
-        if not self.lengths or not self.depths:
-            empty = "context_tokens" if not self.lengths else "depths"
-            raise ConfigError(f"benchmark.{empty}=[]: valid values list at least one value")
+        self.depths = list(depths)
         self.num_questions = num_questions
         self.seed = seed
         self.form = form
@@ -171,8 +168,9 @@ class Passkey(Benchmark):
                 for depth in self.depths:
                     # Letter positions: one permutation per block of num_options questions of this pair.
                     positions = list(range(self.num_options))
-                    random.Random(f"{self.seed}/{length}/{depth}/block{i // self.num_options}").shuffle(positions)
-                    rng = random.Random(f"{self.seed}/{length}/{depth}/{i}")
+                    pair = f"{self.seed}/{length}/{depth:g}"  # 1 and 1.0 are one depth
+                    random.Random(f"{pair}/block{i // self.num_options}").shuffle(positions)
+                    rng = random.Random(f"{pair}/{i}")
                     key = rng.randint(10 ** (KEY_DIGITS - 1), 10**KEY_DIGITS - 1)
                     questions.append(self._fitted(
                         key, length, depth, positions[i % self.num_options], rng.getstate(),
