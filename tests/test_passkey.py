@@ -97,7 +97,7 @@ SmolLM2_CACHE = "~/.cache/outro_sweep"
 def test_lengths_in_smollm2_tokens(tokenizer, form):
     """The estimate is SmolLM2's exact count of the prompt, and the chat-rendered prompt plus
     the answer fills ``context_tokens`` to within one filler sentence (and never past it)."""
-    lengths = [256, 1024, 4096, 8192]
+    lengths = [Passkey(form=form).shortest_context(), 256, 1024, 4096, 8192]
     benchmark = Passkey(context_tokens=lengths, depths=[0.0, 0.5, 1.0], num_questions=2, form=form)
     longest_sentence = max(estimate_tokens(" " + s) for s in FILLER)
     for q in benchmark.load():
@@ -144,7 +144,7 @@ def test_a_context_past_the_models_positions_is_refused_before_load(monkeypatch,
     [
         ({"context_tokens": 0}, "benchmark.context_tokens=0 is invalid"),
         ({"context_tokens": []}, "benchmark.context_tokens=[] is invalid"),
-        ({"context_tokens": 100}, "benchmark.context_tokens=100 leaves no room for filler text: valid values are >= 115"),
+        ({"context_tokens": 100}, "benchmark.context_tokens=100 leaves no room for filler text: valid values are >= 123"),
         ({"depths": [1.5]}, "benchmark.depths=[1.5] is invalid"),
         ({"depths": []}, "benchmark.depths=[] is invalid"),
         ({"form": "text"}, "benchmark.form=text is invalid"),

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from typing import Annotated, Literal
 
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
@@ -129,52 +130,50 @@ class Passkey(Benchmark):
         return context_tokens - TEMPLATE_RESERVE - self.max_new_tokens
 
     def shortest_context(self) -> int:
-        """The smallest ``context_tokens`` whose prompt holds one filler sentence."""
-        return estimate_tokens(self._question(0, 1, 0.0, 0, random.Random(0)).prompt) + TEMPLATE_RESERVE + \
-            self.max_new_tokens
+        """The smallest ``context_tokens`` whose prompt holds one filler sentence (every key and
+        option has KEY_DIGITS digits, so any one stands for all)."""
+        key = 10 ** (KEY_DIGITS - 1)
+        question = self._question(key, [str(key)] * (self.num_options - 1), 0, 1, 0.0)
+        return estimate_tokens(question.prompt) + TEMPLATE_RESERVE + self.max_new_tokens
 
-    def _question(self, key: int, sentences: int, depth: float, position: int, rng: random.Random,
-                  id: str = "", categories: tuple = ()) -> Question:
+    def _question(self, key: int, wrong: list[str], position: int, sentences: int, depth: float,
+                  id: str = "passkey", categories: tuple = ()) -> Question:
+        """The question with ``sentences`` filler sentences; ``wrong``: the mc distractors, the
+        key going in at ``position`` among them."""
         text = f"{haystack(key, sentences, depth)}\n{QUESTION}"
         if self.form == "generate":
-            return ask(id=id or "passkey", question=text, options=(), answer=str(key), kind="open",
-                       categories=categories, strip=False)
-        wrong = distractors(key, self.num_options - 1, rng)
+            return ask(id=id, question=text, options=(), answer=str(key), kind="open", categories=categories,
+                       strip=False)
         options = tuple(wrong[:position] + [str(key)] + wrong[position:])
-        return ask(id=id or "passkey", question=text, options=options, answer=chr(ord("A") + position),
-                   categories=categories, strip=False)
+        return ask(id=id, question=text, options=options, answer=chr(ord("A") + position), categories=categories,
+                   strip=False)
 
-    def _fitted(self, key: int, context_tokens: int, depth: float, position: int, rng_state, id: str,
-                categories: tuple) -> Question:
-        """The question with as many filler sentences as ``budget(context_tokens)`` holds."""
-        def build(sentences: int) -> Question:
-            rng = random.Random()
-            rng.setstate(rng_state)  # the same distractors whatever the length tried
-            return self._question(key, sentences, depth, position, rng, id, categories)
-
-        fixed = estimate_tokens(build(0).prompt)
+    def _fitted(self, context_tokens: int, make: Callable[[int], Question]) -> Question:
+        """``make(sentences)`` with as many filler sentences as ``budget(context_tokens)`` holds."""
+        budget = self.budget(context_tokens)
+        fixed = estimate_tokens(make(0).prompt)
         per_cycle = sum(estimate_tokens(" " + s) for s in FILLER)
-        sentences = len(FILLER) * (self.budget(context_tokens) - fixed) // per_cycle  # a first guess, then exact
-        while estimate_tokens(build(sentences + 1).prompt) <= self.budget(context_tokens):
+        sentences = max(1, len(FILLER) * (budget - fixed) // per_cycle)  # a first guess, then exact
+        while estimate_tokens(make(sentences + 1).prompt) <= budget:
             sentences += 1
-        while sentences > 1 and estimate_tokens(build(sentences).prompt) > self.budget(context_tokens):
+        while sentences > 1 and estimate_tokens(make(sentences).prompt) > budget:
             sentences -= 1
-        return build(sentences)
+        return make(sentences)
 
     def _load(self) -> list[Question]:
         questions = []
         for i in range(self.num_questions):
             for length in self.lengths:
                 for depth in self.depths:
+                    pair = f"{self.seed}/{length}/{depth:g}"  # 1 and 1.0 are one depth
                     # Letter positions: one permutation per block of num_options questions of this pair.
                     positions = list(range(self.num_options))
-                    pair = f"{self.seed}/{length}/{depth:g}"  # 1 and 1.0 are one depth
                     random.Random(f"{pair}/block{i // self.num_options}").shuffle(positions)
                     rng = random.Random(f"{pair}/{i}")
                     key = rng.randint(10 ** (KEY_DIGITS - 1), 10**KEY_DIGITS - 1)
-                    questions.append(self._fitted(
-                        key, length, depth, positions[i % self.num_options], rng.getstate(),
-                        id=f"{self.name}/{length}/{depth:g}/{i}",
-                        categories=(("context", str(length)), ("depth", f"{depth:g}")),
-                    ))
+                    wrong = distractors(key, self.num_options - 1, rng) if self.form == "mc" else []
+                    id, categories = f"{self.name}/{length}/{depth:g}/{i}", (("context", str(length)),
+                                                                             ("depth", f"{depth:g}"))
+                    questions.append(self._fitted(length, lambda n: self._question(
+                        key, wrong, positions[i % self.num_options], n, depth, id, categories)))
         return questions
