@@ -43,7 +43,7 @@ from outro_sweep.config.schema import NonEmpty, Range, check_arguments
 from outro_sweep.errors import ConfigError
 
 FORMS = ("generate", "mc")
-MAX_OPTIONS = 9  # distractors change one of the key's 5 digits to any of 9 others; 9 keeps them varied
+MAX_OPTIONS = 9  # options per mc question, drawn from the 44 one-digit variants of a five-digit key
 KEY_DIGITS = 5
 INTRO = ("There is an important piece of information hidden inside a lot of irrelevant text. "
          "Find it and remember it. I will ask you about the important information there.")
