@@ -200,6 +200,10 @@ class Benchmark:
         replacing a clip makes a new cell. {} for a text benchmark."""
         return {}
 
+    def check_model(self, loader) -> None:
+        """Refuse, before it loads, a model these questions do not fit (a ConfigError); the
+        model's config may be read, never its weights. Default: any model fits."""
+
     def describe(self) -> str:
         """What was selected, for the no-questions error (e.g. 'subjects=[...], split=test')."""
         return ""

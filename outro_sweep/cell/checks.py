@@ -64,6 +64,7 @@ def check_cell(cfg: DictConfig, memo: dict | None = None, choices: Mapping[str, 
     benchmark, questions = _memoised(memo, "benchmark", cfg.benchmark, lambda: load_benchmark(cfg.benchmark))
     loader = _memoised(memo, "model", cfg.model, lambda: build(cfg.model))
     check_pairing(cfg, questions, loader, choices)
+    benchmark.check_model(loader)  # e.g. a passkey context longer than the model's positions
     _memoised(memo, "videos", cfg.benchmark, lambda: check_videos_present(benchmark, questions))
     num_layers, hidden_size = _memoised(memo, "model shape", cfg.model, lambda: model_shape(loader))
     Scorer.for_benchmark(cfg.benchmark)  # e.g. WUPS without WordNet fails here, not after prediction

@@ -65,6 +65,11 @@ class ModelLoader:
         """Width of the decoder's residual stream, read from the config without loading weights."""
         raise NotImplementedError
 
+    def max_positions(self) -> int:
+        """Positions the model is trained for (``max_position_embeddings``), read from the config
+        without loading weights: the longest sequence a long-context benchmark may ask for."""
+        raise NotImplementedError
+
     def load_processor(self):
         """The tokenizer, left-padding (every row's last real token at the end, where generation
         starts); no weights. Video loaders return their processor."""

@@ -36,5 +36,8 @@ class HFCausalLM(ModelLoader):
     def hidden_size(self) -> int:
         return int(self._text_config().hidden_size)
 
+    def max_positions(self) -> int:
+        return int(self._text_config().max_position_embeddings)
+
     def folder(self) -> str:
         return self.path

@@ -51,6 +51,9 @@ class SmolLM2(ModelLoader):
     def hidden_size(self) -> int:
         return self._shape("hidden_size", "llama.embedding_length")
 
+    def max_positions(self) -> int:
+        return self._shape("max_position_embeddings", "llama.context_length")
+
     def _shape(self, key: str, gguf_key: str) -> int:
         """One number of the model's shape: from the converted config, else the GGUF metadata."""
         config_file = self.converted_dir / "config.json"

@@ -11,7 +11,8 @@ its model or its benchmark files:
   door" instead of "B").
 * ``yesno``: ``open_answers.parse_yes_no``.
 * ``open``: normalised exact match against every reference (``open_metric="exact_match"``,
-  Video-ChatGPT-style benchmarks before any judge), or NExT-OE's WUPS (``open_metric="wups"``).
+  Video-ChatGPT-style benchmarks before any judge), NExT-OE's WUPS (``open_metric="wups"``), or
+  the first number in the answer equal to the reference (``open_metric="number"``: passkey).
 
 A record whose clip could not be decoded (``error`` set) is wrong: no prediction, score 0.
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.scoring.letters import choose_letter, parse_choice
-from outro_sweep.scoring.open_answers import exact_match, nextoe_score, normalize_answer, parse_yes_no, \
+from outro_sweep.scoring.open_answers import exact_match, first_number, nextoe_score, normalize_answer, parse_yes_no, \
     wordnet_similarity
 
 SCORED_FIELDS = ("prediction", "valid", "correct", "score")
@@ -99,6 +100,9 @@ class Scorer:
         if self.open_metric == "wups":
             value = float(self.wups(text, references, record["categories"].get("type", "")))
             return Score(text or None, value, value >= 1.0)
+        if self.open_metric == "number":
+            said = first_number(text)
+            return Score(said, float(said in references), said in references)
         hit = exact_match(text, references)
         return Score(text or None, float(hit), hit)
 

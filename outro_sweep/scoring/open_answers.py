@@ -4,6 +4,9 @@
 number words zero..twenty become digits ("two" -> "2"); whitespace collapses. Two
 answers match when their normal forms are equal (``exact_match``; any reference counts).
 
+``first_number``: the digits of the first number in the answer (the passkey benchmark's
+``open_metric="number"``: right when it equals the reference).
+
 ``parse_yes_no``: "yes" or "no" when the answer says so, else None (scored as wrong):
 
 1. the first word decides when it is yes/no (or yeah, yep, yup / nope);
@@ -54,6 +57,7 @@ NO_WORDS = frozenset({"no", "nope"})
 EXACT_MATCH_TYPES = ("DC", "DB")  # NExT-OE: count and binary questions
 _PUNCT = re.compile(r"[^\w\s]|_")
 _TOKEN = re.compile(r"[a-z0-9]+")
+_NUMBER = re.compile(r"\d+(?:,\d{3})*")  # digits, thousands commas allowed ("48,213")
 
 
 def normalize_answer(text: str) -> str:
@@ -66,6 +70,12 @@ def exact_match(prediction: str, references: str | Sequence[str]) -> bool:
         references = [references]
     normal = normalize_answer(prediction)
     return any(normal == normalize_answer(r) for r in references)
+
+
+def first_number(text: str) -> str | None:
+    """The first number in ``text``, its digits only ("The pass key is 48,213." -> "48213"), else None."""
+    found = _NUMBER.search(str(text))
+    return found.group(0).replace(",", "") if found else None
 
 
 def parse_yes_no(text: str) -> str | None:
