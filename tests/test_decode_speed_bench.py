@@ -1,11 +1,8 @@
 """``python -m outro_sweep.bench.sinkrouter``: its arguments, its prompts and its decode timing
-on the real SmolLM2-135M; the full run needs the SinkRouter intervention and is skipped where
-that module is absent (it then says so and exits 0, which is tested too)."""
+on the real SmolLM2-135M, stock and SinkRouter side by side."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 
 import pytest
 import torch
@@ -29,12 +26,6 @@ def test_too_few_new_tokens_are_refused(capsys):
     assert "--new-tokens=1: valid values are integers >= 2" in capsys.readouterr().err
 
 
-def test_without_sinkrouter_it_says_so_and_exits_0(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "outro_sweep.interventions.sinkrouter", None)  # import fails
-    assert bench.main(["--contexts", "64"]) == 0
-    assert capsys.readouterr().out.startswith("skipping: SinkRouter is not available")
-
-
 def test_the_prompt_has_exactly_the_context_length_and_decode_time_excludes_the_prefill(smollm2):
     inputs = bench.prompt_ids(smollm2.tokenizer, 300, rows=2)
     assert inputs["input_ids"].shape == (2, 300) and bool(inputs["attention_mask"].all())
@@ -44,8 +35,6 @@ def test_the_prompt_has_exactly_the_context_length_and_decode_time_excludes_the_
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("outro_sweep.interventions.sinkrouter") is None,
-                    reason="the SinkRouter intervention is not in this tree")
 def test_the_bench_prints_a_ratio_and_a_skip_rate_per_context(capsys):
     assert bench.main(["--contexts", "64", "128", "--new-tokens", "4", "--repeats", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()

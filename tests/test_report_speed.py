@@ -22,7 +22,7 @@ from PIL import Image
 from outro_sweep.cell.store import CellStore
 from outro_sweep.report.build import write_report
 from outro_sweep.report.speed import pareto
-from tests.cell_runs import REPO, run_cli
+from tests.cell_runs import run_cli
 
 SWEEP = ["-m", "benchmark.limit=4", "benchmark.scoring=generate", "benchmark.max_new_tokens=6",
          "predict.batch_size=2", "outro.alpha=0.1,0.3", "logger.mode=disabled", "trainer.enable_progress_bar=false"]
@@ -46,10 +46,11 @@ def _metrics(cell) -> dict:
 
 
 def _check_recomputed(table: list[dict], cells_dir, with_skip: bool) -> None:
-    """Every row's numbers from its cell's metrics.json; the front recomputed."""
+    """Every row's numbers from its cell's metrics.json; the front recomputed. ``table``: the
+    rows of one group (one model x benchmark configuration, one baseline)."""
     metrics = {row["identity"]: _metrics(cells_dir / row["identity"]) for row in table}
     baselines = {yaml.safe_load((cells_dir / i / "config.yaml").read_text())["baseline_identity"] for i in metrics}
-    assert len(baselines) == 1  # one group: one model x benchmark configuration
+    assert len(baselines) == 1 and len({row["group"] for row in table}) == 1
     for row in table:
         m = metrics[row["identity"]]
         assert float(row["accuracy"]) == pytest.approx(m["accuracy"])
@@ -120,28 +121,33 @@ def test_the_pareto_front_keeps_the_cells_nothing_beats():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REPO / "conf" / "sinkrouter").is_dir(),
-                    reason="the SinkRouter intervention is not in this tree")
-def test_a_sinkrouter_sweep_over_two_thresholds_draws_speed_and_skip_rate(tmp_path):
-    args = ["-m", "outro=off", "sinkrouter=default", "sinkrouter.threshold=0.3,0.7", "benchmark.limit=4",
-            "benchmark.scoring=generate", "benchmark.max_new_tokens=6", "predict.batch_size=2",
-            "logger.mode=disabled", "trainer.enable_progress_bar=false"]
+def test_a_sinkrouter_sweep_over_two_thresholds_draws_speed_and_skip_rate_per_context_length(tmp_path):
+    """The user's form: passkey at two context lengths x two thresholds, plus one baseline per
+    length; one figure per length, each with its own baseline and front."""
+    args = ["-m", "outro=off", "sinkrouter=default", "sinkrouter.threshold=0.3,0.7", "benchmark=passkey",
+            "benchmark.context_tokens=160,256", "benchmark.depths=[0.5]", "benchmark.num_questions=2",
+            "predict.batch_size=2", "logger.mode=disabled", "trainer.enable_progress_bar=false"]
     result = run_cli(args, tmp_path / "out", tmp_path / "sweep")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "sweep: 6 succeeded" in result.stdout  # 2 lengths x 2 thresholds + 2 baselines
     report = tmp_path / "sweep" / "report"
     table = _table(report)
-    assert len(table) == 3 and sum(r["baseline"] == "True" for r in table) == 1
-    assert sorted(r["cell"] for r in table if r["baseline"] == "False") == ["sinkrouter.threshold=0.3",
-                                                                            "sinkrouter.threshold=0.7"]
-    _check_recomputed(table, tmp_path / "out" / "cells", with_skip=True)
-    (figure,) = report.glob("speed_*.png")
-    width, height = Image.open(figure).size
-    assert width > 2 * height  # the skip-rate panel beside the speed panel
+    groups = sorted({row["group"] for row in table})
+    assert len(groups) == 2 and all(any(f"context_tokens={n}" in g for g in groups) for n in (160, 256))
+    for group in groups:
+        rows = [row for row in table if row["group"] == group]
+        assert sum(r["baseline"] == "True" for r in rows) == 1
+        assert sorted(r["cell"] for r in rows if r["baseline"] == "False") == ["sinkrouter.threshold=0.3",
+                                                                               "sinkrouter.threshold=0.7"]
+        _check_recomputed(rows, tmp_path / "out" / "cells", with_skip=True)
+    figures = sorted(report.glob("speed_*.png"))
+    assert len(figures) == 2
+    for figure in figures:
+        width, height = Image.open(figure).size
+        assert width > 2 * height  # the skip-rate panel beside the speed panel
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REPO / "conf" / "sinkrouter").is_dir(),
-                    reason="the SinkRouter intervention is not in this tree")
 def test_outro_and_sinkrouter_stacked_run_end_to_end_with_their_report(tmp_path):
     args = ["-m", "outro.alpha=0.3", "sinkrouter=default", "sinkrouter.threshold=0.5", "benchmark.limit=4",
             "benchmark.scoring=generate", "benchmark.max_new_tokens=6", "predict.batch_size=2",

@@ -78,11 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if args.new_tokens < 2:
         cli.error(f"--new-tokens={args.new_tokens}: valid values are integers >= 2 (one decode step at least)")
-    try:
-        from outro_sweep.interventions.sinkrouter import SinkRouter
-    except ImportError as err:
-        print(f"skipping: SinkRouter is not available ({err})")
-        return 0
+    from outro_sweep.interventions.sinkrouter import SinkRouter
     from outro_sweep.models.smollm2 import SmolLM2
     from outro_sweep.predict.decode_timer import device_name
 
