@@ -3,7 +3,6 @@ on the real SmolLM2-135M, stock and SinkRouter side by side."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
