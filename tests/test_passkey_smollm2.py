@@ -13,6 +13,9 @@ import pytest
 
 from tests.cell_runs import run_cli
 
+# Real cells of the real SmolLM2 through the CLI: the slow tier.
+pytestmark = pytest.mark.slow
+
 KEY = re.compile(r"The pass key is (\d{5})\. Remember it\.")
 SHORT = ["outro=off", "benchmark=passkey", "benchmark.context_tokens=256", "benchmark.depths=[0,1]",
          "benchmark.num_questions=4", "predict.batch_size=4", "logger.mode=disabled",

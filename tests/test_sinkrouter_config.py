@@ -101,6 +101,7 @@ def test_outro_and_sinkrouter_stack(smollm2):
 
 
 # ---- a real cell ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_a_stacked_cell_runs_end_to_end_and_pools_its_skip_rate(tmp_path):
     out = tmp_path / "out"
     args = ["outro=default", "sinkrouter=default", "sinkrouter.threshold=0.4", "benchmark.limit=4",
