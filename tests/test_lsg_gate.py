@@ -32,6 +32,7 @@ from outro_sweep.errors import ConfigError  # noqa: E402
 from outro_sweep.interventions.decoder import find_decoder  # noqa: E402
 from outro_sweep.interventions.lsg import LayerSinkGate, group_scale  # noqa: E402
 from outro_sweep.sweep.cli import preflight  # noqa: E402
+from tests.reference_ops import linear, rotate_half  # noqa: E402
 
 TOL = 1e-5
 # float32 logits after SmolLM2's 30 layers: rounding of mathematically equal computations (a
@@ -101,16 +102,6 @@ def test_half_and_half_with_rho_scale_changes_the_logits(smollm2, batch):
 
 
 # ---- the plain-loop reference --------------------------------------------------------------
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def linear(x, layer):
-    bias = None if layer.bias is None else layer.bias.double()
-    return torch.nn.functional.linear(x, layer.weight.double(), bias)
-
-
 def reference_attention(attn, hidden, cos, sin, real, scales):
     """Spec §6 for one row of one layer: Attn(Q, diag(s) K, V) then W_O, in float64 with loops.
 

@@ -26,6 +26,7 @@ import torch
 from outro_sweep.interventions import attention_hook
 from outro_sweep.interventions.decoder import find_decoder
 from outro_sweep.interventions.sinkrouter import SinkRouter, SinkRouting, fit_cubic
+from tests.reference_ops import linear, rotate_half
 
 TOL = 1e-5
 # float32 logits after SmolLM2's 30 layers: a padded and a solo row differ by rounding, as for
@@ -99,16 +100,6 @@ def test_a_low_threshold_changes_the_decode_steps_only(smollm2, batch):
 
 
 # ---- the plain-loop reference ------------------------------------------------------------------
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def linear(x, layer):
-    bias = None if layer.bias is None else layer.bias.double()
-    return torch.nn.functional.linear(x, layer.weight.double(), bias)
-
-
 def reference_decode_step(attn, hidden, cos, sin, real, query_at, threshold, may_skip):
     """Spec §6 for one row, one layer, one decode step, in float64 with loops.
 
