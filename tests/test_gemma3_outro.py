@@ -3,8 +3,9 @@ Gemma's own attention (reference_gemma3.py: QK-norm, sliding windows, scaled emb
 sandwich norms).
 
 Its massive-activation sinks start at layer 1, so ``outro.layer=1,2,4`` relaxes a real sink
-here (on SmolLM2 the same setting finds none). As on SmolLM2 the strict check is on a float64
-copy, where the edits run in float64 too.
+here (on SmolLM2 the same setting finds none); with the default thresholds layers 1-4 also flag
+later tokens (3, 15, 4 and 8 of this 24-token prompt's tokens), and from layer 5 on token 0
+alone. As on SmolLM2 the strict check is on a float64 copy, where the edits run in float64 too.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.reference_outro import reference_relax_layers
 
 PROMPT = "Question: Which planet is the largest? A) Mars B) Jupiter C) Venus D) Earth\nAnswer:"
 RULE = {"name": "massive_activation", "abs_threshold": 100.0, "median_ratio": 1000.0}
-F64_TOL = 1e-12
+F64_TOL = 1e-12  # float64 model, float64 edits, float64 reference (measured: 0.0, stock and OutRo)
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +88,30 @@ def test_float64_outro_matches_reference(gemma64, ids, layer):
     diff = (logits - ref.logits).abs().max().item()
     assert diff <= F64_TOL, f"max |OutRo - reference| = {diff:.3e} (float64)"
     assert (logits - stock).abs().max().item() > 1.0, "OutRo left the logits unchanged"
+
+
+@torch.no_grad()
+def test_left_padded_rows_under_outro_equal_their_solo_runs(gemma3):
+    """Sinks, relaxations and next-token logits of each row do not depend on the batch."""
+    loader, tokenizer, model = gemma3.loader, gemma3.tokenizer, gemma3.model
+    prompts = [PROMPT, "Question: What do bees make?\nAnswer:"]
+
+    def run(texts):
+        with OutRo(model, MassiveActivation(), alpha=3.0, layer=[1, 2, 4]) as outro:
+            logits = loader.answer_logits(gemma3, loader.inputs(tokenizer, texts, []))
+            return logits, outro.take_sample_diagnostics()
+
+    batch, batch_diag = run(prompts)
+    stock = loader.answer_logits(gemma3, loader.inputs(tokenizer, prompts, []))
+    assert (batch - stock).abs().max().item() > 0.1, "OutRo left the logits unchanged"
+    for row, prompt in enumerate(prompts):
+        alone, (alone_diag,) = run([prompt])
+        assert batch_diag[row] == alone_diag
+        assert 0 in alone_diag["relaxed"]["1"]  # the sink is relaxed at layer 1 already
+        diff = (batch[row] - alone[0]).abs().max().item()
+        assert diff <= BATCH_TOL, f"row {row}: max |batch - solo| = {diff:.2e}"
+
+
+# Float32, padded vs unpadded sdpa shapes sum in another order: measured 5.7e-6 and 2.9e-5
+# on these two prompts under OutRo (3.8e-6 and 2.1e-5 for the stock model).
+BATCH_TOL = 1e-4

