@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from outro_sweep.interventions.outro import OutRo
+from outro_sweep.interventions.sinks.attention_mass import AttentionMass
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 from tests.reference_gemma3 import reference_gemma3
 from tests.reference_outro import reference_relax_layers
@@ -53,6 +54,28 @@ def test_alpha_0_without_relaxation_is_bit_identical(gemma3):
         assert row["first_sink_layer"] == 1
         assert all(0 in found for found in row["sink_positions"].values())
     assert torch.equal(model(**inputs, position_ids=positions).logits, stock)
+
+
+@torch.no_grad()
+def test_attention_mass_rule_runs_gemmas_eager_kernel(gemma3):
+    """Gu et al.'s rule reads the probabilities of Gemma's own eager kernel (sliding windows
+    included): alpha = 0 stays bit-identical to stock eager, and token 0 is the sink (measured:
+    at 15 and 16 of the 16 scanned layers of these two prompts; 0.2-0.9 of each head's mass)."""
+    loader, tokenizer, model = gemma3.loader, gemma3.tokenizer, gemma3.model
+    inputs = loader.inputs(tokenizer, [PROMPT, "Question: What do bees make?\nAnswer:"], [])
+    positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    model.set_attn_implementation("eager")
+    try:
+        stock = model(**inputs, position_ids=positions).logits
+        with OutRo(model, AttentionMass(0.3), alpha=0.0, layer=None) as outro:
+            edited = model(**inputs, position_ids=positions).logits
+            diagnostics = outro.take_sample_diagnostics()
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert torch.equal(stock, edited)
+    for row in diagnostics:
+        assert row["first_sink_layer"] == 0
+        assert sum(0 in found for found in row["sink_positions"].values()) >= 14
 
 
 @torch.no_grad()
