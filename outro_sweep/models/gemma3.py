@@ -107,8 +107,8 @@ class Gemma3(ModelLoader):
             assemble(source / GGUF_FILE)
             tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
             gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
-            # As for SmolLM2: a plain model built from the same config with the de-quantised
-            # state dict saves where the GGUF-loaded one does not.
+            # Saved as SmolLM2's conversion saves (its GGUF-loaded model fails save_pretrained):
+            # a plain model built from the same config, given the de-quantised state dict.
             plain = Gemma3ForCausalLM(gguf_model.config)
             plain.load_state_dict(gguf_model.state_dict())
             plain.save_pretrained(staging)
