@@ -1,0 +1,52 @@
+"""Sink dimensions found automatically (Kang et al., ICLR 2025), per layer.
+
+With x = h / RMS(h) per token (no gain), a dimension d is a sink dimension of a prompt at a
+layer if it is massive on a FEW tokens: 1 <= #{t : |x[t, d]| > tau} <= max(1, floor(share * n))
+(a dimension above tau on most tokens is an offset, not a sink). ``tau`` is ``atlas.tau``,
+``share`` is ``atlas.dim_share``. A layer's dims are those found in at least half of the
+prompts; the model's dims are those found at the most layers (``dims``), for ``sink=sink_dims``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import torch
+
+from outro_sweep.atlas.capture import Sample
+
+
+def sink_dimensions(hidden: torch.Tensor, tau: float, share: float) -> list[int]:
+    """hidden: (n, D) one prompt's residual stream at one layer -> its sink dimensions."""
+    h = hidden.float()
+    x = h / h.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-12)  # (n, D)
+    count = (x.abs() > tau).sum(dim=0)  # (D,) tokens above tau per dimension
+    few = max(1, math.floor(share * h.shape[0]))
+    return ((count >= 1) & (count <= few)).nonzero().flatten().tolist()
+
+
+class SinkDimensions:
+    name = "dims"
+
+    def __init__(self, tau: float, share: float) -> None:
+        self.tau, self.share = tau, share
+        self.found: list[Counter] = []  # [layer] dim -> prompts where it is a sink dim
+        self.prompts = 0
+
+    def add(self, sample: Sample) -> None:
+        if not self.found:
+            self.found = [Counter() for _ in sample.hidden]
+        self.prompts += 1
+        for layer, hidden in enumerate(sample.hidden):
+            self.found[layer].update(sink_dimensions(hidden, self.tau, self.share))
+
+    def result(self) -> dict:
+        per_layer = [{str(dim): count / self.prompts for dim, count in sorted(counter.items())}
+                     for counter in self.found]
+        layer_dims = [sorted(dim for dim, count in counter.items() if count >= self.prompts / 2)
+                      for counter in self.found]
+        layers_of = Counter(dim for dims in layer_dims for dim in dims)
+        dims = [dim for dim, _ in sorted(layers_of.items(), key=lambda item: (-item[1], item[0]))]
+        return {"tau": self.tau, "share": self.share, "per_layer": per_layer, "layer_dims": layer_dims,
+                "dims": dims, "layers_per_dim": {str(d): layers_of[d] for d in dims}}

@@ -1,0 +1,121 @@
+"""One atlas: load the model (eager attention) and the benchmark's questions, capture each
+prompt, run every analysis, write atlas.json, the figures and suggestion.txt, log the W&B run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from outro_sweep.atlas import store
+from outro_sweep.atlas.attention import FirstTokenAttention
+from outro_sweep.atlas.capture import capture
+from outro_sweep.atlas.dims import SinkDimensions
+from outro_sweep.atlas.massive import MassiveActivations
+from outro_sweep.atlas.settings import AtlasSettings
+from outro_sweep.atlas.rules import RuleSinks, rule_configs
+from outro_sweep.atlas.suggest import suggest
+from outro_sweep.errors import ConfigError
+
+log = logging.getLogger(__name__)
+LOADS = 0  # model loads by ``compute`` in this process: a cached atlas loads nothing
+SUGGESTION_FILE = "suggestion.txt"
+
+
+@dataclass
+class AtlasResult:
+    directory: Path
+    atlas: dict
+    cached: bool
+
+
+def _build(node, **kwargs):
+    """``instantiate`` that lets our one-line ConfigError through unwrapped."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        raise cause if cause is not None else err
+
+
+def check_settings(node) -> AtlasSettings:
+    """The atlas node checked key by key (an unknown key included) and built."""
+    from outro_sweep.config.schema import check_node
+
+    check_node(node, AtlasSettings, "atlas")
+    return _build(node)
+
+
+def rule_name(sink: dict) -> str:
+    """The configured rule's name (``sink=<name>``), from its class."""
+    return _build(sink).name
+
+
+def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
+    """Every analysis over the benchmark's questions (a dict of JSON-ready results)."""
+    global LOADS
+    loader = _build(cfg.model, attn_implementation="eager")  # attention probabilities for the atlas pass only
+    benchmark = _build(cfg.benchmark)
+    questions = benchmark.load()
+    clips = None
+    if any(q.video is not None for q in questions):  # a video benchmark: clips decoded through the frame cache
+        from outro_sweep.media.cache import FrameCache
+        from outro_sweep.predict.data import ClipSource
+
+        clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"))
+    num_layers = loader.num_layers()
+    loaded = loader.load()
+    LOADS += 1
+    settings = cfg.atlas
+    analyses = [MassiveActivations(), SinkDimensions(settings.tau, settings.dim_share),
+                FirstTokenAttention(settings.eps), RuleSinks(rules, loaded.sink_dims)]
+    started = time.monotonic()
+    for index, question in enumerate(questions):
+        text = loader.render(loaded.processor, question.prompt)
+        clip = clips.item(index, question).clip if clips is not None and question.video is not None else None
+        inputs = loader.inputs(loaded.processor, [text], [clip] if clip is not None else [None])
+        sample = capture(loaded, inputs, num_layers)
+        for analysis in analyses:
+            analysis.add(sample)
+    log.info("atlas: %d prompts in %.1f s", len(questions), time.monotonic() - started)
+    results = {analysis.name: analysis.result() for analysis in analyses}
+    results["prompts"] = len(questions)
+    results["layers"] = num_layers
+    return results
+
+
+def run_atlas(cfg: DictConfig) -> AtlasResult:
+    """The atlas of ``cfg`` (conf/atlas.yaml): from the cache when its identity has one."""
+    from outro_sweep.sweep.cli import CONF_DIR
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_settings(cfg.atlas)  # the atlas settings' one-line checks, before anything loads
+    rules = rule_configs(CONF_DIR)
+    identity = store.atlas_identity(config, rules)
+    directory = store.atlas_dir(cfg.paths.output_dir, cfg.model.name, identity)
+    cached = store.load(directory)
+    if cached is not None:
+        return AtlasResult(directory, cached, cached=True)
+    rule = rule_name(cfg.sink)
+    results = compute(cfg, rules)
+    results["suggestion"] = suggest(results, rule, cfg.model.name, cfg.atlas.min_rate, cfg.atlas.suggest_layers,
+                                    cfg.atlas.suggest_step)
+    results["identity"] = identity
+    results["model"] = cfg.model.name
+    from outro_sweep.atlas.figures import draw_all
+    from outro_sweep.atlas.tracking import log_atlas
+
+    directory.mkdir(parents=True, exist_ok=True)
+    results["figures"] = [path.name for path in draw_all(results, directory)]
+    (directory / SUGGESTION_FILE).write_text(results["suggestion"]["line"] + "\n" + results["suggestion"]["command"] + "\n")
+    log_atlas(cfg, config, results, directory)
+    store.save(directory, results)  # last: a folder with atlas.json holds a whole atlas
+    return AtlasResult(directory, results, cached=False)
