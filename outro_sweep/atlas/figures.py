@@ -105,7 +105,7 @@ def rules(atlas: dict, path: Path) -> Path:
         top.plot(range(layers), rule["rate"], marker="o", label=name)
     top.set_ylabel("share of prompts with a sink", fontsize=11)
     top.set_ylim(-0.02, 1.02)
-    top.legend(fontsize=9)
+    top.legend(fontsize=9, loc="center right")
     top.grid(alpha=0.3)
     skipped = "; ".join(f"{name} not run" for name in result["skipped"])
     top.set_title(_title(atlas, "Sinks per rule (conf/sink)" + (f" — {skipped}" if skipped else "")), fontsize=11)

@@ -47,7 +47,7 @@ class MassiveActivations:
         top = [torch.tensor(per_prompt).mean(dim=0).tolist() for per_prompt in self.top]
         median = [sum(values) / len(values) for values in self.median]
         carriers = [
-            [{"token": pos, "dim": dim, "text": texts[(pos, dim)], "share": count / self.prompts}
+            [{"position": pos, "dim": dim, "text": texts[(pos, dim)], "share": count / self.prompts}
              for (pos, dim), count in counter.most_common(TOP)]
             for counter, texts in zip(self.carriers, self.texts)
         ]

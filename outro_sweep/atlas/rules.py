@@ -86,7 +86,7 @@ class RuleSinks:
             rules[name] = {
                 "rate": rate,
                 "count": [count / prompts for count in self.counts[name]],
-                "positions": [[{"token": pos, "share": n / prompts} for pos, n in counter.most_common(TOP_POSITIONS)]
+                "positions": [[{"position": pos, "share": n / prompts} for pos, n in counter.most_common(TOP_POSITIONS)]
                               for counter in self.positions[name]],
             }
         agreement = {f"{a}|{b}": [inter / union if union else None for inter, union in per_layer]
