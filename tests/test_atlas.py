@@ -101,7 +101,8 @@ def test_suggestion_starts_at_layer_12(atlas_run):
 @pytest.mark.slow
 def test_figures_and_wandb_run(atlas_run):
     atlas, directory = atlas_run["atlas"], atlas_run["directory"]
-    assert atlas["figures"] == ["massive.png", "sink_dims.png", "first_token_attention.png", "rules.png"]
+    assert atlas["figures"] == ["massive.png", "sink_dims.png", "first_token_attention.png", "rules.png",
+                               "value_share.png"]
     for name in atlas["figures"]:
         data = (directory / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
@@ -162,3 +163,17 @@ def test_bad_setting_is_one_line_before_the_model_loads(tmp_path, override, key)
     message = str(error.value)
     assert key in message and "valid" in message and "\n" not in message
     assert run.LOADS == loads
+
+
+@pytest.mark.slow
+def test_sink_value_acts_as_a_shared_bias(atlas_run):
+    """OutRo's finding (ii) on SmolLM2, measured: where massive-activation sinks exist (layers
+    12-28), non-sink head outputs point along the sink value (mean cosine 0.14-0.79, > 0.1 at
+    every layer) and the sink value is a large part of them (share 0.33-0.79, > 0.25)."""
+    value_share = atlas_run["atlas"]["value_share"]
+    assert value_share["rule"] == "massive_activation" and value_share["measured"]
+    for layer in range(MASSIVE_FROM, LAST_SCANNED + 2):
+        assert value_share["prompts"][layer] == LIMIT
+        assert value_share["cosine"][layer] > 0.1 and value_share["share"][layer] > 0.25, layer
+    assert value_share["cosine"][11] is None  # no sink at layer 11: no number
+    assert sum(value_share["cosine"][MASSIVE_FROM:29]) / 17 > 0.35

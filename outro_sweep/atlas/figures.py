@@ -5,7 +5,9 @@ Every title names the model, the prompts and the identity.
 - ``sink_dims.png``: the share of prompts in which each found dimension is a sink dim, per layer;
 - ``first_token_attention.png``: first-token attention mass per head (heat map) and Gu et
   al.'s sink rate per layer;
-- ``rules.png``: each rule's sink rate per layer, and the rules' agreement (Jaccard) per layer.
+- ``rules.png``: each rule's sink rate per layer, and the rules' agreement (Jaccard) per layer;
+- ``value_share.png``: OutRo's (ii), the mean cosine of non-sink head outputs to the sink value
+  and the sink value's share of the head output, per layer.
 """
 
 from __future__ import annotations
@@ -120,8 +122,31 @@ def rules(atlas: dict, path: Path) -> Path:
     return path
 
 
+def value_share(atlas: dict, path: Path) -> Path:
+    result = atlas["value_share"]
+    layers = len(atlas["massive"]["median"])
+    figure = _figure(9, 5.5)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    if result["measured"]:
+        values = {key: [np.nan if v is None else v for v in result[key]] for key in ("cosine", "share")}
+        top.plot(range(layers), values["cosine"], marker="o")
+        bottom.plot(range(layers), values["share"], marker="o", color="tab:orange")
+    else:
+        top.text(0.5, 0.5, "not measured: the decoder's attention modules were not found", ha="center",
+                 va="center", transform=top.transAxes)
+    top.set_ylabel("cos(head output,\nsink value)", fontsize=11)
+    top.grid(alpha=0.3)
+    bottom.set_ylabel("|sink value| share\nof head output", fontsize=11)
+    _layers_axis(bottom, layers)
+    top.set_title(_title(atlas, f"OutRo (ii): non-sink head outputs vs the sink value (sinks: {result['rule']}; "
+                                "gaps: no sink)"), fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
 DRAWERS = {"massive.png": massive, "sink_dims.png": sink_dims, "first_token_attention.png": first_token_attention,
-           "rules.png": rules}
+           "rules.png": rules, "value_share.png": value_share}
 
 
 def draw_all(atlas: dict, directory: Path) -> list[Path]:

@@ -19,6 +19,7 @@ from outro_sweep.atlas.massive import MassiveActivations
 from outro_sweep.atlas.settings import AtlasSettings
 from outro_sweep.atlas.rules import RuleSinks, rule_configs
 from outro_sweep.atlas.suggest import suggest
+from outro_sweep.atlas.value_share import ValueShare
 from outro_sweep.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -54,15 +55,12 @@ def check_settings(node) -> AtlasSettings:
     return _build(node)
 
 
-def rule_name(sink: dict) -> str:
-    """The configured rule's name (``sink=<name>``), from its class."""
-    return _build(sink).name
-
-
 def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     """Every analysis over the benchmark's questions (a dict of JSON-ready results)."""
     global LOADS
     loader = _build(cfg.model, attn_implementation="eager")  # attention probabilities for the atlas pass only
+    rule = _build(cfg.sink)  # the configured rule (sink=...): OutRo's (ii) and the suggestion read its sinks
+    rule.configure(loader.sink_dims)
     benchmark = _build(cfg.benchmark)
     questions = benchmark.load()
     clips = None
@@ -76,7 +74,7 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     LOADS += 1
     settings = cfg.atlas
     analyses = [MassiveActivations(), SinkDimensions(settings.tau, settings.dim_share),
-                FirstTokenAttention(settings.eps), RuleSinks(rules, loaded.sink_dims)]
+                FirstTokenAttention(settings.eps), RuleSinks(rules, loaded.sink_dims), ValueShare(rule)]
     started = time.monotonic()
     for index, question in enumerate(questions):
         text = loader.render(loaded.processor, question.prompt)
@@ -104,9 +102,8 @@ def run_atlas(cfg: DictConfig) -> AtlasResult:
     cached = store.load(directory)
     if cached is not None:
         return AtlasResult(directory, cached, cached=True)
-    rule = rule_name(cfg.sink)
     results = compute(cfg, rules)
-    results["suggestion"] = suggest(results, rule, cfg.model.name, cfg.atlas.min_rate, cfg.atlas.suggest_layers,
+    results["suggestion"] = suggest(results, results["value_share"]["rule"], cfg.model.name, cfg.atlas.min_rate, cfg.atlas.suggest_layers,
                                     cfg.atlas.suggest_step)
     results["identity"] = identity
     results["model"] = cfg.model.name

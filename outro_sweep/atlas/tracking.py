@@ -18,6 +18,9 @@ def per_layer_rows(atlas: dict) -> list[dict]:
                "attention/first_token_mass": atlas["attention"]["mass"][layer],
                "attention/sink_rate": atlas["attention"]["sink_rate"][layer],
                "dims/count": len(atlas["dims"]["layer_dims"][layer])}
+        for key in ("cosine", "share"):
+            if atlas["value_share"]["measured"] and atlas["value_share"][key][layer] is not None:
+                row[f"value_share/{key}"] = atlas["value_share"][key][layer]
         for name, rule in atlas["rules"]["rules"].items():
             row[f"rules/{name}/rate"] = rule["rate"][layer]
         rows.append(row)
