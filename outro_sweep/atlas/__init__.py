@@ -4,6 +4,7 @@ over the real tokens of a benchmark's real prompts, before any sweep spends comp
 One forward per prompt (``capture``), eager attention; each analysis is one module whose
 ``add(sample)`` reads the captured tensors and whose ``result()`` is JSON-ready: ``massive``
 (Sun et al.), ``dims`` (Kang et al.), ``attention`` (Gu et al.), ``rules`` (every rule of
-conf/sink), ``value_share`` (OutRo's finding (ii)). ``store`` caches the whole atlas by
+conf/sink), ``value_share`` (OutRo's finding (ii)), ``modality`` (text / visual / audio tokens of
+video and omni models). ``store`` caches the whole atlas by
 identity, ``suggest`` turns it into a sweep, ``figures`` draws it, ``tracking`` logs it to W&B.
 """

@@ -7,7 +7,9 @@ Every title names the model, the prompts and the identity.
   al.'s sink rate per layer;
 - ``rules.png``: each rule's sink rate per layer, and the rules' agreement (Jaccard) per layer;
 - ``value_share.png``: OutRo's (ii), the mean cosine of non-sink head outputs to the sink value
-  and the sink value's share of the head output, per layer.
+  and the sink value's share of the head output, per layer;
+- ``modality.png`` (video and omni models): the max |h| of text, visual and audio tokens and
+  the configured rule's sinks among them, with the L-sinks, per layer.
 """
 
 from __future__ import annotations
@@ -145,9 +147,40 @@ def value_share(atlas: dict, path: Path) -> Path:
     return path
 
 
+def modality(atlas: dict, path: Path) -> Path | None:
+    """Video and omni models only: per modality, the max |h| and the rule's sinks per layer."""
+    result = atlas["modality"]
+    if not result["measured"]:
+        return None
+    layers = len(atlas["massive"]["median"])
+    figure = _figure(9, 6.5)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    present = [m for m, count in result["tokens"].items() if count > 0]
+    for name in present:
+        top.plot(range(layers), [np.nan if v is None else v for v in result["top"][name]], marker="o", label=name)
+        bottom.plot(range(layers), result["sinks"][name], marker="o", label=f"{name} sinks")
+    bottom.plot(range(layers), result["lsinks"], marker="x", linestyle="--", color="black",
+                label="L-sinks (visual, not V-sinks)")
+    top.set_yscale("log")
+    top.set_ylabel("max |h| (mean over prompts)", fontsize=11)
+    top.legend(fontsize=9)
+    top.grid(alpha=0.3)
+    bottom.set_ylabel(f"sinks per prompt ({result['rule']})", fontsize=11)
+    bottom.legend(fontsize=9)
+    _layers_axis(bottom, layers)
+    tokens = ", ".join(f"{m} {result['tokens'][m]:.0f}" for m in present)
+    top.set_title(_title(atlas, f"By modality (tokens per prompt: {tokens}; V-sinks per prompt "
+                                f"{result['vsinks']:.1f})"), fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
 DRAWERS = {"massive.png": massive, "sink_dims.png": sink_dims, "first_token_attention.png": first_token_attention,
-           "rules.png": rules, "value_share.png": value_share}
+           "rules.png": rules, "value_share.png": value_share, "modality.png": modality}
 
 
 def draw_all(atlas: dict, directory: Path) -> list[Path]:
-    return [draw(atlas, directory / name) for name, draw in DRAWERS.items()]
+    """Every figure that applies (``modality.png`` for video and omni models only)."""
+    drawn = [draw(atlas, directory / name) for name, draw in DRAWERS.items()]
+    return [path for path in drawn if path is not None]

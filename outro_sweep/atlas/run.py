@@ -16,6 +16,7 @@ from outro_sweep.atlas.attention import FirstTokenAttention
 from outro_sweep.atlas.capture import capture
 from outro_sweep.atlas.dims import SinkDimensions
 from outro_sweep.atlas.massive import MassiveActivations
+from outro_sweep.atlas.modality import ByModality, annotate, probe_for
 from outro_sweep.atlas.settings import AtlasSettings
 from outro_sweep.atlas.rules import RuleSinks, rule_configs
 from outro_sweep.atlas.suggest import suggest
@@ -74,13 +75,20 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     LOADS += 1
     settings = cfg.atlas
     analyses = [MassiveActivations(), SinkDimensions(settings.tau, settings.dim_share),
-                FirstTokenAttention(settings.eps), RuleSinks(rules, loaded.sink_dims), ValueShare(rule)]
+                FirstTokenAttention(settings.eps), RuleSinks(rules, loaded.sink_dims), ValueShare(rule),
+                ByModality(rule)]
+    probe = probe_for(loaded)  # video models: visual positions and V-sinks of every prompt
     started = time.monotonic()
     for index, question in enumerate(questions):
         text = loader.render(loaded.processor, question.prompt)
         clip = clips.item(index, question).clip if clips is not None and question.video is not None else None
         inputs = loader.inputs(loaded.processor, [text], [clip] if clip is not None else [None])
-        sample = capture(loaded, inputs, num_layers)
+        if probe is None:
+            sample = capture(loaded, inputs, num_layers)
+        else:
+            with probe:
+                sample = capture(loaded, inputs, num_layers)
+            annotate(sample, probe, inputs, loaded.model.config)
         for analysis in analyses:
             analysis.add(sample)
     log.info("atlas: %d prompts in %.1f s", len(questions), time.monotonic() - started)

@@ -21,6 +21,10 @@ def per_layer_rows(atlas: dict) -> list[dict]:
         for key in ("cosine", "share"):
             if atlas["value_share"]["measured"] and atlas["value_share"][key][layer] is not None:
                 row[f"value_share/{key}"] = atlas["value_share"][key][layer]
+        if atlas["modality"]["measured"]:
+            for name, values in atlas["modality"]["sinks"].items():
+                row[f"modality/{name}_sinks"] = values[layer]
+            row["modality/lsinks"] = atlas["modality"]["lsinks"][layer]
         for name, rule in atlas["rules"]["rules"].items():
             row[f"rules/{name}/rate"] = rule["rate"][layer]
         rows.append(row)
