@@ -23,19 +23,33 @@ def samples(tiny_model_dir):
     with torch.no_grad():
         loaded.model.model.layers[0].self_attn.q_proj.weight.zero_()  # uniform causal attention at layer 0
     layers = loader.num_layers()
-    return [capture(loaded, loader.inputs(loaded.processor, [text], [None]), layers) for text in PROMPTS]
+    prompts = []  # per prompt, its layers' (H, n, n) probabilities
+    for text in PROMPTS:
+        views = []
+        capture(loaded, loader.inputs(loaded.processor, [text], [None]), layers, views.append)
+        assert [view.layer for view in views] == list(range(layers))
+        prompts.append(views)
+    return prompts
+
+
+def analysed(samples) -> dict:
+    analysis = FirstTokenAttention(len(samples[0]), EPS)
+    for views in samples:
+        for view in views:
+            analysis.add(view)
+    return analysis.result()
 
 
 def reference(samples, eps: float) -> tuple[list[list[float]], list[float]]:
     """Per layer: per-head mass (mean over prompts), and the sink rate (mean over prompts of the
     share of heads whose mass exceeds eps), with plain loops."""
-    layers, heads = len(samples[0].probs), samples[0].probs[0].shape[0]
+    layers, heads = len(samples[0]), samples[0][0].probs.shape[0]
     mass, rate = [], []
     for layer in range(layers):
         per_head = [0.0] * heads
         share_sum = 0.0
-        for sample in samples:
-            probs = sample.probs[layer]
+        for views in samples:
+            probs = views[layer].probs
             n = probs.shape[1]
             sinks = 0
             for head in range(heads):
@@ -52,15 +66,14 @@ def reference(samples, eps: float) -> tuple[list[list[float]], list[float]]:
 
 
 def test_known_pattern_at_layer_0(samples):
-    for sample in samples:
-        n = sample.probs[0].shape[1]
+    for views in samples:
+        probs = views[0].probs
+        n = probs.shape[1]
         expected = torch.tensor([1.0 / (t + 1) for t in range(n)])
-        assert torch.allclose(sample.probs[0][:, :, 0], expected.expand(sample.probs[0].shape[0], n), atol=1e-6)
-    analysis = FirstTokenAttention(EPS)
-    for sample in samples:
-        analysis.add(sample)
-    result = analysis.result()
-    harmonic = [sum(1.0 / (t + 1) for t in range(s.probs[0].shape[1])) / s.probs[0].shape[1] for s in samples]
+        assert torch.allclose(probs[:, :, 0], expected.expand(probs.shape[0], n), atol=1e-6)
+    result = analysed(samples)
+    lengths = [views[0].probs.shape[1] for views in samples]
+    harmonic = [sum(1.0 / (t + 1) for t in range(n)) / n for n in lengths]
     assert result["mass_per_head"][0] == pytest.approx([sum(harmonic) / len(samples)] * 4, abs=1e-6)
     # (1/n) H_n: above 0.3 for a short prompt (n <= 7 tokens), below for a longer one.
     expected_rate = sum(h > EPS for h in harmonic) / len(samples)
@@ -69,10 +82,7 @@ def test_known_pattern_at_layer_0(samples):
 
 
 def test_matches_plain_loop_reference(samples):
-    analysis = FirstTokenAttention(EPS)
-    for sample in samples:
-        analysis.add(sample)
-    result = analysis.result()
+    result = analysed(samples)
     mass, rate = reference(samples, EPS)
     for layer in range(len(mass)):
         assert result["mass_per_head"][layer] == pytest.approx(mass[layer], abs=1e-6)

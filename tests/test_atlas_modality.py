@@ -86,4 +86,4 @@ def test_text_model_has_no_modality_numbers():
     from outro_sweep.atlas.modality import ByModality
     from outro_sweep.interventions.sinks.first_k import FirstK
 
-    assert ByModality(FirstK()).result() == {"measured": False}
+    assert ByModality(2, FirstK()).result() == {"measured": False}

@@ -20,11 +20,13 @@ PROMPT = "The capital of France is Paris, and the capital of Italy is Rome."
 def sample(tiny_model_dir):
     loader = HFCausalLM(path=str(tiny_model_dir), name="tiny", attn_implementation="eager", use_chat_template=False)
     loaded = loader.load()
-    return capture(loaded, loader.inputs(loaded.processor, [PROMPT], [None]), loader.num_layers())
+    views = []
+    capture(loaded, loader.inputs(loaded.processor, [PROMPT], [None]), loader.num_layers(), views.append)
+    return views
 
 
 def test_head_outputs_are_weighted_values(sample):
-    for probs, out, values in zip(sample.probs, sample.head_out, sample.values):
+    for probs, out, values in ((v.probs, v.head_out, v.values) for v in sample):
         per_head = values.repeat_interleave(out.shape[1] // values.shape[1], dim=1)  # (n, H, d)
         expected = torch.einsum("hts,shd->thd", probs, per_head)
         assert torch.allclose(out, expected, atol=1e-5)
@@ -50,16 +52,17 @@ def reference(sinks: list[int], probs, out, values) -> tuple[float, float]:
 
 @pytest.mark.parametrize("planted", [[0], [0, 3], [2, 5, 7]])
 def test_matches_plain_loop_reference(sample, planted):
-    n = sample.probs[0].shape[1]
+    n = sample[0].probs.shape[1]
     sinks = torch.zeros(n, dtype=torch.bool)
     sinks[planted] = True
-    for layer in (0, 3):
-        found = layer_share(sinks, sample.probs[layer], sample.head_out[layer], sample.values[layer])
-        expected = reference(planted, sample.probs[layer], sample.head_out[layer], sample.values[layer])
+    for view in (sample[0], sample[3]):
+        found = layer_share(sinks, view.probs, view.head_out, view.values)
+        expected = reference(planted, view.probs, view.head_out, view.values)
         assert found == pytest.approx(expected, abs=1e-5)
 
 
 def test_no_sink_no_number(sample):
-    n = sample.probs[0].shape[1]
-    assert layer_share(torch.zeros(n, dtype=torch.bool), sample.probs[0], sample.head_out[0], sample.values[0]) is None
-    assert layer_share(torch.ones(n, dtype=torch.bool), sample.probs[0], sample.head_out[0], sample.values[0]) is None
+    view = sample[0]
+    n = view.probs.shape[1]
+    assert layer_share(torch.zeros(n, dtype=torch.bool), view.probs, view.head_out, view.values) is None
+    assert layer_share(torch.ones(n, dtype=torch.bool), view.probs, view.head_out, view.values) is None

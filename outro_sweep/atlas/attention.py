@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from outro_sweep.atlas.capture import Sample
+from outro_sweep.atlas.capture import LayerView
 
 
 def first_token_mass(probs: torch.Tensor) -> torch.Tensor:
@@ -22,15 +22,12 @@ def first_token_mass(probs: torch.Tensor) -> torch.Tensor:
 class FirstTokenAttention:
     name = "attention"
 
-    def __init__(self, eps: float) -> None:
+    def __init__(self, layers: int, eps: float) -> None:
         self.eps = eps
-        self.mass: list[list[torch.Tensor]] = []  # [layer][prompt] -> (H,)
+        self.mass: list[list[torch.Tensor]] = [[] for _ in range(layers)]  # [layer][prompt] -> (H,)
 
-    def add(self, sample: Sample) -> None:
-        if not self.mass:
-            self.mass = [[] for _ in sample.probs]
-        for layer, probs in enumerate(sample.probs):
-            self.mass[layer].append(first_token_mass(probs))
+    def add(self, view: LayerView) -> None:
+        self.mass[view.layer].append(first_token_mass(view.probs))
 
     def result(self) -> dict:
         per_head = [torch.stack(prompts).mean(dim=0).tolist() for prompts in self.mass]  # [layer][head]

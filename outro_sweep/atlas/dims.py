@@ -14,7 +14,7 @@ from collections import Counter
 
 import torch
 
-from outro_sweep.atlas.capture import Sample
+from outro_sweep.atlas.capture import LayerView
 
 
 def sink_dimensions(hidden: torch.Tensor, tau: float, share: float) -> list[int]:
@@ -29,17 +29,14 @@ def sink_dimensions(hidden: torch.Tensor, tau: float, share: float) -> list[int]
 class SinkDimensions:
     name = "dims"
 
-    def __init__(self, tau: float, share: float) -> None:
+    def __init__(self, layers: int, tau: float, share: float) -> None:
         self.tau, self.share = tau, share
-        self.found: list[Counter] = []  # [layer] dim -> prompts where it is a sink dim
+        self.found = [Counter() for _ in range(layers)]  # [layer] dim -> prompts where it is a sink dim
         self.prompts = 0
 
-    def add(self, sample: Sample) -> None:
-        if not self.found:
-            self.found = [Counter() for _ in sample.hidden]
-        self.prompts += 1
-        for layer, hidden in enumerate(sample.hidden):
-            self.found[layer].update(sink_dimensions(hidden, self.tau, self.share))
+    def add(self, view: LayerView) -> None:
+        self.prompts += view.layer == 0
+        self.found[view.layer].update(sink_dimensions(view.hidden, self.tau, self.share))
 
     def result(self) -> dict:
         per_layer = [{str(dim): count / self.prompts for dim, count in sorted(counter.items())}

@@ -129,13 +129,9 @@ def value_share(atlas: dict, path: Path) -> Path:
     layers = len(atlas["massive"]["median"])
     figure = _figure(9, 5.5)
     top, bottom = figure.subplots(2, 1, sharex=True)
-    if result["measured"]:
-        values = {key: [np.nan if v is None else v for v in result[key]] for key in ("cosine", "share")}
-        top.plot(range(layers), values["cosine"], marker="o")
-        bottom.plot(range(layers), values["share"], marker="o", color="tab:orange")
-    else:
-        top.text(0.5, 0.5, "not measured: the decoder's attention modules were not found", ha="center",
-                 va="center", transform=top.transAxes)
+    values = {key: [np.nan if v is None else v for v in result[key]] for key in ("cosine", "share")}
+    top.plot(range(layers), values["cosine"], marker="o")
+    bottom.plot(range(layers), values["share"], marker="o", color="tab:orange")
     top.set_ylabel("cos(head output,\nsink value)", fontsize=11)
     top.grid(alpha=0.3)
     bottom.set_ylabel("|sink value| share\nof head output", fontsize=11)

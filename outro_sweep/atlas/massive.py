@@ -11,7 +11,7 @@ from collections import Counter
 
 import torch
 
-from outro_sweep.atlas.capture import Sample
+from outro_sweep.atlas.capture import LayerView
 
 TOP = 3
 
@@ -19,29 +19,24 @@ TOP = 3
 class MassiveActivations:
     name = "massive"
 
-    def __init__(self) -> None:
-        self.top: list[list[list[float]]] = []  # [layer][prompt] -> top-3 |h|
-        self.median: list[list[float]] = []  # [layer][prompt]
-        self.carriers: list[Counter] = []  # [layer] Counter of (position, dim) among each prompt's top-3
-        self.texts: list[dict] = []  # [layer] (position, dim) -> the token string at the first prompt seen
+    def __init__(self, layers: int) -> None:
+        self.top: list[list[list[float]]] = [[] for _ in range(layers)]  # [layer][prompt] -> top-3 |h|
+        self.median: list[list[float]] = [[] for _ in range(layers)]  # [layer][prompt]
+        self.carriers = [Counter() for _ in range(layers)]  # [layer] (position, dim) among each prompt's top-3
+        self.texts: list[dict] = [{} for _ in range(layers)]  # [layer] (position, dim) -> token string, first seen
         self.prompts = 0
 
-    def add(self, sample: Sample) -> None:
-        if not self.top:
-            layers = len(sample.hidden)
-            self.top, self.median = [[] for _ in range(layers)], [[] for _ in range(layers)]
-            self.carriers, self.texts = [Counter() for _ in range(layers)], [{} for _ in range(layers)]
-        self.prompts += 1
-        for layer, hidden in enumerate(sample.hidden):
-            magnitude = hidden.abs()  # (n, D)
-            width = magnitude.shape[1]
-            values, flat = magnitude.flatten().topk(min(TOP, magnitude.numel()))
-            self.top[layer].append(values.tolist())
-            self.median[layer].append(float(magnitude.median()))
-            for index in flat.tolist():
-                key = (index // width, index % width)
-                self.carriers[layer][key] += 1
-                self.texts[layer].setdefault(key, sample.tokens[key[0]] if sample.tokens else "")
+    def add(self, view: LayerView) -> None:
+        self.prompts += view.layer == 0
+        magnitude = view.hidden.abs()  # (n, D)
+        width = magnitude.shape[1]
+        values, flat = magnitude.flatten().topk(min(TOP, magnitude.numel()))
+        self.top[view.layer].append(values.tolist())
+        self.median[view.layer].append(float(magnitude.median()))
+        for index in flat.tolist():
+            key = (index // width, index % width)
+            self.carriers[view.layer][key] += 1
+            self.texts[view.layer].setdefault(key, view.tokens[key[0]] if view.tokens else "")
 
     def result(self) -> dict:
         top = [torch.tensor(per_prompt).mean(dim=0).tolist() for per_prompt in self.top]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from outro_sweep.atlas.capture import Sample
+from outro_sweep.atlas.capture import LayerView
 from outro_sweep.atlas.rules import sinks_at
 
 MODALITIES = ("text", "visual", "audio")
@@ -32,8 +32,9 @@ def probe_for(loaded):
     return VisionSinkProbe(loaded)
 
 
-def annotate(sample: Sample, probe, inputs: dict, config) -> None:
-    """Fill ``sample.modality`` and ``sample.vsinks`` from the probe of this prompt's forward."""
+def describe(probe, inputs: dict, config) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(modality masks, V-sinks), each (n,) bool, from the probe during this prompt's forward
+    (once the vision tower has run)."""
     n = inputs["input_ids"].shape[1]
     visual = torch.zeros(n, dtype=torch.bool)
     visual[probe.visual_positions()[0].cpu()] = True
@@ -44,47 +45,41 @@ def annotate(sample: Sample, probe, inputs: dict, config) -> None:
     audio_id = next((getattr(config, key) for key in AUDIO_TOKEN_KEYS if getattr(config, key, None) is not None), None)
     if audio_id is not None:
         audio = inputs["input_ids"][0].cpu() == audio_id
-    sample.modality = {"text": ~(visual | audio), "visual": visual, "audio": audio}
-    sample.vsinks = vsinks
+    return {"text": ~(visual | audio), "visual": visual, "audio": audio}, vsinks
 
 
 class ByModality:
     name = "modality"
 
-    def __init__(self, rule) -> None:
+    def __init__(self, layers: int, rule) -> None:
         self.rule = rule
-        self.top = {m: [] for m in MODALITIES}  # m -> [layer] list of per-prompt max |h|
-        self.carrier = {m: [] for m in MODALITIES}  # m -> [layer] prompts whose top-1 is an m token
-        self.sinks = {m: [] for m in MODALITIES}  # m -> [layer] summed counts
-        self.lsinks: list[int] = []
+        self.top = {m: [[] for _ in range(layers)] for m in MODALITIES}  # m -> [layer] per-prompt max |h|
+        self.carrier = {m: [0] * layers for m in MODALITIES}  # m -> [layer] prompts whose top-1 is an m token
+        self.sinks = {m: [0] * layers for m in MODALITIES}  # m -> [layer] summed counts
+        self.lsinks = [0] * layers
         self.vsinks = 0
         self.tokens = {m: 0 for m in MODALITIES}
         self.prompts = 0
 
-    def add(self, sample: Sample) -> None:
-        if not sample.modality:
+    def add(self, view: LayerView) -> None:
+        if not view.modality:
             return
-        layers = len(sample.hidden)
-        if not self.lsinks:
+        layer = view.layer
+        if layer == 0:
+            self.prompts += 1
+            self.vsinks += int(view.vsinks.sum())
             for m in MODALITIES:
-                self.top[m] = [[] for _ in range(layers)]
-                self.carrier[m], self.sinks[m] = [0] * layers, [0] * layers
-            self.lsinks = [0] * layers
-        self.prompts += 1
-        self.vsinks += int(sample.vsinks.sum())
+                self.tokens[m] += int(view.modality[m].sum())
+        magnitude = view.hidden.abs().amax(dim=-1)  # (n,) max |h| per token
+        top_token = int(magnitude.argmax())
+        flagged = sinks_at(self.rule, view).cpu()
         for m in MODALITIES:
-            self.tokens[m] += int(sample.modality[m].sum())
-        for layer, hidden in enumerate(sample.hidden):
-            magnitude = hidden.abs().amax(dim=-1)  # (n,) max |h| per token
-            top_token = int(magnitude.argmax())
-            flagged = sinks_at(self.rule, sample, layer).cpu()
-            for m in MODALITIES:
-                mask = sample.modality[m]
-                if mask.any():
-                    self.top[m][layer].append(float(magnitude[mask].max()))
-                self.carrier[m][layer] += int(bool(mask[top_token]))
-                self.sinks[m][layer] += int((flagged & mask).sum())
-            self.lsinks[layer] += int((flagged & sample.modality["visual"] & ~sample.vsinks).sum())
+            mask = view.modality[m]
+            if mask.any():
+                self.top[m][layer].append(float(magnitude[mask].max()))
+            self.carrier[m][layer] += int(bool(mask[top_token]))
+            self.sinks[m][layer] += int((flagged & mask).sum())
+        self.lsinks[layer] += int((flagged & view.modality["visual"] & ~view.vsinks).sum())
 
     def result(self) -> dict:
         if not self.prompts:

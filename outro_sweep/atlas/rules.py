@@ -21,7 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from outro_sweep.atlas.capture import Sample
+from outro_sweep.atlas.capture import LayerView
 from outro_sweep.errors import ConfigError
 
 TOP_POSITIONS = 5
@@ -32,17 +32,17 @@ def rule_configs(conf_dir: Path) -> dict[str, dict]:
     return {path.stem: OmegaConf.to_container(OmegaConf.load(path)) for path in sorted((conf_dir / "sink").glob("*.yaml"))}
 
 
-def sinks_at(rule, sample: Sample, layer: int) -> torch.Tensor:
-    """(n,) bool: the rule's sinks of the prompt at ``layer``."""
+def sinks_at(rule, view: LayerView) -> torch.Tensor:
+    """(n,) bool: the rule's sinks of the prompt at the view's layer."""
     if rule.needs_attention_probs:
-        return rule.from_attention(sample.probs[layer])
-    return rule.from_hidden(sample.hidden[layer])
+        return rule.from_attention(view.probs)
+    return rule.from_hidden(view.hidden)
 
 
 class RuleSinks:
     name = "rules"
 
-    def __init__(self, configs: dict[str, dict], sink_dims: list[int]) -> None:
+    def __init__(self, layers: int, configs: dict[str, dict], sink_dims: list[int]) -> None:
         self.rules, self.skipped = {}, {}
         for name, node in configs.items():
             try:
@@ -52,31 +52,24 @@ class RuleSinks:
                 self.skipped[name] = str(err)
                 continue
             self.rules[name] = rule
-        self.layers = 0
         self.prompts = 0
-        self.hits: dict[str, list[int]] = {}  # rule -> [layer] prompts with a sink
-        self.counts: dict[str, list[int]] = {}  # rule -> [layer] sinks summed over prompts
-        self.positions: dict[str, list[Counter]] = {}
-        self.overlap: dict[tuple[str, str], list[list[int]]] = {}  # pair -> [layer] [intersection, union]
+        self.hits = {name: [0] * layers for name in self.rules}  # rule -> [layer] prompts with a sink
+        self.counts = {name: [0] * layers for name in self.rules}  # rule -> [layer] sinks summed over prompts
+        self.positions = {name: [Counter() for _ in range(layers)] for name in self.rules}
+        # pair -> [layer] [intersection, union] summed over prompts
+        self.overlap = {pair: [[0, 0] for _ in range(layers)] for pair in combinations(self.rules, 2)}
 
-    def add(self, sample: Sample) -> None:
-        if not self.layers:
-            self.layers = len(sample.hidden)
-            for name in self.rules:
-                self.hits[name], self.counts[name] = [0] * self.layers, [0] * self.layers
-                self.positions[name] = [Counter() for _ in range(self.layers)]
-            for pair in combinations(self.rules, 2):
-                self.overlap[pair] = [[0, 0] for _ in range(self.layers)]
-        self.prompts += 1
-        for layer in range(self.layers):
-            found = {name: sinks_at(rule, sample, layer).cpu() for name, rule in self.rules.items()}
-            for name, sinks in found.items():
-                self.hits[name][layer] += int(bool(sinks.any()))
-                self.counts[name][layer] += int(sinks.sum())
-                self.positions[name][layer].update(sinks.nonzero().flatten().tolist())
-            for (a, b), per_layer in self.overlap.items():
-                per_layer[layer][0] += int((found[a] & found[b]).sum())
-                per_layer[layer][1] += int((found[a] | found[b]).sum())
+    def add(self, view: LayerView) -> None:
+        self.prompts += view.layer == 0
+        layer = view.layer
+        found = {name: sinks_at(rule, view).cpu() for name, rule in self.rules.items()}
+        for name, sinks in found.items():
+            self.hits[name][layer] += int(bool(sinks.any()))
+            self.counts[name][layer] += int(sinks.sum())
+            self.positions[name][layer].update(sinks.nonzero().flatten().tolist())
+        for (a, b), per_layer in self.overlap.items():
+            per_layer[layer][0] += int((found[a] & found[b]).sum())
+            per_layer[layer][1] += int((found[a] | found[b]).sum())
 
     def result(self) -> dict:
         prompts = max(self.prompts, 1)

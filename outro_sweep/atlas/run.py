@@ -16,7 +16,7 @@ from outro_sweep.atlas.attention import FirstTokenAttention
 from outro_sweep.atlas.capture import capture
 from outro_sweep.atlas.dims import SinkDimensions
 from outro_sweep.atlas.massive import MassiveActivations
-from outro_sweep.atlas.modality import ByModality, annotate, probe_for
+from outro_sweep.atlas.modality import ByModality, describe, probe_for
 from outro_sweep.atlas.settings import AtlasSettings
 from outro_sweep.atlas.rules import RuleSinks, rule_configs
 from outro_sweep.atlas.suggest import suggest
@@ -74,9 +74,14 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     loaded = loader.load()
     LOADS += 1
     settings = cfg.atlas
-    analyses = [MassiveActivations(), SinkDimensions(settings.tau, settings.dim_share),
-                FirstTokenAttention(settings.eps), RuleSinks(rules, loaded.sink_dims), ValueShare(rule),
-                ByModality(rule)]
+    analyses = [MassiveActivations(num_layers), SinkDimensions(num_layers, settings.tau, settings.dim_share),
+                FirstTokenAttention(num_layers, settings.eps), RuleSinks(num_layers, rules, loaded.sink_dims),
+                ValueShare(num_layers, rule), ByModality(num_layers, rule)]
+
+    def consume(view) -> None:
+        for analysis in analyses:
+            analysis.add(view)
+
     probe = probe_for(loaded)  # video models: visual positions and V-sinks of every prompt
     started = time.monotonic()
     for index, question in enumerate(questions):
@@ -84,13 +89,10 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
         clip = clips.item(index, question).clip if clips is not None and question.video is not None else None
         inputs = loader.inputs(loaded.processor, [text], [clip] if clip is not None else [None])
         if probe is None:
-            sample = capture(loaded, inputs, num_layers)
+            capture(loaded, inputs, num_layers, consume)
         else:
             with probe:
-                sample = capture(loaded, inputs, num_layers)
-            annotate(sample, probe, inputs, loaded.model.config)
-        for analysis in analyses:
-            analysis.add(sample)
+                capture(loaded, inputs, num_layers, consume, lambda: describe(probe, inputs, loaded.model.config))
     log.info("atlas: %d prompts in %.1f s", len(questions), time.monotonic() - started)
     results = {analysis.name: analysis.result() for analysis in analyses}
     results["prompts"] = len(questions)

@@ -19,7 +19,7 @@ def per_layer_rows(atlas: dict) -> list[dict]:
                "attention/sink_rate": atlas["attention"]["sink_rate"][layer],
                "dims/count": len(atlas["dims"]["layer_dims"][layer])}
         for key in ("cosine", "share"):
-            if atlas["value_share"]["measured"] and atlas["value_share"][key][layer] is not None:
+            if atlas["value_share"][key][layer] is not None:
                 row[f"value_share/{key}"] = atlas["value_share"][key][layer]
         if atlas["modality"]["measured"]:
             for name, values in atlas["modality"]["sinks"].items():

@@ -10,7 +10,7 @@ token s in the head's KV group g:
 
 ``share`` is the size of the sinks' weighted values relative to the whole output (1 = as
 large as the output). Per prompt, then the mean over the prompts that have a sink at l
-(``prompts`` of them); null where none has. Needs the captured values and head outputs.
+(``prompts`` of them); null where none has.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from outro_sweep.atlas.capture import Sample
+from outro_sweep.atlas.capture import LayerView
 from outro_sweep.atlas.rules import sinks_at
 
 
@@ -44,26 +44,21 @@ def layer_share(sinks: torch.Tensor, probs: torch.Tensor, head_out: torch.Tensor
 class ValueShare:
     name = "value_share"
 
-    def __init__(self, rule) -> None:
+    def __init__(self, layers: int, rule) -> None:
         self.rule = rule
-        self.sums: list[list[float]] = []  # [layer] -> [cosine sum, share sum, prompts]
+        self.sums = [[0.0, 0.0, 0] for _ in range(layers)]  # [layer] -> [cosine sum, share sum, prompts]
 
-    def add(self, sample: Sample) -> None:
-        if sample.head_out is None or sample.values is None:
-            return
-        if not self.sums:
-            self.sums = [[0.0, 0.0, 0] for _ in sample.probs]
-        for layer in range(len(sample.probs)):
-            found = layer_share(sinks_at(self.rule, sample, layer).cpu(), sample.probs[layer],
-                                sample.head_out[layer], sample.values[layer])
-            if found is not None:
-                self.sums[layer][0] += found[0]
-                self.sums[layer][1] += found[1]
-                self.sums[layer][2] += 1
+    def add(self, view: LayerView) -> None:
+        found = layer_share(sinks_at(self.rule, view).cpu(), view.probs, view.head_out, view.values)
+        if found is not None:
+            sums = self.sums[view.layer]
+            sums[0] += found[0]
+            sums[1] += found[1]
+            sums[2] += 1
 
     def result(self) -> dict:
         def mean(index: int) -> list[float | None]:
             return [s[index] / s[2] if s[2] else None for s in self.sums]
 
-        return {"rule": self.rule.name, "measured": bool(self.sums), "cosine": mean(0), "share": mean(1),
+        return {"rule": self.rule.name, "cosine": mean(0), "share": mean(1),
                 "prompts": [s[2] for s in self.sums]}
