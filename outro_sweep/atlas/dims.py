@@ -4,7 +4,10 @@ With x = h / RMS(h) per token (no gain), a dimension d is a sink dimension of a 
 layer if it is massive on a FEW tokens: 1 <= #{t : |x[t, d]| > tau} <= max(1, floor(share * n))
 (a dimension above tau on most tokens is an offset, not a sink). ``tau`` is ``atlas.tau``,
 ``share`` is ``atlas.dim_share``. A layer's dims are those found in at least half of the
-prompts; the model's dims are those found at the most layers (``dims``), for ``sink=sink_dims``.
+prompts; the model's dims (``dims``, for ``sink=sink_dims``) are those that are a layer's dims
+at ``MIN_LAYERS`` layers or more, the most layers first: a massive activation persists across
+layers once it appears (Sun et al.), while a dimension that crosses tau at one layer only is
+noise of that layer.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections import Counter
 import torch
 
 from outro_sweep.atlas.capture import LayerView
+
+MIN_LAYERS = 2
 
 
 def sink_dimensions(hidden: torch.Tensor, tau: float, share: float) -> list[int]:
@@ -44,6 +49,7 @@ class SinkDimensions:
         layer_dims = [sorted(dim for dim, count in counter.items() if count >= self.prompts / 2)
                       for counter in self.found]
         layers_of = Counter(dim for dims in layer_dims for dim in dims)
-        dims = [dim for dim, _ in sorted(layers_of.items(), key=lambda item: (-item[1], item[0]))]
+        dims = [dim for dim, count in sorted(layers_of.items(), key=lambda item: (-item[1], item[0]))
+                if count >= MIN_LAYERS]
         return {"tau": self.tau, "share": self.share, "per_layer": per_layer, "layer_dims": layer_dims,
-                "dims": dims, "layers_per_dim": {str(d): layers_of[d] for d in dims}}
+                "dims": dims, "layers_per_dim": {str(d): n for d, n in sorted(layers_of.items())}}
