@@ -45,6 +45,8 @@ def test_no_sinks_says_so_and_suggests_no_command():
     (["atlas.min_rate=0"], "atlas.min_rate"),
     (["model=nosuchmodel"], "nosuchmodel"),
     (["sink=sink_dims", "model.sink_dims=[]"], "sink.dims"),
+    (["+model.temperature=1"], "model.temperature"),
+    (["benchmark.limit=4", "benchmark.sample=4"], "benchmark."),
 ])
 def test_cli_refuses_in_one_line(tmp_path, args, expected):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}

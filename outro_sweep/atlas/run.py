@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.atlas import store
@@ -17,11 +16,11 @@ from outro_sweep.atlas.capture import capture
 from outro_sweep.atlas.dims import SinkDimensions
 from outro_sweep.atlas.massive import MassiveActivations
 from outro_sweep.atlas.modality import ByModality, describe, probe_for
-from outro_sweep.atlas.settings import AtlasSettings
 from outro_sweep.atlas.rules import RuleSinks, rule_configs
 from outro_sweep.atlas.suggest import suggest
 from outro_sweep.atlas.value_share import ValueShare
-from outro_sweep.errors import ConfigError
+from outro_sweep.cell.checks import build
+from outro_sweep.config.check import check_config
 
 log = logging.getLogger(__name__)
 LOADS = 0  # model loads by ``compute`` in this process: a cached atlas loads nothing
@@ -35,34 +34,13 @@ class AtlasResult:
     cached: bool
 
 
-def _build(node, **kwargs):
-    """``instantiate`` that lets our one-line ConfigError through unwrapped."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, ConfigError):
-            cause = cause.__cause__
-        raise cause if cause is not None else err
-
-
-def check_settings(node) -> AtlasSettings:
-    """The atlas node checked key by key (an unknown key included) and built."""
-    from outro_sweep.config.schema import check_node
-
-    check_node(node, AtlasSettings, "atlas")
-    return _build(node)
-
-
 def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     """Every analysis over the benchmark's questions (a dict of JSON-ready results)."""
     global LOADS
-    loader = _build(cfg.model, attn_implementation="eager")  # attention probabilities for the atlas pass only
-    rule = _build(cfg.sink)  # the configured rule (sink=...): OutRo's (ii) and the suggestion read its sinks
+    loader = build(cfg.model, attn_implementation="eager")  # attention probabilities for the atlas pass only
+    rule = build(cfg.sink)  # the configured rule (sink=...): OutRo's (ii) and the suggestion read its sinks
     rule.configure(loader.sink_dims)
-    benchmark = _build(cfg.benchmark)
+    benchmark = build(cfg.benchmark)
     questions = benchmark.load()
     clips = None
     if any(q.video is not None for q in questions):  # a video benchmark: clips decoded through the frame cache
@@ -105,7 +83,7 @@ def run_atlas(cfg: DictConfig) -> AtlasResult:
     from outro_sweep.sweep.cli import CONF_DIR
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    check_settings(cfg.atlas)  # the atlas settings' one-line checks, before anything loads
+    check_config(cfg)  # every group's keys (atlas.* included) against its class: one line, before anything loads
     rules = rule_configs(CONF_DIR)
     identity = store.atlas_identity(config, rules)
     directory = store.atlas_dir(cfg.paths.output_dir, cfg.model.name, identity)
