@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.atlas import store
@@ -37,6 +38,7 @@ class AtlasResult:
 def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     """Every analysis over the benchmark's questions (a dict of JSON-ready results)."""
     global LOADS
+    device = build(cfg.atlas).torch_device()
     loader = build(cfg.model, attn_implementation="eager")  # attention probabilities for the atlas pass only
     rule = build(cfg.sink)  # the configured rule (sink=...): OutRo's (ii) and the suggestion read its sinks
     rule.configure(loader.sink_dims)
@@ -50,6 +52,7 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
         clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"))
     num_layers = loader.num_layers()
     loaded = loader.load()
+    loaded.model.to(device)
     LOADS += 1
     settings = cfg.atlas
     analyses = [MassiveActivations(num_layers), SinkDimensions(num_layers, settings.tau, settings.dim_share),
@@ -66,6 +69,7 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
         text = loader.render(loaded.processor, question.prompt)
         clip = clips.item(index, question).clip if clips is not None and question.video is not None else None
         inputs = loader.inputs(loaded.processor, [text], [clip] if clip is not None else [None])
+        inputs = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
         if probe is None:
             capture(loaded, inputs, num_layers, consume)
         else:
