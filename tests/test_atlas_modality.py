@@ -43,10 +43,13 @@ def plant_in_first_visual_token(loaded) -> None:
 def atlas(shared_data, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("atlas_vlm")
     folder = tiny_vlms.save("qwen2_5_vl", tmp / "model")
-    data_dir, video_dir = tiny_vlms.nextqa_clips(shared_data, tmp, LIMIT)
+    data_dir, video_dir = tiny_vlms.nextqa_clips(shared_data, tmp, LIMIT + 1)
+    clips = sorted(video_dir.rglob("*.mp4"))
+    assert len(clips) == LIMIT + 1  # the first rows of NExT-QA val ask about different videos
+    clips[-1].write_bytes(b"not a video")  # one question whose clip cannot be decoded: left out, listed
     overrides = ["model=qwen2_5_vl_7b", f"model.path={folder}", "model.num_frames=4", "model.fps=null",
                  "model.min_pixels=784", "model.max_pixels=3136", "model.dtype=float32", "benchmark=nextqa_mc",
-                 f"benchmark.data_dir={data_dir}", f"benchmark.video_dir={video_dir}", f"benchmark.limit={LIMIT}",
+                 f"benchmark.data_dir={data_dir}", f"benchmark.video_dir={video_dir}", f"benchmark.limit={LIMIT + 1}",
                  f"paths.output_dir={tmp / 'out'}", f"paths.cache_dir={tmp / 'cache'}", "logger.mode=disabled"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("atlas", overrides=overrides)
@@ -66,7 +69,8 @@ def atlas(shared_data, tmp_path_factory):
 
 def test_planted_visual_activation_is_reported_as_visual(atlas):
     modality = atlas["modality"]
-    assert modality["measured"] and modality["prompts"] == LIMIT
+    assert modality["measured"] and modality["prompts"] == LIMIT == atlas["prompts"]
+    assert len(atlas["failed"]) == 1
     assert modality["tokens"]["visual"] > 0 and modality["tokens"]["text"] > 0 and modality["tokens"]["audio"] == 0
     layers = atlas["layers"]
     # Layer 0 (the embeddings) holds no spike; every later layer's top-1 |h| is the visual token.

@@ -65,9 +65,17 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
 
     probe = probe_for(loaded)  # video models: visual positions and V-sinks of every prompt
     started = time.monotonic()
+    failed: dict[str, str] = {}  # question id -> why its clip could not be used (left out of the atlas)
     for index, question in enumerate(questions):
         text = loader.render(loaded.processor, question.prompt)
-        clip = clips.item(index, question).clip if clips is not None and question.video is not None else None
+        clip = None
+        if clips is not None and question.video is not None:
+            item = clips.item(index, question)
+            if item.error is not None:
+                failed[question.id] = item.error
+                log.warning("atlas: question %s left out: %s", question.id, item.error)
+                continue
+            clip = item.clip
         inputs = loader.inputs(loaded.processor, [text], [clip] if clip is not None else [None])
         inputs = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in inputs.items()}
         if probe is None:
@@ -75,9 +83,14 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
         else:
             with probe:
                 capture(loaded, inputs, num_layers, consume, lambda: describe(probe, inputs, loaded.model.config))
-    log.info("atlas: %d prompts in %.1f s", len(questions), time.monotonic() - started)
+    analysed = len(questions) - len(failed)
+    if not analysed:
+        raise RuntimeError(f"the atlas has no prompt: every question's clip failed "
+                           f"({next(iter(failed.values()), 'the benchmark has no questions')})")
+    log.info("atlas: %d prompts in %.1f s", analysed, time.monotonic() - started)
     results = {analysis.name: analysis.result() for analysis in analyses}
-    results["prompts"] = len(questions)
+    results["prompts"] = analysed
+    results["failed"] = failed
     results["layers"] = num_layers
     return results
 
