@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
+from outro_sweep.atlas.rules import rule_configs
+from outro_sweep.atlas.store import atlas_identity
 from outro_sweep.errors import ConfigError
 from outro_sweep.sweep.cli import CONF_DIR
 from tests.wandb_offline import find_runs, read_run
@@ -95,7 +98,8 @@ def test_suggestion_starts_at_layer_12(atlas_run):
     assert suggestion["line"] in atlas_run["stdout"] and suggestion["command"] in atlas_run["stdout"]
     saved = (atlas_run["directory"] / "suggestion.txt").read_text().splitlines()
     assert saved == [suggestion["line"], suggestion["command"]]
-    assert suggestion["command"] == "python -m outro_sweep -m model=smollm2_135m sink=massive_activation outro.layer=12,14,16"
+    assert suggestion["command"] == ("python -m outro_sweep -m model=smollm2_135m sink=massive_activation "
+                                     "outro.layer=12,14,16")
 
 
 @pytest.mark.slow
@@ -129,7 +133,7 @@ def test_every_rule_and_their_agreement(atlas_run):
 
 
 @pytest.mark.slow
-def test_second_call_is_served_from_the_cache(atlas_run, monkeypatch):
+def test_second_call_is_served_from_the_cache(atlas_run):
     from outro_sweep.atlas import capture, run
 
     forwards, loads = capture.FORWARDS, run.LOADS
@@ -138,12 +142,8 @@ def test_second_call_is_served_from_the_cache(atlas_run, monkeypatch):
     assert (capture.FORWARDS, run.LOADS) == (forwards, loads)  # nothing loaded, no forward pass
     assert result.atlas == atlas_run["atlas"]
     # A setting that changes the numbers is another atlas.
-    other = composed(atlas_run["out"], "atlas.tau=15")
-    from outro_sweep.atlas.store import atlas_identity
-    from outro_sweep.atlas.rules import rule_configs
-    from omegaconf import OmegaConf
-
-    assert atlas_identity(OmegaConf.to_container(other, resolve=True), rule_configs(CONF_DIR)) != result.atlas["identity"]
+    other = OmegaConf.to_container(composed(atlas_run["out"], "atlas.tau=15"), resolve=True)
+    assert atlas_identity(other, rule_configs(CONF_DIR)) != result.atlas["identity"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ flags it, the vision tower does not)."""
 from __future__ import annotations
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
 from outro_sweep.atlas import run

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outro_sweep.report.plots import _figure
-
-DPI = 110
+from outro_sweep.report.plots import DPI, _figure  # the report's canvas and resolution
 
 
 def _title(atlas: dict, what: str) -> str:
@@ -89,7 +87,8 @@ def first_token_attention(atlas: dict, path: Path) -> Path:
     top.set_ylabel("head", fontsize=11)
     figure.colorbar(image, ax=top, label="mean attention to token 0")
     top.set_title(_title(atlas, "First-token attention mass per head; Gu et al.'s sink rate"), fontsize=11)
-    bottom.plot(range(len(mass)), result["sink_rate"], marker="o", label=f"sink rate (heads with mass > {result['eps']:g})")
+    bottom.plot(range(len(mass)), result["sink_rate"], marker="o",
+                label=f"sink rate (heads with mass > {result['eps']:g})")
     bottom.plot(range(len(mass)), result["mass"], marker="x", label="mean mass over heads")
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_ylabel("share", fontsize=11)
@@ -114,7 +113,8 @@ def rules(atlas: dict, path: Path) -> Path:
     skipped = "; ".join(f"{name} not run" for name in result["skipped"])
     top.set_title(_title(atlas, "Sinks per rule (conf/sink)" + (f" — {skipped}" if skipped else "")), fontsize=11)
     for pair, values in result["agreement"].items():
-        bottom.plot(range(layers), [np.nan if v is None else v for v in values], marker=".", label=pair.replace("|", " & "))
+        bottom.plot(range(layers), [np.nan if v is None else v for v in values], marker=".",
+                    label=pair.replace("|", " & "))
     bottom.set_ylabel("agreement (Jaccard)", fontsize=11)
     bottom.set_ylim(-0.02, 1.02)
     bottom.legend(fontsize=8, ncol=2)

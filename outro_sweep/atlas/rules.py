@@ -29,7 +29,8 @@ TOP_POSITIONS = 5
 
 def rule_configs(conf_dir: Path) -> dict[str, dict]:
     """name -> the rule's YAML as a plain dict, for every file of ``conf_dir/sink``."""
-    return {path.stem: OmegaConf.to_container(OmegaConf.load(path)) for path in sorted((conf_dir / "sink").glob("*.yaml"))}
+    paths = sorted((conf_dir / "sink").glob("*.yaml"))
+    return {path.stem: OmegaConf.to_container(OmegaConf.load(path)) for path in paths}
 
 
 def sinks_at(rule, view: LayerView) -> torch.Tensor:

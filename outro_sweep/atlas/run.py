@@ -20,6 +20,7 @@ from outro_sweep.atlas.modality import ByModality, describe, probe_for
 from outro_sweep.atlas.rules import RuleSinks, rule_configs
 from outro_sweep.atlas.suggest import suggest
 from outro_sweep.atlas.value_share import ValueShare
+from outro_sweep.cell.atomic import write_lines_atomic
 from outro_sweep.cell.checks import build
 from outro_sweep.config.check import check_config
 
@@ -38,7 +39,8 @@ class AtlasResult:
 def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     """Every analysis over the benchmark's questions (a dict of JSON-ready results)."""
     global LOADS
-    device = build(cfg.atlas).torch_device()
+    settings = build(cfg.atlas)
+    device = settings.torch_device()
     loader = build(cfg.model, attn_implementation="eager")  # attention probabilities for the atlas pass only
     rule = build(cfg.sink)  # the configured rule (sink=...): OutRo's (ii) and the suggestion read its sinks
     rule.configure(loader.sink_dims)
@@ -54,7 +56,6 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     loaded = loader.load()
     loaded.model.to(device)
     LOADS += 1
-    settings = cfg.atlas
     analyses = [MassiveActivations(num_layers), SinkDimensions(num_layers, settings.tau, settings.dim_share),
                 FirstTokenAttention(num_layers, settings.eps), RuleSinks(num_layers, rules, loaded.sink_dims),
                 ValueShare(num_layers, rule), ByModality(num_layers, rule)]
@@ -108,8 +109,9 @@ def run_atlas(cfg: DictConfig) -> AtlasResult:
     if cached is not None:
         return AtlasResult(directory, cached, cached=True)
     results = compute(cfg, rules)
-    results["suggestion"] = suggest(results, results["value_share"]["rule"], cfg.model.name, cfg.atlas.min_rate, cfg.atlas.suggest_layers,
-                                    cfg.atlas.suggest_step)
+    settings = build(cfg.atlas)
+    results["suggestion"] = suggest(results, results["value_share"]["rule"], cfg.model.name, settings.min_rate,
+                                    settings.suggest_layers, settings.suggest_step)
     results["identity"] = identity
     results["model"] = cfg.model.name
     from outro_sweep.atlas.figures import draw_all
@@ -117,7 +119,7 @@ def run_atlas(cfg: DictConfig) -> AtlasResult:
 
     directory.mkdir(parents=True, exist_ok=True)
     results["figures"] = [path.name for path in draw_all(results, directory)]
-    (directory / SUGGESTION_FILE).write_text(results["suggestion"]["line"] + "\n" + results["suggestion"]["command"] + "\n")
+    write_lines_atomic(directory / SUGGESTION_FILE, [results["suggestion"]["line"], results["suggestion"]["command"]])
     log_atlas(cfg, config, results, directory)
     store.save(directory, results)  # last: a folder with atlas.json holds a whole atlas
     return AtlasResult(directory, results, cached=False)

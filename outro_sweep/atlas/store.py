@@ -24,7 +24,8 @@ def atlas_identity(config: dict, rules: dict[str, dict]) -> str:
     inputs = identity_inputs(kept)
     inputs["atlas_version"] = ATLAS_VERSION
     inputs["sink_rules"] = rules
-    inputs["config"]["sink"] = canonical_numbers(config.get("sink"))  # the suggestion's rule (a cell drops it when OutRo is off)
+    # The suggestion's rule (a cell's identity leaves the sink rule out when no intervention reads it).
+    inputs["config"]["sink"] = canonical_numbers(config.get("sink"))
     return hash_inputs(inputs)
 
 
