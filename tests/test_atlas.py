@@ -97,7 +97,10 @@ def test_suggestion_starts_at_layer_12(atlas_run):
     assert suggestion["first_layer"]["massive_activation"] == 12 and suggestion["first_layer"]["first_k"] == 0
     assert suggestion["line"] in atlas_run["stdout"] and suggestion["command"] in atlas_run["stdout"]
     saved = (atlas_run["directory"] / "suggestion.txt").read_text().splitlines()
-    assert saved == [suggestion["line"], suggestion["command"]]
+    assert saved == [suggestion["line"], suggestion["rules_line"], suggestion["command"]]
+    assert suggestion["rules_line"] == ("first layer with sinks: attention_mass 3, first_k 0, massive_activation 12, "
+                                        "sink_dims 2")
+    assert suggestion["rules_line"] in atlas_run["stdout"]
     assert suggestion["command"] == ("python -m outro_sweep -m model=smollm2_135m sink=massive_activation "
                                      "outro.layer=12,14,16")
 

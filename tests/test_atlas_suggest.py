@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from outro_sweep.atlas.suggest import suggest
+from outro_sweep.atlas.suggest import lines, suggest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,6 +37,7 @@ def test_layers_with_sinks_in_most_prompts_step_apart_inside_the_scan_range():
 def test_no_sinks_says_so_and_suggests_no_command():
     found = suggest(atlas_of({"massive_activation": [0.0] * 6}, []), "massive_activation", "m", 0.5, 3, 2)
     assert found["relax_layers"] == [] and found["command"] == ""
+    assert lines(found) == [found["line"], "first layer with sinks: massive_activation none"]
     assert found["line"] == "no layer has sinks under massive_activation in 50% of the prompts; sink dims []"
 
 

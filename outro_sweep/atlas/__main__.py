@@ -15,18 +15,17 @@ from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="atlas")
 def _run(cfg: DictConfig) -> None:
     from outro_sweep.atlas.run import run_atlas
+    from outro_sweep.atlas.suggest import lines
 
     try:
         result = run_atlas(cfg)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
-    suggestion = result.atlas["suggestion"]
     state = "cached" if result.cached else "computed"
     print(f"atlas ({state}): {result.directory}", flush=True)
-    print(suggestion["line"], flush=True)
-    if suggestion["command"]:
-        print(suggestion["command"], flush=True)
+    for line in lines(result.atlas["suggestion"]):
+        print(line, flush=True)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from outro_sweep.atlas.dims import SinkDimensions
 from outro_sweep.atlas.massive import MassiveActivations
 from outro_sweep.atlas.modality import ByModality, describe, probe_for
 from outro_sweep.atlas.rules import RuleSinks, rule_configs
-from outro_sweep.atlas.suggest import suggest
+from outro_sweep.atlas.suggest import lines, suggest
 from outro_sweep.atlas.value_share import ValueShare
 from outro_sweep.cell.atomic import write_lines_atomic
 from outro_sweep.cell.checks import build
@@ -119,7 +119,7 @@ def run_atlas(cfg: DictConfig) -> AtlasResult:
 
     directory.mkdir(parents=True, exist_ok=True)
     results["figures"] = [path.name for path in draw_all(results, directory)]
-    write_lines_atomic(directory / SUGGESTION_FILE, [results["suggestion"]["line"], results["suggestion"]["command"]])
+    write_lines_atomic(directory / SUGGESTION_FILE, lines(results["suggestion"]))
     log_atlas(cfg, config, results, directory)
     store.save(directory, results)  # last: a folder with atlas.json holds a whole atlas
     return AtlasResult(directory, results, cached=False)

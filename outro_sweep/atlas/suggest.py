@@ -16,7 +16,8 @@ def sink_layers(rate: list[float], min_rate: float) -> list[int]:
 
 
 def suggest(atlas: dict, rule: str, model: str, min_rate: float, count: int, step: int) -> dict:
-    """``atlas``: the JSON's analyses; ``rule``: the configured sink rule's name."""
+    """``atlas``: the JSON's analyses; ``rule``: the configured sink rule's name. ``lines()``
+    of the result is what is printed and saved."""
     rules = atlas["rules"]["rules"]
     layers = len(atlas["massive"]["median"])
     first = {name: next(iter(sink_layers(r["rate"], min_rate)), None) for name, r in rules.items()}
@@ -35,5 +36,13 @@ def suggest(atlas: dict, rule: str, model: str, min_rate: float, count: int, ste
     else:
         command = ""
         line = f"no layer has sinks under {rule} in {min_rate:.0%} of the prompts; sink dims {dims}"
-    return {"rule": rule, "first_layer": first, "relax_layers": relax, "sink_dims": dims, "command": command,
+    rules_line = "first layer with sinks: " + ", ".join(
+        f"{name} {'none' if layer is None else layer}" for name, layer in first.items())
+    return {"rule": rule, "first_layer": first, "rules_line": rules_line, "relax_layers": relax, "sink_dims": dims, "command": command,
             "line": line, "min_rate": min_rate}
+
+
+def lines(suggestion: dict) -> list[str]:
+    """What the CLI prints and suggestion.txt holds: the suggestion, every rule's first layer
+    with sinks, and the command (where there is one)."""
+    return [suggestion["line"], suggestion["rules_line"]] + ([suggestion["command"]] if suggestion["command"] else [])
