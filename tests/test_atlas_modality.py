@@ -85,6 +85,24 @@ def test_planted_visual_activation_is_reported_as_visual(atlas):
     assert "modality.png" in atlas["figures"]
 
 
+def test_omni_audio_tokens_are_their_own_modality(shared_data, tmp_path):
+    """Qwen2.5-Omni's thinker (tiny, random) hears each clip's track: the generated 2 s clips
+    have none, so the loader feeds 2 s of silence, which its audio tower turns into 50 tokens
+    (25 per second); the 4 frames are 8 merged visual tokens, as for Qwen2.5-VL."""
+    folder = tiny_vlms.save("qwen2_5_omni_thinker", tmp_path / "model")
+    data_dir, video_dir = tiny_vlms.nextqa_clips(shared_data, tmp_path, LIMIT)
+    overrides = ["model=qwen2_5_omni_3b", f"model.path={folder}", "model.num_frames=4", "model.fps=null",
+                 "model.min_pixels=784", "model.max_pixels=3136", "model.dtype=float32", "benchmark=nextqa_mc",
+                 f"benchmark.data_dir={data_dir}", f"benchmark.video_dir={video_dir}", f"benchmark.limit={LIMIT}",
+                 f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
+                 "logger.mode=disabled"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        atlas = run.run_atlas(compose("atlas", overrides=overrides)).atlas
+    tokens = atlas["modality"]["tokens"]
+    assert (tokens["visual"], tokens["audio"]) == (8, 50) and tokens["text"] > 0, tokens
+    assert "modality.png" in atlas["figures"]
+
+
 def test_text_model_has_no_modality_numbers():
     from outro_sweep.atlas.modality import ByModality
     from outro_sweep.interventions.sinks.first_k import FirstK
