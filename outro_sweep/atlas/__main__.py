@@ -1,0 +1,41 @@
+"""``python -m outro_sweep.atlas [model=...] [benchmark=...] [benchmark.limit=N] [atlas.*=...]``:
+where the model's sinks are, layer by layer (conf/atlas.yaml); prints the suggested sweep."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from outro_sweep.errors import ConfigError
+from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="atlas")
+def _run(cfg: DictConfig) -> None:
+    from outro_sweep.atlas.run import run_atlas
+    from outro_sweep.atlas.suggest import lines
+
+    try:
+        result = run_atlas(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    state = "cached" if result.cached else "computed"
+    print(f"atlas ({state}): {result.directory}", flush=True)
+    for line in lines(result.atlas["suggestion"]):
+        print(line, flush=True)
+
+
+def main() -> None:
+    try:
+        check_group_choices(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    _run()
+
+
+if __name__ == "__main__":
+    main()
