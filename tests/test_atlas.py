@@ -180,3 +180,17 @@ def test_sink_value_acts_as_a_shared_bias(atlas_run):
         assert value_share["cosine"][layer] > 0.1 and value_share["share"][layer] > 0.25, layer
     assert value_share["cosine"][11] is None  # no sink at layer 11: no number
     assert sum(value_share["cosine"][MASSIVE_FROM:29]) / 17 > 0.35
+
+
+@pytest.mark.slow
+def test_a_cell_whose_relaxation_layer_has_no_sink_in_the_atlas_says_so(atlas_run):
+    """A cell of the same model and output folder reads the atlas: layer 1 has no massive
+    activation in SmolLM2 (they start at 12), so its log says layer 1 will change nothing."""
+    result = subprocess.run([sys.executable, "-m", "outro_sweep", "outro.layer=[1,12]", "benchmark.limit=2",
+                             "benchmark.scoring=logits", "logger.mode=disabled", "trainer.enable_progress_bar=false",
+                             f"paths.output_dir={atlas_run['out']}", f"hydra.run.dir={atlas_run['out'] / 'cell_run'}"],
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [line for line in (result.stdout + result.stderr).splitlines() if "acts on sinks at layer" in line]
+    assert "outro acts on sinks at layer 1, where" in line and f"sinks start at layer {MASSIVE_FROM}" in line
+    assert "sink=massive_activation" in line and str(atlas_run["directory"]) in line

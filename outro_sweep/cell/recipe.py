@@ -96,6 +96,8 @@ def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: 
         if cell.judge is not None:
             config["judge_identity"] = cell.judge.identity()  # who graded, with which exact prompt
         log.info("cell %s: %d questions from %s", store.identity, len(cell.questions), type(cell.benchmark).__name__)
+        if rank == 0 and cell.stack.needs_sink_rule:
+            _log_sinkless_layers(cfg, cell)
         if rank == 0:
             write_text_atomic(store.dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
             tracker = open_cell_run(cfg.logger, config, store.dir)
@@ -129,6 +131,17 @@ def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: 
     print(result_line(metrics, store.dir), flush=True)
     write_status(job_dir, store, "succeeded")
     return metrics
+
+
+def _log_sinkless_layers(cfg: DictConfig, cell) -> None:
+    """Where an atlas of the model exists: the layers an intervention acts on sinks at that the
+    atlas found none at (``outro_sweep.atlas.hint``), as a warning; the cell runs regardless."""
+    from outro_sweep.atlas.hint import sinkless_layers_line
+
+    line = sinkless_layers_line(cfg.paths.output_dir, cfg.model.name, cell.rule.name,
+                                cell.stack.layers_reading_sinks(cell.loader.num_layers()))
+    if line:
+        log.warning(line)
 
 
 def one_line_error(err: BaseException) -> str:

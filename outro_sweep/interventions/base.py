@@ -77,6 +77,11 @@ class Intervention:
     def check_model(self, num_layers: int) -> None:
         """Checks that need the model's shape (not its weights); raise ConfigError."""
 
+    def layers_reading_sinks(self, num_layers: int) -> list[int]:
+        """The layers at which it acts on the sinks its rule finds (OutRo: its relaxation
+        layers); the cell's log names those an atlas of the model found no sink at. Default: none."""
+        return []
+
     def check_before_load(self, loader: Any, sink_rule: Any) -> None:
         """Checks of ``loader`` (the ``models.base.ModelLoader``, its config readable, no weights)
         and ``sink_rule`` (configured for the model where ``needs_sink_rule``); raise ConfigError."""

@@ -312,6 +312,9 @@ class OutRoIntervention(Intervention):
     def check_model(self, num_layers: int) -> None:
         relaxation_layers(self.layer, num_layers)
 
+    def layers_reading_sinks(self, num_layers: int) -> list[int]:
+        return relaxation_layers(self.layer, num_layers)
+
     def attach(self, loaded, sink_rule: SinkRule) -> OutRo:
         return OutRo(loaded.model, sink_rule, alpha=self.alpha, temperature=self.temperature, layer=self.layer,
                      rotate_decode=self.rotate_decode)

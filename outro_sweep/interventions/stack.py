@@ -127,6 +127,10 @@ class InterventionStack:
         for intervention in self.active_interventions:
             intervention.check_model(num_layers)
 
+    def layers_reading_sinks(self, num_layers: int) -> dict[str, list[int]]:
+        """{group: the layers it acts on sinks at} of every active intervention that does."""
+        return {i.group: layers for i in self.active_interventions if (layers := i.layers_reading_sinks(num_layers))}
+
     def check_before_load(self, loader: Any, sink_rule: Any) -> None:
         for intervention in self.active_interventions:
             intervention.check_before_load(loader, sink_rule)
