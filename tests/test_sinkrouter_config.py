@@ -44,6 +44,7 @@ def composed(*overrides: str):
     (["sinkrouter.aggregate=median"], ["sinkrouter.aggregate=median", "mean", "max"]),
     (["sinkrouter.first_layer=30"], ["sinkrouter.first_layer=30", "0..29"]),
     (["sinkrouter.first_layer=-1"], ["sinkrouter.first_layer=-1", ">= 0"]),
+    (["benchmark.scoring=logits"], ["sinkrouter", "benchmark.scoring=logits", "benchmark.scoring=generate"]),
 ])
 def test_bad_settings_are_refused_in_one_line(tmp_path, overrides, needles):
     out = tmp_path / "outputs"

@@ -339,6 +339,13 @@ class SinkRouter(Intervention):
             raise ConfigError(f"{self.group}.first_layer={self.first_layer} is out of range: valid values are "
                               f"integers 0..{num_layers - 1} (layers from it on may skip)")
 
+    def check_benchmark(self, benchmark: Any) -> None:
+        """A logits-scored cell has no decode step: SinkRouter would change nothing and the cell
+        would look like a result."""
+        if getattr(benchmark, "scoring", "generate") == "logits":
+            raise ConfigError(f"{self.group} acts at decode steps only and benchmark.scoring=logits has none: "
+                              "valid values are benchmark.scoring=generate")
+
     def attach(self, loaded: Any, sink_rule: Any) -> SinkRouting:
         """``loaded``: the LoadedModel (or a bare model); ``sink_rule`` is not read."""
         model = loaded if isinstance(loaded, torch.nn.Module) else loaded.model
