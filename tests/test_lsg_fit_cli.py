@@ -27,6 +27,7 @@ from tests import tiny_vlms
 from tests.wandb_offline import find_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # real fits and cells through the command line, in subprocesses
 # Enough epochs that the kill (polled every 20 ms, on a loaded machine) lands well before the end.
 LIMIT, EPOCHS, BATCH = 4, 16, 2
 STEPS = EPOCHS * LIMIT // BATCH
