@@ -8,7 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from outro_sweep.errors import ConfigError
+from outro_sweep.errors import exit_on_config_error
 from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
 
 
@@ -17,11 +17,8 @@ def _run(cfg: DictConfig) -> None:
     from outro_sweep.atlas.run import run_atlas
     from outro_sweep.atlas.suggest import lines
 
-    try:
+    with exit_on_config_error():
         result = run_atlas(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
     state = "cached" if result.cached else "computed"
     print(f"atlas ({state}): {result.directory}", flush=True)
     for line in lines(result.atlas["suggestion"]):
@@ -29,11 +26,8 @@ def _run(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    try:
+    with exit_on_config_error():
         check_group_choices(sys.argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
     _run()
 
 

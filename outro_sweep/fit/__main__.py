@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from outro_sweep.errors import ConfigError
+from outro_sweep.errors import ConfigError, exit_on_config_error
 from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
 
 
@@ -39,11 +39,8 @@ def main() -> None:
     from outro_sweep.sweep.slurm_launcher import register_launcher
 
     register_launcher()  # hydra/launcher=slurm: a layer sweep of fits is one job array
-    try:
+    with exit_on_config_error():
         check_group_choices(sys.argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
     _run()
 
 
