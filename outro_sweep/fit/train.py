@@ -67,7 +67,9 @@ def fit_gate(cfg: DictConfig) -> tuple[Path, bool]:
     module = GateFit(loaded.model, loader.hidden_size(), cfg.lsg.layer, cfg.fit.lr, scale=cfg.lsg.scale,
                      rope=cfg.lsg.rope, positions=lambda _model: vision_sink_probe(loaded))
     curve = LossCurve(OmegaConf.to_container(cfg.logger, resolve=True), identity, inputs["config"], store.folder)
-    checkpoint = ModelCheckpoint(dirpath=store.checkpoints, save_last=True, save_top_k=0, every_n_epochs=1)
+    # save_top_k=1 without a monitor keeps the latest epoch's checkpoint; Lightning writes last.ckpt only
+    # after an epoch that saved one, so save_top_k=0 would leave no checkpoint until the fit's end.
+    checkpoint = ModelCheckpoint(dirpath=store.checkpoints, save_last=True, save_top_k=1, every_n_epochs=1)
     trainer = pl.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision,
                          max_epochs=cfg.fit.epochs, callbacks=[checkpoint, curve], logger=False, deterministic=True,
                          enable_model_summary=False, enable_progress_bar=cfg.trainer.enable_progress_bar,
