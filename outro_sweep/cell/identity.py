@@ -41,6 +41,7 @@ NON_DEFINING_KEYS = (
     "predict.progress_every_batches",
     "predict.progress_every_seconds",
     "trainer.enable_progress_bar",
+    "group",  # what a group's cells share in one process: the same results either way
     "force",
     "dry_run",
     "baseline",

@@ -24,6 +24,7 @@ from outro_sweep.cell.masking import mask
 from outro_sweep.cell.store import CellBusy, CellStore, disk_fault_line
 from outro_sweep.cell.tracking import open_cell_run
 from outro_sweep.errors import RunError
+from outro_sweep.group.counters import COUNTS, SHARING_FILE
 from outro_sweep.predict.distributed import launch_id, process_rank
 from outro_sweep.scoring.metrics import result_line
 from outro_sweep.sweep.baseline import baseline_identity
@@ -168,5 +169,6 @@ def write_status(job_dir: Path, store: CellStore, status: str, **extra) -> None:
         job_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(job_dir / "status.json", {"identity": store.identity, "status": status,
                                                     "cell": str(store.dir), **extra})
+        write_json_atomic(job_dir / SHARING_FILE, dict(COUNTS))  # what this process computed and reused so far
     except OSError as err:  # a full or read-only job folder: the sweep counts the job as unreported
         log.warning("status.json not written: %s", disk_fault_line(err) or one_line_error(err))

@@ -28,6 +28,15 @@ class PredictSettings:
 
 
 @dataclass
+class GroupSettings:
+    """What the cells of one group share in one process (``outro_sweep.group``)."""
+
+    share: bool = True  # one model load, kept clips and tower outputs for the group's cells
+    prefix: bool = True  # replay the stock decoder layers below the first layer a cell changes
+    cache_gb: Annotated[float, Range(gt=0, finite=True)] = 4.0  # kept tower outputs + prefixes, GiB
+
+
+@dataclass
 class PathSettings:
     output_dir: str = "outputs"
     cache_dir: str = ""
@@ -59,6 +68,7 @@ class RunSettings:
     baseline: bool = True
     dry_run: bool = False  # +dry_run=true
     predict: PredictSettings = field(default_factory=PredictSettings)
+    group: GroupSettings = field(default_factory=GroupSettings)
     paths: PathSettings = field(default_factory=PathSettings)
     logger: LoggerSettings = field(default_factory=LoggerSettings)
     judge: JudgeOff = field(default_factory=JudgeOff)

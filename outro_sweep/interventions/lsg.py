@@ -136,6 +136,11 @@ class LayerSinkGate:
         # alone). Training sets it to the prompt's last token when the answer follows it.
         self.query: torch.Tensor | None = None
 
+    def unchanged_prefix(self, hidden: list, real: torch.Tensor) -> int:
+        """Layers below the first scaled one are stock (the gates only read hidden states there,
+        through hooks that a replayed prefix still runs; outro_sweep.group.prefix)."""
+        return min(len(hidden), min(self.scaled_layers))
+
     def __enter__(self) -> "LayerSinkGate":
         register_attention_functions()
         try:

@@ -159,6 +159,11 @@ class SinkRouting:
     def __exit__(self, *exc) -> None:
         self._edits.undo()
 
+    def unchanged_prefix(self, hidden: list, real: torch.Tensor) -> int:
+        """Prefill stays stock at every layer; target_skip reads the prefill's queries from
+        ``first_layer`` on, so those layers must run (outro_sweep.group.prefix)."""
+        return min(len(hidden), self.first_layer) if self.mode == "target_skip" else len(hidden)
+
     # ---- per forward -----------------------------------------------------------------------
     def _on_decoder_input(self, module, args, kwargs):
         tokens = kwargs.get("inputs_embeds")

@@ -72,6 +72,19 @@ class Attached:
                 rows[position][group] = sample
         return rows
 
+    def unchanged_prefix(self, hidden: list, real) -> int:
+        """How many leading decoder layers every attached intervention leaves exactly stock in
+        this prefill, given the stock residual stream ``hidden[l]`` (B, S, D) entering layer l
+        for l < len(hidden) and the (B, S) bool real tokens: the least of the editors' own
+        ``unchanged_prefix``; an editor without one may change any layer (0); none attached, all."""
+        depth = len(hidden)
+        for _, editor in self.editors:
+            measure = getattr(editor, "unchanged_prefix", None)
+            depth = min(depth, int(measure(hidden, real)) if measure is not None else 0)
+            if depth == 0:
+                break
+        return depth
+
     def running_sums(self) -> dict[str, dict[str, float]]:
         """``{group: {key: float}}``: additive sums since attach (the shard writer stores deltas)."""
         return {group: dict(editor.running_sums()) for group, editor in self.editors}

@@ -3,7 +3,8 @@
 One dataset and one collator for every benchmark and model: a question with a ``video`` has
 its clip decoded in ``QuestionDataset.__getitem__`` (so ``predict.num_workers`` > 0 decodes
 in parallel worker processes while the model runs), through the on-disk ``FrameCache`` (the
-second cell of a sweep loads the frames instead of decoding); the model's loader renders the
+second cell of a sweep loads the frames instead of decoding; the next cell of a group in the
+same process takes them from memory); the model's loader renders the
 prompt (chat template, system prompt) and builds the batch (a tokenizer call, or the
 processor with the clips).
 
@@ -22,6 +23,8 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, Dataset
 
 from outro_sweep.benchmarks.base import Question
+from outro_sweep.group.counters import COUNTS
+from outro_sweep.group.memory import BoundedCache
 from outro_sweep.media.decode import DecodedVideo, VideoError
 from outro_sweep.models.base import LoadedModel
 
@@ -45,19 +48,31 @@ class ClipSource:
     """Where a video question's frames come from: the benchmark's video_dir, sampled the model's
     way (``loader.sampling``), through the frame cache."""
 
-    def __init__(self, benchmark, sampling, cache) -> None:
-        self.benchmark, self.sampling, self.cache = benchmark, sampling, cache
+    def __init__(self, benchmark, sampling, cache, kept: BoundedCache | None = None) -> None:
+        """kept: decoded clips kept in memory for the next cells of a group (outro_sweep.group),
+        by the frame cache's key (file identity and sampling); None keeps nothing."""
+        self.benchmark, self.sampling, self.cache, self.kept = benchmark, sampling, cache, kept
 
     def item(self, index: int, question: Question) -> Item:
         sampling = self.sampling
         if question.segment is not None:  # the benchmark bounds the clip (MVBench start/end)
             sampling = dataclasses.replace(sampling, start_s=question.segment[0], end_s=question.segment[1])
         decodes_before = self.cache.decodes
+        path = self.benchmark.video_path(question)
         try:
-            clip = self.cache.get_or_decode_with(self.benchmark.video_path(question), sampling)
+            key = self.cache.key(path, sampling) if self.kept is not None else None
+            clip = self.kept.get(key) if key is not None else None
+            if clip is not None:
+                COUNTS["clip_reuses"] += 1
+                return Item(index, question, clip, cache="hit")
+            clip = self.cache.get_or_decode_with(path, sampling)
         except VideoError as err:
             return Item(index, question, error=str(err).splitlines()[0])
-        return Item(index, question, clip, cache="decoded" if self.cache.decodes > decodes_before else "hit")
+        decoded = self.cache.decodes > decodes_before
+        COUNTS["clip_decodes" if decoded else "clip_reads"] += 1
+        if key is not None:
+            self.kept.put(key, clip)
+        return Item(index, question, clip, cache="decoded" if decoded else "hit")
 
 
 class QuestionDataset(Dataset):

@@ -4,6 +4,8 @@ Durable, resumable, multi-process:
 
 - every finished batch of every process is one shard file under ``<cell_dir>/shards/``
   (``ShardPredictionWriter``; atomic, so a SIGKILL loses at most the batches in flight);
+- the model, decoded clips, tower outputs and stock decoder prefixes come through
+  ``outro_sweep.group.share``: kept from the previous cell of the group in this process;
 - a cell first reads its shards and predicts only the questions not in any of them, each
   under its original index; with nothing left the model is not even loaded;
 - a cell may run as N processes (SLURM tasks, local submitit tasks or torchrun; see
@@ -38,6 +40,7 @@ from omegaconf import DictConfig
 from outro_sweep.benchmarks.base import Benchmark, Question
 from outro_sweep.cell import interruption
 from outro_sweep.errors import ConfigError
+from outro_sweep.group.share import model_for_cell, shared_work
 from outro_sweep.interventions.sinks.base import SinkRule
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.media.cache import FrameCache
@@ -184,11 +187,15 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
     if remaining:
         mine = share_of(remaining, cfg.predict.batch_size, rank, world)
 
+        session = None
+
         def setup(indices: list[int]):
-            loaded = loader.load()
+            nonlocal session
+            loaded, session = model_for_cell(cfg, loader)
             clips = None
             if any(questions[i].video is not None for i in indices):
-                clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"))
+                clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"),
+                                   kept=session.clips if session is not None else None)
             data = QuestionDataModule(QuestionDataset(questions, indices, clips), loaded, cfg.predict.batch_size,
                                       cfg.predict.num_workers)
             return Predictor(loaded, benchmark.scoring, benchmark.max_new_tokens, cfg.predict.batch_size), data
@@ -197,7 +204,7 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
         if trainer is None:
             trainer = instantiate(cfg.trainer, callbacks=[writer, _StopOnSignal(), *progress], **bar)
         started = time.perf_counter()
-        with stack.attach(module.loaded, rule) as attached:
+        with stack.attach(module.loaded, rule) as attached, shared_work(cfg, session, attached):
             module.attached = attached
             trainer.predict(module, datamodule=data, return_predictions=False)
         module.attached = None

@@ -1,0 +1,15 @@
+"""How much work this process did and reused, for the group's tests and logs.
+
+Keys: ``model_loads``, ``clip_decodes`` (PyAV decodes), ``clip_reads`` (frame-cache file reads),
+``clip_reuses`` (served from memory), ``tower_runs`` / ``tower_reuses`` (vision or audio tower
+forwards computed / served from memory), ``prefill_records`` / ``prefill_replays`` (prefills whose
+stock layer prefix was stored / replayed) and ``prefix_layers_replayed`` (decoder layers not run).
+Each Hydra job writes the cumulative counts to ``<job dir>/sharing.json`` when its cell ends.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+COUNTS: Counter = Counter()
+SHARING_FILE = "sharing.json"

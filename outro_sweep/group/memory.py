@@ -1,0 +1,60 @@
+"""A least-recently-used store bounded in bytes: the one eviction policy of the group's caches."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any
+
+import torch
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by the tensors (and numpy arrays) inside ``value``, nested containers included."""
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if hasattr(value, "nbytes") and not isinstance(value, (str, bytes)):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(nbytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(nbytes(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(nbytes(getattr(value, name)) for name in value.__dataclass_fields__)
+    if hasattr(value, "to_tuple"):  # transformers' ModelOutput
+        return nbytes(value.to_tuple())
+    return 0
+
+
+class BoundedCache:
+    """``get``/``put`` by key; the least recently used entries go once the bytes exceed ``budget``.
+    An entry larger than the whole budget is not kept."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = int(budget_bytes)
+        self.entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self.used = 0
+
+    def get(self, key: Hashable) -> Any | None:
+        found = self.entries.get(key)
+        if found is None:
+            return None
+        self.entries.move_to_end(key)
+        return found[0]
+
+    def put(self, key: Hashable, value: Any) -> bool:
+        """Keep ``value`` under ``key``; False when it is larger than the budget (not kept)."""
+        size = nbytes(value)
+        if key in self.entries:
+            self.used -= self.entries.pop(key)[1]
+        if size > self.budget:
+            return False
+        while self.entries and self.used + size > self.budget:
+            self.used -= self.entries.popitem(last=False)[1][1]
+        self.entries[key] = (value, size)
+        self.used += size
+        return True
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.used = 0

@@ -1,0 +1,196 @@
+"""The decoder's stock layer prefix, run once per batch for a group of cells.
+
+Cells of one group read the same batches through the same model; below the first layer any of
+their interventions changes, every cell computes the same thing. While a cell predicts,
+``PrefixReplay`` watches each prefill (a forward whose KV cache starts empty):
+
+- record: the prefill runs for real; afterwards the attached interventions say how many leading
+  layers they left stock (``Attached.unchanged_prefix``: static for most, from the detected sinks
+  for OutRo), and those layers' outputs and KV-cache writes are kept under the batch's key;
+- replay: a later prefill with the same key (the same input tensors bit for bit, the same model
+  and attention kernel) asks the interventions attached now how many of the kept layers they
+  leave stock, given the kept residual stream; those layers are not run: each returns its kept
+  output and writes its kept keys and values into the new cache. Their forward hooks and
+  pre-hooks still fire with the same tensors, so sink detection, gates and probes see what they
+  would have seen; only the attention edits of layers that change nothing are skipped.
+
+Decode steps always run every layer (the tokens a cell generates are its own). Replay is the
+cell-after-cell form of sharing: the continuation of K cells as K batch slices of one forward
+was measured against it by ``python -m outro_sweep.bench_sweep`` and is not used (see there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from outro_sweep.group.counters import COUNTS
+from outro_sweep.group.fingerprint import tensor_digest
+from outro_sweep.group.memory import BoundedCache
+from outro_sweep.interventions.decoder import find_decoder
+
+_CACHE_KWARGS = ("past_key_values", "past_key_value")  # the name differs across transformers' models
+
+
+@dataclass
+class _Prefix:
+    """One batch's stock prefix: layers 0..len(outputs)-1."""
+
+    first_input: torch.Tensor  # (B, S, D) the residual stream entering layer 0
+    outputs: list = field(default_factory=list)  # per layer: exactly what its forward returned
+    writes: list = field(default_factory=list)  # per layer: [(key, value, cache_kwargs)] it wrote to the KV cache
+
+    def residual_inputs(self) -> list[torch.Tensor]:
+        """The residual stream entering layers 0..len(outputs) (a layer's output feeds the next)."""
+        return [self.first_input, *(_hidden(output) for output in self.outputs)]
+
+
+def _hidden(output) -> torch.Tensor:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _cache_of(kwargs: dict):
+    return next((kwargs[name] for name in _CACHE_KWARGS if kwargs.get(name) is not None), None)
+
+
+class PrefixReplay:
+    """Context manager: records and replays stock prefixes of ``model``'s prefills in ``store``
+    for the interventions ``attached`` (``InterventionStack.attach``'s value) of one cell."""
+
+    def __init__(self, model: torch.nn.Module, attached, store: BoundedCache) -> None:
+        self.model = model
+        self.parts = find_decoder(model)
+        self.attached = attached
+        self.store = store
+        self.handles: list = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.mode = None  # None (decode, or not watching) | "record" | "replay"
+        self.key = None
+        self.real = None  # (B, S) bool real tokens of this prefill
+        self.recording: _Prefix | None = None
+        self.replayed: list[int] = []  # layers whose forward is swapped for this prefill
+        self.wrapped_cache = None
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> "PrefixReplay":
+        decoder = self.parts.decoder
+        self.handles.append(decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
+        self.handles.append(decoder.register_forward_hook(self._on_decoder_output, always_call=True))
+        for index, layer in enumerate(self.parts.layers):
+            self.handles.append(layer.register_forward_pre_hook(self._layer_input(index), with_kwargs=True))
+            self.handles.append(layer.register_forward_hook(self._layer_output(index)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._finish_forward(store=False)
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    # ---- per prefill -------------------------------------------------------------------
+    def _on_decoder_input(self, module, args, kwargs):
+        self._finish_forward(store=False)  # a forward that raised left its state behind
+        cache = _cache_of(kwargs)
+        if cache is not None and cache.get_seq_length() > 0:
+            return None  # a decode step: every layer runs
+        inputs = {k: v for k, v in kwargs.items() if k not in _CACHE_KWARGS}
+        tokens = inputs.get("inputs_embeds")
+        if tokens is None:
+            tokens = inputs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            return None
+        kernel = str(self.parts.config._attn_implementation).removeprefix("outro_")  # edits wrap the stock kernel
+        self.key = (id(self.model), kernel, type(cache).__name__, tensor_digest([list(args), inputs]))
+        mask = kwargs.get("attention_mask")
+        batch, length = tokens.shape[:2]
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+            self.real = mask[:, -length:].bool()
+        else:
+            self.real = torch.ones(batch, length, dtype=torch.bool, device=tokens.device)
+        kept: _Prefix | None = self.store.get(self.key)
+        if kept is None:
+            self.mode = "record"
+            return None
+        depth = min(len(kept.outputs), int(self.attached.unchanged_prefix(kept.residual_inputs(), self.real)))
+        if depth == 0:
+            self.mode = None
+            return None
+        self.mode = "replay"
+        for index in range(depth):
+            self._swap_forward(index, kept)
+        COUNTS["prefill_replays"] += 1
+        COUNTS["prefix_layers_replayed"] += depth
+        return None
+
+    def _swap_forward(self, index: int, kept: _Prefix) -> None:
+        layer = self.parts.layers[index]
+
+        def replay(*args, **kwargs):
+            cache = _cache_of(kwargs)
+            if cache is not None:
+                for key, value, cache_kwargs in kept.writes[index]:
+                    cache.update(key, value, index, cache_kwargs)
+            return kept.outputs[index]
+
+        layer.forward = replay  # an instance attribute: module __call__ still runs the hooks around it
+        self.replayed.append(index)
+
+    def _layer_input(self, index: int):
+        def hook(module, args, kwargs):
+            if self.mode != "record":
+                return None
+            if index == 0:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                self.recording = _Prefix(hidden)
+                self._watch_cache(_cache_of(kwargs))
+            return None
+
+        return hook
+
+    def _watch_cache(self, cache) -> None:
+        """Keep every KV-cache write of this prefill, per layer (the calls a replay repeats)."""
+        if cache is None or self.recording is None:
+            return
+        recording, update = self.recording, cache.update
+
+        def recorded_update(key, value, layer_idx, cache_kwargs=None):
+            while len(recording.writes) <= layer_idx:
+                recording.writes.append([])
+            recording.writes[layer_idx].append((key, value, cache_kwargs))
+            return update(key, value, layer_idx, cache_kwargs)
+
+        cache.update = recorded_update
+        self.wrapped_cache = cache
+
+    def _layer_output(self, index: int):
+        def hook(module, args, output):
+            if self.mode == "record" and self.recording is not None and len(self.recording.outputs) == index:
+                self.recording.outputs.append(output)
+            return None
+
+        return hook
+
+    def _on_decoder_output(self, module, args, output):
+        self._finish_forward(store=True)
+        return None
+
+    def _finish_forward(self, store: bool) -> None:
+        for index in self.replayed:
+            self.parts.layers[index].__dict__.pop("forward", None)
+        if self.wrapped_cache is not None:
+            self.wrapped_cache.__dict__.pop("update", None)
+        recording = self.recording
+        if store and self.mode == "record" and recording is not None and recording.outputs:
+            depth = min(len(recording.outputs),
+                        int(self.attached.unchanged_prefix(recording.residual_inputs()[:-1], self.real)))
+            if depth > 0:
+                kept = _Prefix(recording.first_input, recording.outputs[:depth],
+                               [list(w) for w in recording.writes[:depth]])
+                if self.wrapped_cache is None:  # no KV cache in this forward: nothing to write on replay
+                    kept.writes = [[] for _ in range(depth)]
+                if len(kept.writes) == depth and self.store.put(self.key, kept):
+                    COUNTS["prefill_records"] += 1
+        self._reset()

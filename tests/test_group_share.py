@@ -1,0 +1,181 @@
+"""What a group's cells share in one process (outro_sweep/group/), in-process on real models.
+
+- a replayed stock prefix gives the same logits and the same generated tokens, bit for bit, as
+  running every layer, and the replayed layers' attention does not run;
+- a cell that changes layer L continues from the replayed prefix exactly as from its own;
+- a prefill with other inputs never replays a kept prefix;
+- a vision tower's output is computed once per input and reused after (the tiny Qwen2.5-VL of
+  tiny_vlms.py on the real processor), unless a hook inside the tower must see it run;
+- the bounded store drops the least recently used entries first.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from outro_sweep.group.counters import COUNTS
+from outro_sweep.group.memory import BoundedCache
+from outro_sweep.group.prefix import PrefixReplay
+from outro_sweep.group.towers import TowerCache
+from outro_sweep.interventions.decoder import find_decoder
+from outro_sweep.interventions.stack import Attached
+from tests import tiny_vlms
+
+PROMPTS = ["The capital of France is", "Two plus two equals four, and three plus three equals",
+           "Name a colour:"]
+STOCK_DEPTH = 12  # a stand-in intervention that leaves layers 0..11 of SmolLM2's 30 stock
+
+
+class StockBelow:
+    """An attached editor's stand-in: leaves the first ``depth`` layers stock."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+
+    def unchanged_prefix(self, hidden, real) -> int:
+        assert all(h.shape == hidden[0].shape for h in hidden) and real.dtype == torch.bool
+        return min(self.depth, len(hidden))
+
+
+def attached(depth: int = STOCK_DEPTH) -> Attached:
+    return Attached([("stand_in", StockBelow(depth))])
+
+
+def batch(smollm2, prompts=PROMPTS) -> dict:
+    return dict(smollm2.tokenizer(prompts, return_tensors="pt", padding=True))
+
+
+def attention_calls(model, layer: int) -> list[int]:
+    calls = []
+    find_decoder(model).layers[layer].self_attn.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+@torch.no_grad()
+def test_a_replayed_prefix_gives_the_stock_logits_bit_for_bit_without_running_its_layers(smollm2):
+    model, inputs = smollm2.model, batch(smollm2)
+    stock = model(**inputs).logits
+    store = BoundedCache(2 ** 30)
+    before = COUNTS.copy()
+    with PrefixReplay(model, attached(), store):
+        recorded = model(**inputs).logits
+        calls = attention_calls(model, 0)
+        deep = attention_calls(model, STOCK_DEPTH)
+        replayed = model(**inputs).logits
+    assert torch.equal(recorded, stock) and torch.equal(replayed, stock)
+    assert COUNTS["prefill_records"] - before["prefill_records"] == 1
+    assert COUNTS["prefix_layers_replayed"] - before["prefix_layers_replayed"] == STOCK_DEPTH
+    assert calls == [] and deep == [1]  # layer 0 replayed, layer 12 computed
+    find_decoder(model).layers[0].self_attn._forward_hooks.clear()
+    find_decoder(model).layers[STOCK_DEPTH].self_attn._forward_hooks.clear()
+    assert all("forward" not in layer.__dict__ for layer in find_decoder(model).layers)  # restored
+
+
+@torch.no_grad()
+def test_generation_from_a_replayed_prefix_is_token_for_token_the_stock_generation(smollm2):
+    model, inputs = smollm2.model, batch(smollm2)
+    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=smollm2.tokenizer.pad_token_id)
+    stock = model.generate(**inputs, **settings)
+    before = COUNTS["prefill_replays"]
+    with PrefixReplay(model, attached(), BoundedCache(2 ** 30)):
+        first = model.generate(**inputs, **settings)
+        second = model.generate(**inputs, **settings)
+    assert COUNTS["prefill_replays"] - before == 1
+    assert torch.equal(first, stock) and torch.equal(second, stock)
+
+
+@torch.no_grad()
+def test_a_cell_that_changes_a_layer_continues_from_the_replayed_prefix_as_from_its_own(smollm2):
+    model, inputs = smollm2.model, batch(smollm2)
+    layer = find_decoder(model).layers[STOCK_DEPTH]
+
+    def nudge(module, args, output):  # the cell's own change, at the first layer it may change
+        return (output[0] + 1e-2, *output[1:]) if isinstance(output, tuple) else output + 1e-2
+
+    handle = layer.register_forward_hook(nudge)
+    try:
+        alone = model(**inputs).logits
+        store = BoundedCache(2 ** 30)
+        with PrefixReplay(model, attached(), store):
+            model(**inputs)  # records layers 0..11 (stock for this cell)
+        before = COUNTS["prefix_layers_replayed"]
+        with PrefixReplay(model, attached(), store):
+            continued = model(**inputs).logits
+    finally:
+        handle.remove()
+    assert COUNTS["prefix_layers_replayed"] - before == STOCK_DEPTH
+    assert torch.equal(continued, alone)
+    assert not torch.equal(alone, model(**inputs).logits)  # the nudge mattered
+
+
+@torch.no_grad()
+def test_other_inputs_or_a_cell_that_changes_layer_0_never_replay(smollm2):
+    model = smollm2.model
+    store = BoundedCache(2 ** 30)
+    with PrefixReplay(model, attached(), store):
+        model(**batch(smollm2))
+    before = COUNTS["prefill_replays"]
+    with PrefixReplay(model, attached(), store):
+        model(**batch(smollm2, PROMPTS[:2]))  # a different batch: a new key
+    with PrefixReplay(model, attached(0), store):
+        model(**batch(smollm2))  # the same batch, but this cell may change layer 0
+    with PrefixReplay(model, Attached([("no_declaration", object())]), store):
+        model(**batch(smollm2))  # an editor that declares nothing may change anything
+    assert COUNTS["prefill_replays"] == before
+
+
+@torch.no_grad()
+def test_a_vision_tower_runs_once_per_input_and_its_kept_output_gives_the_same_logits():
+    model, processor = tiny_vlms.build("qwen2_5_vl")
+    inputs = tiny_vlms.video_batch("qwen2_5_vl", processor)
+    stock = model(**inputs).logits
+    store = BoundedCache(2 ** 30)
+    before = COUNTS.copy()
+    with TowerCache(model, store) as towers:
+        assert list(towers.towers) == ["model.visual"]
+        first = model(**inputs).logits
+        second = model(**inputs).logits
+    assert COUNTS["tower_runs"] - before["tower_runs"] == 1
+    assert COUNTS["tower_reuses"] - before["tower_reuses"] == 1
+    assert torch.equal(first, stock) and torch.equal(second, stock)
+    assert "forward" not in model.model.visual.__dict__
+
+
+@torch.no_grad()
+def test_a_tower_with_a_hook_inside_is_computed_every_time():
+    model, processor = tiny_vlms.build("qwen2_5_vl")
+    inputs = tiny_vlms.video_batch("qwen2_5_vl", processor)
+    seen = []
+    handle = model.model.visual.blocks[-1].register_forward_hook(lambda *a: seen.append(1))
+    try:
+        with TowerCache(model, BoundedCache(2 ** 30)):
+            model(**inputs)
+            model(**inputs)
+    finally:
+        handle.remove()
+    assert seen == [1, 1]
+
+
+def test_the_bounded_store_drops_the_least_recently_used_first():
+    store = BoundedCache(3 * 400)  # three float32 tensors of 100 values
+    for key in "abc":
+        assert store.put(key, torch.zeros(100))
+    store.get("a")  # a is now the most recently used
+    store.put("d", torch.zeros(100))
+    assert store.get("b") is None and all(store.get(k) is not None for k in "acd")
+    assert store.used == 1200
+    assert not store.put("huge", torch.zeros(1000))  # larger than the whole budget: not kept
+    assert store.get("huge") is None and store.used == 1200
+
+
+@pytest.mark.parametrize("length", [1, 7])
+def test_the_content_key_tells_tensors_apart_by_value_dtype_and_shape(length):
+    from outro_sweep.group.fingerprint import tensor_digest
+
+    a = torch.arange(length, dtype=torch.float32)
+    assert tensor_digest(a) == tensor_digest(a.clone())
+    assert tensor_digest(a) != tensor_digest(a.double())
+    assert tensor_digest(a) != tensor_digest(a + 1)
+    assert tensor_digest(a.bfloat16()) == tensor_digest(a.bfloat16().clone())
+    assert tensor_digest({"x": a}) != tensor_digest({"y": a})
