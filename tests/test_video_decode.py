@@ -44,12 +44,12 @@ def frame_ids(frames: np.ndarray) -> list[int]:
 
 
 def write_mp4(path: Path, *, audio: bool, num_frames: int = NUM_FRAMES, fps: int = FPS,
-              faststart: bool = False, noise: bool = False) -> Path:
+              faststart: bool = False, noise: bool = False, seed: int = 0) -> Path:
     """libx264 clip, (num_frames) flat grey frames WIDTH x HEIGHT; optional stereo AAC sine tone.
 
-    ``noise``: random frames instead (big packets, so cutting the file loses frame data).
+    ``noise``: random frames instead (big packets, so cutting the file loses frame data), drawn from ``seed``.
     """
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     options = {"movflags": "faststart"} if faststart else {}
     with av.open(str(path), "w", options=options) as container:
         video = container.add_stream("libx264", rate=fps)

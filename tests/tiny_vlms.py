@@ -558,9 +558,10 @@ def save(family: str, folder, text_layers: int = 4):
     return folder
 
 
-def nextqa_clips(shared_data: Path, folder: Path, limit: int) -> tuple[Path, Path]:
+def nextqa_clips(shared_data: Path, folder: Path, limit: int, distinct: bool = False) -> tuple[Path, Path]:
     """The real NExT-QA annotation folder and a folder of generated clips (12 noise frames at
-    6 fps, no audio) for its first ``limit`` validation rows, named as the real videos are.
+    6 fps, no audio) for its first ``limit`` validation rows, named as the real videos are;
+    ``distinct``: each video's noise from its own seed (otherwise every clip has the same pixels).
     Returns (data_dir, video_dir): what ``benchmark.data_dir`` / ``benchmark.video_dir`` take."""
     import csv
 
@@ -571,9 +572,9 @@ def nextqa_clips(shared_data: Path, folder: Path, limit: int) -> tuple[Path, Pat
     with open(data_dir / "val.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))[:limit]
     video_dir = folder / "videos"
-    for row in rows:
+    for number, row in enumerate(rows):
         path = video_dir / (mapping[row["video"]] + ".mp4")
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            write_mp4(path, audio=False, num_frames=12, fps=6, noise=True)
+            write_mp4(path, audio=False, num_frames=12, fps=6, noise=True, seed=number if distinct else 0)
     return data_dir, video_dir

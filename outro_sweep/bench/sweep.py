@@ -1,0 +1,158 @@
+"""Benchmark: a sweep run as cell groups, as a ratio to the same cells run one by one.
+
+    python -m outro_sweep.bench_sweep [--limit 24] [--video-limit 9] [--repeats 3] [--skip-video]
+
+The user's sweep, ``python -m outro_sweep -m outro.layer=1,2,4 outro.alpha=0.1,0.3`` (6 OutRo
+cells and their shared baseline: 7 cells), is run twice per repeat, each time as a whole command
+in a fresh output folder:
+
+- grouped: as it runs by default (``group.share=true``: one model load, clips and tower outputs
+  kept, each batch's stock decoder prefix replayed by the cells after the first);
+- one by one: ``group.share=false``: every cell loads its model and computes everything itself.
+
+The two alternate within each repeat (order flipped every repeat) so machine noise hits both
+alike; the figure is the median of the per-repeat ratios. Two models:
+
+- SmolLM2-135M (real, offline) on the built-in questions (``--limit`` of them, generated answers);
+- a small random Qwen2.5-VL behind the real Qwen2.5-VL processor (``outro_sweep.bench.tiny_video_lm``)
+  on the three real Daily-Omni example clips and their 9 questions (``--video-limit``), with the
+  frame cache starting empty in both runs.
+
+It also measures the two ways a group's cells could continue from a shared prefix: K batch
+slices of one forward (the K cells' rows stacked) against one cell after another. The second
+is what ``outro_sweep.group.prefix`` does; the printed ratio says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+USER_SWEEP = ["outro.layer=1,2,4", "outro.alpha=0.1,0.3"]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _sweep_seconds(overrides: list[str], out: Path) -> float:
+    """Wall seconds of ``python -m outro_sweep -m <overrides>`` as a user runs it (start-up included)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "outro_sweep", "-m", *USER_SWEEP, *overrides, "logger.mode=disabled",
+                             f"paths.output_dir={out}", f"hydra.sweep.dir={out / 'sweep'}"],
+                            cwd=REPO, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"the sweep failed ({' '.join(overrides)}): {result.stderr.strip().splitlines()[-1:]}")
+    return seconds
+
+
+def paired(overrides: list[str], repeats: int, fresh_cache: bool, scratch: Path) -> tuple[float, float, list[float]]:
+    """(median grouped s, median one-by-one s, per-repeat grouped/one-by-one ratios)."""
+    grouped, alone = [], []
+    for repeat in range(repeats):
+        runs = [("grouped", []), ("alone", ["group.share=false"])]
+        for name, extra in runs if repeat % 2 == 0 else runs[::-1]:
+            out = scratch / f"{name}{repeat}"
+            cache = [f"paths.cache_dir={out / 'cache'}"] if fresh_cache else []
+            (grouped if name == "grouped" else alone).append(_sweep_seconds([*overrides, *extra, *cache], out))
+    ratios = [g / a for g, a in zip(grouped, alone)]
+    return statistics.median(grouped), statistics.median(alone), ratios
+
+
+def report(title: str, grouped: float, alone: float, ratios: list[float]) -> None:
+    print(f"{title}\n  grouped {grouped:.1f} s, one by one {alone:.1f} s (medians): "
+          f"grouped / one by one = {statistics.median(ratios):.2f}x (per repeat: "
+          + " ".join(f"{r:.2f}" for r in ratios) + ")", flush=True)
+
+
+def continuation_ratio(cells: int = 6, repeats: int = 5) -> float:
+    """SmolLM2, 8 built-in prompts: time of layers 12..29 over ``cells`` x 8 stacked rows in one
+    forward, as a ratio to ``cells`` forwards of the 8 rows one after another (median of repeats)."""
+    import torch
+
+    from outro_sweep.bench.overhead import _prompts
+    from outro_sweep.interventions.decoder import find_decoder
+    from outro_sweep.models.smollm2 import SmolLM2
+
+    loaded = SmolLM2(cache_dir=os.environ.get("OUTRO_SWEEP_CACHE",
+                                              str(Path.home() / ".cache" / "outro_sweep"))).load()
+    inputs = _prompts(loaded, 8)
+    model = loaded.model
+    with torch.no_grad():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[12]  # (8, S, D) entering layer 12
+    stacked = hidden.repeat(cells, 1, 1)
+    mask = inputs["attention_mask"]
+    decoder = find_decoder(model).decoder
+    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    def continue_from(h, m, p):
+        from transformers.masking_utils import create_causal_mask
+
+        cache_position = torch.arange(h.shape[1])
+        causal = create_causal_mask(config=decoder.config, inputs_embeds=h, attention_mask=m,
+                                    cache_position=cache_position, past_key_values=None, position_ids=p)
+        rotary = decoder.rotary_emb(h, p)
+        for layer in decoder.layers[12:]:
+            h = layer(h, attention_mask=causal, position_ids=p, position_embeddings=rotary)
+            h = h[0] if isinstance(h, tuple) else h
+        return h
+
+    def one_forward():
+        continue_from(stacked, mask.repeat(cells, 1), positions.repeat(cells, 1))
+
+    def one_after_another():
+        for _ in range(cells):
+            continue_from(hidden, mask, positions)
+
+    times = {"stacked": [], "serial": []}
+    with torch.no_grad():
+        one_forward(), one_after_another()  # warm-up
+        for repeat in range(repeats):
+            order = [("stacked", one_forward), ("serial", one_after_another)]
+            for name, run in order if repeat % 2 == 0 else order[::-1]:
+                started = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - started)
+    return statistics.median(s / t for s, t in zip(times["stacked"], times["serial"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--limit", type=int, default=24, help="built-in questions per SmolLM2 cell")
+    parser.add_argument("--video-limit", type=int, default=9, help="Daily-Omni example questions per video cell (<= 9)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-video", action="store_true")
+    parser.add_argument("--hf-config", type=Path, default=SHARED_DATA / "hf_configs" / "Qwen__Qwen2.5-VL-7B-Instruct",
+                        help="the Qwen2.5-VL checkpoint's processor files (no weights needed)")
+    parser.add_argument("--clips", type=Path, default=SHARED_DATA / "videos" / "dailyomni_examples",
+                        help="the Daily-Omni example clips with qa_for_these_3_videos.json")
+    args = parser.parse_args(argv)
+    torch_threads = os.environ.get("OMP_NUM_THREADS", "default")
+    print(f"outro_sweep.bench_sweep: the 7-cell sweep {' '.join(USER_SWEEP)} (+ baseline), {args.repeats} repeats, "
+          f"torch threads {torch_threads}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as scratch:
+        scratch = Path(scratch)
+        text = [f"benchmark.limit={args.limit}"]
+        report(f"SmolLM2-135M, builtin_mc limit {args.limit}, generated answers:",
+               *paired(text, args.repeats, fresh_cache=False, scratch=scratch / "text"))
+        if not args.skip_video:
+            from outro_sweep.bench.tiny_video_lm import save_tiny_qwen2_5_vl
+
+            model = save_tiny_qwen2_5_vl(args.hf_config, scratch / "tiny_qwen2_5_vl")
+            video = ["model=qwen2_5_vl_7b", f"model.path={model}", "model.dtype=float32", "model.num_frames=8",
+                     "benchmark=dailyomni", f"benchmark.data_dir={args.clips}",
+                     "benchmark.qa_file=qa_for_these_3_videos.json", f"benchmark.video_dir={args.clips}",
+                     f"benchmark.limit={args.video_limit}", "predict.batch_size=3", "trainer.accelerator=cpu"]
+            for rule in ("massive_activation", "first_k"):
+                report(f"tiny Qwen2.5-VL (real processor), 3 real Daily-Omni clips, {args.video_limit} questions, "
+                       f"sink={rule}:",
+                       *paired([*video, f"sink={rule}"], args.repeats, fresh_cache=True, scratch=scratch / rule))
+    ratio = continuation_ratio()
+    print(f"continuing 6 cells from a shared prefix (SmolLM2 layers 12-29, 8 prompts): one forward of 6 stacked "
+          f"batches / 6 forwards one after another = {ratio:.2f}x", flush=True)
