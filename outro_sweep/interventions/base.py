@@ -20,7 +20,12 @@ The lifecycle of one intervention in one cell:
    the stock model, bit for bit). The editor reports ``take_sample_diagnostics()`` (one JSON-ready
    dict per batch row of the last prefill) and ``running_sums()`` (additive ``{key: float}`` sums
    since attach; per-batch deltas go to the shard headers, so they add up over processes and
-   resumed attempts).
+   resumed attempts). It also declares the first decoder layer it can change in a prefill:
+   ``unchanged_prefix(hidden, real) -> int``, given the stock residual stream ``hidden[l]``
+   (B, S, D) entering each layer l < len(hidden) and the (B, S) bool real tokens, how many leading
+   layers it leaves exactly stock (static, like LSG's ``layer + 1``, or from the sinks it would
+   detect, like OutRo's). The cells of a group replay those layers from a kept stock prefix
+   (``outro_sweep.group.prefix``); an editor without the method is taken to change layer 0.
 4. ``summarise(samples, sums)`` — the cell-level diagnostics from every record's per-sample dict
    and the summed ``running_sums``; needs no model.
 
