@@ -142,6 +142,14 @@ def test_a_vision_tower_runs_once_per_input_and_its_kept_output_gives_the_same_l
     assert "forward" not in model.model.visual.__dict__
 
 
+@pytest.mark.parametrize("family", sorted(tiny_vlms.FAMILIES))
+def test_every_video_family_s_towers_are_found(family):
+    from outro_sweep.group.towers import find_towers
+
+    model, _ = tiny_vlms.build(family)
+    assert {id(m) for m in find_towers(model).values()} == {id(m) for m in tiny_vlms.encoders(model).values()}
+
+
 @torch.no_grad()
 def test_a_tower_with_a_hook_inside_is_computed_every_time():
     model, processor = tiny_vlms.build("qwen2_5_vl")

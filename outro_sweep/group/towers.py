@@ -20,8 +20,9 @@ from outro_sweep.group.fingerprint import tensor_digest
 from outro_sweep.group.memory import BoundedCache
 
 # The attribute names transformers' (video/omni) models give their towers, on the model or on its
-# inner ``model`` (Qwen2/2.5/3-VL and Omni: visual, audio_tower; LLaVA, InternVL: vision_tower).
-TOWER_NAMES = ("visual", "vision_tower", "audio_tower")
+# inner ``model`` (Qwen2/2.5/3-VL and Omni: visual, audio_tower; LLaVA, InternVL: vision_tower;
+# VideoLLaMA3: vision_model).
+TOWER_NAMES = ("visual", "vision_tower", "vision_model", "audio_tower")
 
 
 def find_towers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
