@@ -216,3 +216,25 @@ def test_a_killed_grouped_sweep_resumes_every_sample_once(tmp_path):
             == list(range(limit))
     logs = "".join(p.read_text() for p in (tmp_path / "sweep2").glob("*/*.log"))
     assert f"predictions: {resumed} resumed + {limit - resumed} predicted now = {limit}" in logs
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_grouped_local_sweep_leaves_no_child(tmp_path):
+    """A terminal's Ctrl-C (SIGINT to the whole process group) while the group's task predicts:
+    the task process is stopped, its shards are kept and no cell is marked failed."""
+    from tests import test_signals as sig
+
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    process = sig._start(sig._command(out, ["-m", "hydra/launcher=local", "outro.alpha=0.1,0.3", "baseline=false",
+                                            *sig.LONG, "benchmark.limit=8"]), log)
+    sig._wait_until(lambda: (len(sig._cell_tasks(process)) == 1 and sig._shards(out)) or process.poll() is not None,
+                    600, "the group's task with a shard")
+    assert process.poll() is None, log.read_text()[-2000:]
+    below = psutil.Process(process.pid).children(recursive=True)
+    sig._stop(process, signal.SIGINT, group=True)
+    text = log.read_text()
+    assert process.returncode == 130, text[-3000:]
+    assert "interrupted by SIGINT: stopped 1 running task process (their shards are kept)" in text
+    assert not sig._alive(below) and not sig._using(out)
+    assert "Traceback" not in text
+    assert sig._shards(out) and not sig._failed_markers(out)
