@@ -6,7 +6,8 @@ The sweeper hands the launchers its jobs ordered so that the cells of a group
 one process (per rank) that runs the group's cells one after another, each as its own Hydra job
 exactly as the plugin's per-cell task does it (its own job number, job folder, log,
 ``status.json``, cell folder, markers and W&B run), so that process-level caches serve every
-cell of the group. With ``cells_per_task=cell`` every task holds one cell, as before.
+cell of the group. With ``cells_per_task=cell`` each task is one cell, submitted exactly as
+hydra-submitit-launcher submits it (the launcher is the task's callable).
 
 - **Failure isolation.** A cell that fails writes its FAILED marker and status and returns
   (``outro_sweep.sweep.cli``); a cell whose job breaks before the cell starts (composition, its
@@ -106,9 +107,19 @@ def cell_params(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) ->
     return params
 
 
-def submit_tasks(executor, launcher, params: list[tuple], slices: Sequence[range]) -> list:
-    """One submitit job (a ``GroupTask``) per slice of ``params``; returns the jobs."""
+def submit_tasks(executor, launcher, params: list[tuple], slices: Sequence[range],
+                 cells_per_task: CellsPerTask) -> list:
+    """One submitit job per slice of ``params``; returns the jobs. Under ``cells_per_task=cell``
+    the launcher itself is each job's callable, exactly as the plugin submits a cell (its result
+    is the cell's ``JobReturn``); otherwise a ``GroupTask`` (a list, one per cell)."""
+    if cells_per_task is CellsPerTask.cell:
+        return executor.map_array(launcher, *zip(*(params[s.start] for s in slices)))
     return executor.map_array(GroupTask(launcher), [params[s.start:s.stop] for s in slices])
+
+
+def cell_results(returned) -> list:
+    """A task's result as one entry per cell (``submit_tasks``)."""
+    return returned if isinstance(returned, list) else [returned]
 
 
 def lost_entry(args: tuple, why: str) -> dict:

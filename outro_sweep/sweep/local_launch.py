@@ -50,7 +50,8 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLaunche
 
 from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.interruption import Interrupted
-from outro_sweep.sweep.group_task import CellLost, CellsPerTask, cell_params, lost_entry, per_task, submit_tasks, task_slices
+from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_entry, per_task,
+                                          submit_tasks, task_slices)
 from outro_sweep.sweep.sweeper import PLUGIN_MODULE
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda number, frame: pending.append(number))
     try:
-        processes = _Jobs(_submit(launcher, params, slices))
+        processes = _Jobs(_submit(launcher, params, slices, setting))
         for signum in stopping:
             signal.signal(signum, _raise_interrupted)
         try:
@@ -136,7 +137,7 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
         try:
             if not job.paths.result_pickle.exists():  # (results() would wait for it, then raise)
                 raise RuntimeError("no result")
-            returned = job.results()[0]
+            returned = cell_results(job.results()[0])
         except Exception as err:  # noqa: BLE001 (no result, or FailedJobError: the task raised)
             why = _why_lost(job, err)
             # a cell that reported its status before its task died is counted by that status
@@ -168,7 +169,7 @@ def _raise_interrupted(number: int, frame) -> None:
     raise Interrupted(number)
 
 
-def _submit(launcher, params: list[tuple], slices: Sequence[range]) -> list:
+def _submit(launcher, params: list[tuple], slices: Sequence[range], setting: CellsPerTask) -> list:
     """The plugin's ``BaseSubmititLauncher.launch`` (hydra-submitit-launcher 1.2), minus its wait,
     with one task per slice of ``params``: the same executor and parameters; returns submitit's jobs."""
     import submitit
@@ -187,7 +188,7 @@ def _submit(launcher, params: list[tuple], slices: Sequence[range]) -> list:
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info(f"Submitit '{launcher._EXECUTOR}' sweep output dir : {sweep_dir} ({len(params)} cells in "
              f"{len(slices)} task{'s' if len(slices) != 1 else ''})")
-    return submit_tasks(executor, launcher, params, slices)
+    return submit_tasks(executor, launcher, params, slices, setting)
 
 
 class _Jobs:

@@ -43,7 +43,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
-from outro_sweep.sweep.group_task import CellLost, CellsPerTask, cell_params, lost_entry, per_task, submit_tasks, task_slices
+from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_entry, per_task,
+                                          submit_tasks, task_slices)
 from outro_sweep.sweep.sweeper import PLUGIN_MODULE
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                              self.cells_per_task)
         jobs = []
         for chunk in array_chunks(len(slices), max_array_size()):
-            jobs += submit_tasks(executor, self, params, slices[chunk.start:chunk.stop])
+            jobs += submit_tasks(executor, self, params, slices[chunk.start:chunk.stop], self.cells_per_task)
         arrays = list(dict.fromkeys(job.job_id.split("_")[0] for job in jobs))
         if len(arrays) > 1:
             log.info(f"{len(jobs)} tasks in {len(arrays)} arrays ({', '.join(arrays)}): MaxArraySize is {max_array_size()}")
@@ -137,7 +138,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
         results, lost = [], []
         for job, cells in zip(jobs, cells_of_jobs):
-            for args, result in zip(cells, job.results()[0]):
+            for args, result in zip(cells, cell_results(job.results()[0])):
                 if isinstance(result, CellLost):
                     print(f"job {args[2]} ({' '.join(args[0]) or 'defaults'}) {result.why}", file=sys.stderr, flush=True)
                     lost.append(lost_entry(args, result.why))
