@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ def per_task(setting: Any) -> CellsPerTask:
     return setting if isinstance(setting, CellsPerTask) else CellsPerTask(str(setting))
 
 
-def task_slices(keys: Sequence[str], cells_per_task: CellsPerTask) -> list[range]:
+def task_slices(keys: Sequence, cells_per_task: CellsPerTask) -> list[range]:
     """Positions of the jobs (their group keys, in launch order) cut into tasks: each run of
     consecutive equal keys (``group``), or each job alone (``cell``)."""
     if cells_per_task is CellsPerTask.cell:
@@ -122,6 +123,8 @@ def cell_results(returned) -> list:
     return returned if isinstance(returned, list) else [returned]
 
 
-def lost_entry(args: tuple, why: str) -> dict:
-    """The ``lost.json`` entry of the cell whose ``__call__`` arguments are ``args``."""
+def lost_cell(args: tuple, why: str) -> dict:
+    """Say that the cell whose ``__call__`` arguments are ``args`` ended without a result (one
+    line on stderr); its ``lost.json`` entry."""
+    print(f"job {args[2]} ({' '.join(args[0]) or 'defaults'}) {why}", file=sys.stderr, flush=True)
     return {"job": args[2], "overrides": list(args[0]), "error": why}

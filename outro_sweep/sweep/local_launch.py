@@ -50,7 +50,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLaunche
 
 from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.interruption import Interrupted
-from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_entry, per_task,
+from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_cell, per_task,
                                           submit_tasks, task_slices)
 from outro_sweep.sweep.sweeper import PLUGIN_MODULE
 
@@ -102,7 +102,7 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
     equal keys under ``cells_per_task=group``, one task per job without keys."""
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     setting = per_task(getattr(launcher, "cells_per_task", CellsPerTask.cell))
-    slices = task_slices(list(keys) if keys is not None else [str(i) for i in range(len(job_overrides))], setting)
+    slices = task_slices(keys if keys is not None else range(len(job_overrides)), setting)  # no keys: all distinct
     params = cell_params(job_overrides, initial_job_idx)
     stopping = (signal.SIGINT, signal.SIGTERM)
     handlers = {signum: signal.getsignal(signum) for signum in stopping}
@@ -144,8 +144,7 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
             returned = [None if _reported(sweep_dir, args[2]) else CellLost(why) for args in cells]
         for args, result in zip(cells, returned):
             if isinstance(result, CellLost):
-                print(f"job {args[2]} ({' '.join(args[0]) or 'defaults'}) {result.why}", file=sys.stderr, flush=True)
-                lost.append(lost_entry(args, result.why))
+                lost.append(lost_cell(args, result.why))
             elif result is not None:
                 results.append(result)
     record_lost(sweep_dir, lost)
@@ -153,7 +152,7 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
 
 
 def record_lost(sweep_dir: Path, entries: list[dict]) -> None:
-    """Add ``entries`` (``group_task.lost_entry``) to ``<sweep dir>/lost.json``."""
+    """Add ``entries`` (``group_task.lost_cell``) to ``<sweep dir>/lost.json``."""
     if entries:
         write_json_atomic(sweep_dir / LOST_FILE, _read_lost(sweep_dir) + entries)
 

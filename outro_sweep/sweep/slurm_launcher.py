@@ -43,7 +43,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQue
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from omegaconf import OmegaConf
 
-from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_entry, per_task,
+from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_cell, per_task,
                                           submit_tasks, task_slices)
 from outro_sweep.sweep.sweeper import PLUGIN_MODULE
 
@@ -116,14 +116,14 @@ class SlurmLauncher(SubmititSlurmLauncher):
         if "mode" in self.config.hydra.sweep:
             os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         params = cell_params(job_overrides, initial_job_idx)
-        slices = task_slices(list(keys) if keys is not None else [str(i) for i in range(len(params))],
-                             self.cells_per_task)
+        slices = task_slices(keys if keys is not None else range(len(params)), self.cells_per_task)
         jobs = []
         for chunk in array_chunks(len(slices), max_array_size()):
             jobs += submit_tasks(executor, self, params, slices[chunk.start:chunk.stop], self.cells_per_task)
         arrays = list(dict.fromkeys(job.job_id.split("_")[0] for job in jobs))
         if len(arrays) > 1:
-            log.info(f"{len(jobs)} tasks in {len(arrays)} arrays ({', '.join(arrays)}): MaxArraySize is {max_array_size()}")
+            log.info(f"{len(jobs)} tasks in {len(arrays)} arrays ({', '.join(arrays)}): "
+                     f"MaxArraySize is {max_array_size()}")
         if self.wait:
             return self._results(sweep_dir, jobs, [params[s.start:s.stop] for s in slices])
         pending = _UNWAITED.setdefault(str(sweep_dir), {"launcher": self, "arrays": [], "cells": 0})
@@ -140,8 +140,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         for job, cells in zip(jobs, cells_of_jobs):
             for args, result in zip(cells, cell_results(job.results()[0])):
                 if isinstance(result, CellLost):
-                    print(f"job {args[2]} ({' '.join(args[0]) or 'defaults'}) {result.why}", file=sys.stderr, flush=True)
-                    lost.append(lost_entry(args, result.why))
+                    lost.append(lost_cell(args, result.why))
                 else:
                     results.append(result)
         record_lost(sweep_dir, lost)
