@@ -125,6 +125,18 @@ def test_a_local_sweep_runs_one_process_per_group(tmp_path):
     assert len({entry["group"] for entry in plan}) == 2
 
 
+@pytest.mark.slow
+def test_the_basic_launcher_runs_each_group_back_to_back_baseline_first(tmp_path):
+    """The default launcher runs the jobs in the sweeper's order (a dry run: no model)."""
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(["-m", "outro.alpha=0.1,0.3", "benchmark.limit=3,4", "+dry_run=true", *LIGHT], tmp_path, sweep_dir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _jobs(sweep_dir)
+    assert [re.search(r"benchmark\.limit=(\d)", j.name)[1] for j in jobs] == ["3", "3", "3", "4", "4", "4"]
+    assert ["outro.enabled=false" in j.name for j in jobs] == [True, False, False, True, False, False]
+    assert not (sweep_dir / ".submitit").exists()  # in the submitting process
+
+
 def _conflicting_shards(cell: Path) -> None:
     """Two valid shards that disagree on question 0: reading them raises ShardConflictError
     inside the cell, after its W&B run has started."""
