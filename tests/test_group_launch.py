@@ -250,3 +250,34 @@ def test_ctrl_c_on_a_grouped_local_sweep_leaves_no_child(tmp_path):
     assert not sig._alive(below) and not sig._using(out)
     assert "Traceback" not in text
     assert sig._shards(out) and not sig._failed_markers(out)
+
+
+@pytest.mark.slow
+def test_a_killed_group_task_fails_the_cells_it_had_not_finished(tmp_path):
+    """SIGKILL of the group's task process (as the OOM killer would) while its second cell
+    predicts: the finished first cell counts as succeeded, the second and the never-started third
+    as failed, each named; the summary counts cells."""
+    from tests import test_signals as sig
+
+    out, log = tmp_path / "out", tmp_path / "run.log"
+    sweep_dir = tmp_path / "sweep"
+    process = sig._start(sig._command(out, ["-m", "hydra/launcher=local", "outro.alpha=0.1,0.3", *sig.LONG,
+                                            "benchmark.limit=6", f"hydra.sweep.dir={sweep_dir}"]), log)
+
+    def second_cell_predicting():
+        second = next(iter(sweep_dir.glob("1_*")), None)
+        shards = second / "cell" / "shards" if second is not None else None
+        return shards is not None and shards.is_dir() and any(shards.glob("*.jsonl")) and sig._cell_tasks(process)
+
+    (task,) = sig._wait_until(lambda: second_cell_predicting() or process.poll() is not None, 600,
+                              "the group's second cell with a shard")
+    task.kill()
+    process.wait(timeout=900)
+    text = log.read_text()
+    assert process.returncode == 1, text[-3000:]
+    assert "sweep: 1 succeeded, 0 skipped (already done), 2 failed, of 3 cells" in text
+    assert re.search(r"^failed: 1_\S+: .*(killed|died without a status)", text, re.M), text[-3000:]
+    assert re.search(r"^failed: 2 \(outro\.alpha=0\.3 .*\): .*(killed|died without a status)", text, re.M), text[-3000:]
+    lost = json.loads((sweep_dir / "lost.json").read_text())
+    assert sorted(entry["job"] for entry in lost) == [1, 2]  # the baseline reported its own status
+    assert len(list(out.glob("cells/*/DONE"))) == 1 and not sig._using(out)
