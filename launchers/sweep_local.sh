@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Example: a 2x2 OutRo sweep with every cell as its own local process (submitit_local launcher).
+# Example: a 2x2 OutRo sweep run as one local process for its one group of cells (hydra/launcher=local).
 # Re-running the same command skips finished cells; `+dry_run=true` lists the cells first.
 #   bash launchers/sweep_local.sh [more overrides ...]
 set -euo pipefail

@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
 LONG = ["benchmark.scoring=generate", "predict.batch_size=1", "benchmark.max_new_tokens=2",
         "trainer.enable_progress_bar=false"]
 STOP_WITHIN_S = 10.0
+# One process per cell (the local launcher's default runs a group's cells in one process):
+# these tests stop and kill cell processes one by one.
+PER_CELL = ["hydra.launcher.cells_per_task=cell"]
 # Variables a launcher sets: the tests' own environment must not leak them into the runs.
 _LAUNCHER_VARS = re.compile(r"^(SLURM_|SBATCH_|SRUN_|SUBMITIT_|TORCHELASTIC_|WORLD_SIZE$|RANK$|LOCAL_RANK$|"
                             r"LOCAL_WORLD_SIZE$|GROUP_RANK$|MASTER_ADDR$|MASTER_PORT$)")
@@ -172,8 +175,8 @@ def test_sigterm_stops_a_basic_multirun(tmp_path):
 
 def _local_sweep(out: Path, log: Path, limit: int) -> tuple[subprocess.Popen, list[psutil.Process]]:
     """A two-cell local-launcher sweep, returned once both cells run and one has a shard."""
-    process = _start(_command(out, ["-m", "hydra/launcher=local", "outro.alpha=0.1,0.3", "baseline=false", *LONG,
-                                    f"benchmark.limit={limit}"]), log)
+    process = _start(_command(out, ["-m", "hydra/launcher=local", *PER_CELL, "outro.alpha=0.1,0.3", "baseline=false",
+                                    *LONG, f"benchmark.limit={limit}"]), log)
     tasks = _wait_until(lambda: (len(_cell_tasks(process)) == 2 and _shards(out) and _cell_tasks(process))
                         or process.poll() is not None, 600, "two running cells with a shard")
     assert process.poll() is None, log.read_text()[-2000:]
@@ -196,8 +199,8 @@ def test_ctrl_c_on_a_local_sweep_leaves_no_child(tmp_path, group):
     assert "Traceback" not in text
     assert _shards(out) and not _failed_markers(out)
     if group:  # once is enough: the rerun resumes the stopped cells
-        rerun = subprocess.run(_command(out, ["-m", "hydra/launcher=local", "outro.alpha=0.1,0.3", "baseline=false",
-                                              *LONG, "benchmark.limit=8"]),
+        rerun = subprocess.run(_command(out, ["-m", "hydra/launcher=local", *PER_CELL, "outro.alpha=0.1,0.3",
+                                              "baseline=false", *LONG, "benchmark.limit=8"]),
                                cwd=REPO, env=_env(), capture_output=True, text=True, timeout=900)
         assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-3000:]
         assert len(list(out.glob("cells/*/DONE"))) == 2

@@ -1,4 +1,10 @@
-"""Local submitit sweeps (``hydra/launcher=local``) that end cleanly.
+"""Local submitit sweeps (``hydra/launcher=local``) that end cleanly, one process per group of
+cells or per cell.
+
+``hydra.launcher.cells_per_task`` (conf/hydra/launcher/local.yaml): ``group`` (the default) runs
+the cells of each group (``outro_sweep.group.key``) one after another in one task process
+(``outro_sweep.sweep.group_task.GroupTask``), so the process loads the model once for them;
+``cell`` runs every cell in its own process. Either way each cell is its own Hydra job.
 
 hydra-submitit-launcher's ``LocalLauncher.launch`` submits the cells, then waits with
 ``[j.results()[0] for j in jobs]``. Two failures follow from that wait:
@@ -8,17 +14,17 @@ hydra-submitit-launcher's ``LocalLauncher.launch`` submits the cells, then waits
   orphaned;
 - Ctrl-C raises KeyboardInterrupt there: a traceback, and every cell orphaned.
 
-``launch_local`` submits exactly as the plugin does (the same executor and parameters), then
-waits itself:
+``launch_local`` submits with the plugin's executor and parameters, then waits itself:
 
-- every job is waited for; one without a result is recorded in ``<sweep dir>/lost.json``
-  (the sweep summary names it) and the others go on;
-- SIGINT or SIGTERM stops every cell process: SIGTERM (a cell stops at once and keeps its
+- every job is waited for; a cell without a result (its task process died before the cell
+  reported its status, or its job broke outside the cell) is recorded in
+  ``<sweep dir>/lost.json`` (the sweep summary names it) and the others go on;
+- SIGINT or SIGTERM stops every task process: SIGTERM (a cell stops at once and keeps its
   shards, ``outro_sweep.cell.interruption``), then SIGKILL for whatever still lives after
   ``GRACE_S``; then one line, and exit 130 or 143.
 
 Each job is a controller process (``python -m submitit.local._local``; the job id is its pid)
-that starts the job's task processes (the cells) and forwards SIGTERM to them. The controllers
+that starts the job's task processes and forwards SIGTERM to them. The controllers
 are started with SIGINT ignored (an inherited disposition): a terminal's Ctrl-C reaches the
 whole foreground process group, and a controller would answer it with a traceback and kill its
 tasks after one second; the submitting process stops them instead, as above.
@@ -32,13 +38,21 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocalLauncher
 
 from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.interruption import Interrupted
+from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_cell, per_task,
+                                          submit_tasks, task_slices)
+from outro_sweep.sweep.sweeper import PLUGIN_MODULE
 
 log = logging.getLogger(__name__)
 LOST_FILE = "lost.json"  # launched jobs that ended without a result: job number, overrides, why
@@ -46,12 +60,50 @@ LOST_FILE = "lost.json"  # launched jobs that ended without a result: job number
 # W&B's closing of its run included, but several at once on a loaded machine take longer.
 GRACE_S = 20.0
 _POLL_S = 0.5
+PLUGIN_NAME = f"{PLUGIN_MODULE}.LocalLauncher"  # hydra.launcher._target_ (see register_local_launcher)
 
 
-def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+@dataclass
+class LocalConf(LocalQueueConf):
+    _target_: str = PLUGIN_NAME
+    # group: one process runs a group's cells one after another; cell: one process per cell
+    cells_per_task: CellsPerTask = CellsPerTask.group
+
+
+# conf/hydra/launcher/local.yaml extends this node. Stored on import, so also in each task: a
+# task unpickles the launcher (importing this module) before it composes its config again.
+ConfigStore.instance().store(group="hydra/launcher", name="outro_local", node=LocalConf(), provider="outro_sweep")
+
+
+class LocalLauncher(SubmititLocalLauncher):
+    """The plugin's local launcher plus ``cells_per_task``; a sweep of cells is launched by
+    ``launch_local`` (the sweeper calls it), anything else (a sweep of fits) by the plugin."""
+
+    def __init__(self, cells_per_task: Any = CellsPerTask.group, **params: Any) -> None:
+        super().__init__(**params)  # every other key becomes a submitit parameter
+        self.cells_per_task = per_task(cells_per_task)
+
+
+def register_local_launcher() -> None:
+    """Make ``hydra/launcher=local`` instantiable (see slurm_launcher.register_launcher)."""
+    real = LocalLauncher.__module__
+    LocalLauncher.__module__ = PLUGIN_MODULE
+    try:
+        Plugins.instance().register(LocalLauncher)
+    finally:
+        LocalLauncher.__module__ = real
+
+
+def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+                 keys: Sequence[str] | None = None) -> list:
     """Submit ``job_overrides`` with hydra-submitit-launcher's ``launcher`` and wait for every
-    job; returns the results of the jobs that produced one (Hydra's ``JobReturn``)."""
+    job; returns the results of the cells that produced one (Hydra's ``JobReturn``). ``keys``:
+    each job's group key (the sweeper orders a group's jobs consecutively); one task per run of
+    equal keys under ``cells_per_task=group``, one task per job without keys."""
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
+    setting = per_task(getattr(launcher, "cells_per_task", CellsPerTask.cell))
+    slices = task_slices(keys if keys is not None else range(len(job_overrides)), setting)  # no keys: all distinct
+    params = cell_params(job_overrides, initial_job_idx)
     stopping = (signal.SIGINT, signal.SIGTERM)
     handlers = {signum: signal.getsignal(signum) for signum in stopping}
     # Submit with SIGINT ignored, so that the controllers inherit it, and blocked, so that a
@@ -62,7 +114,7 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda number, frame: pending.append(number))
     try:
-        processes = _Jobs(_submit(launcher, job_overrides, initial_job_idx))
+        processes = _Jobs(_submit(launcher, params, slices, setting))
         for signum in stopping:
             signal.signal(signum, _raise_interrupted)
         try:
@@ -72,27 +124,42 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
             processes.wait()
         except Interrupted as stop:
             stopped = processes.stop()
-            print(f"{stop}: stopped {stopped} running cell process{'es' if stopped != 1 else ''} (their shards are "
+            kind = "cell" if setting is CellsPerTask.cell else "task"
+            print(f"{stop}: stopped {stopped} running {kind} process{'es' if stopped != 1 else ''} (their shards are "
                   "kept); rerun to resume", file=sys.stderr, flush=True)
             sys.exit(stop.exit_code)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         for signum, handler in handlers.items():
             signal.signal(signum, handler)
-    jobs = processes.jobs
     results, lost = [], []
-    for number, (job, overrides) in enumerate(zip(jobs, job_overrides), start=initial_job_idx):
+    for job, cells in zip(processes.jobs, (params[s.start:s.stop] for s in slices)):
         try:
             if not job.paths.result_pickle.exists():  # (results() would wait for it, then raise)
                 raise RuntimeError("no result")
-            results.append(job.results()[0])
+            returned = cell_results(job.results()[0])
         except Exception as err:  # noqa: BLE001 (no result, or FailedJobError: the task raised)
             why = _why_lost(job, err)
-            print(f"job {number} ({' '.join(overrides) or 'defaults'}) {why}", file=sys.stderr, flush=True)
-            lost.append({"job": number, "overrides": list(overrides), "error": why})
-    if lost:
-        write_json_atomic(sweep_dir / LOST_FILE, _read_lost(sweep_dir) + lost)
+            # a cell that reported its status before its task died is counted by that status
+            returned = [None if _reported(sweep_dir, args[2]) else CellLost(why) for args in cells]
+        for args, result in zip(cells, returned):
+            if isinstance(result, CellLost):
+                lost.append(lost_cell(args, result.why))
+            elif result is not None:
+                results.append(result)
+    record_lost(sweep_dir, lost)
     return results
+
+
+def record_lost(sweep_dir: Path, entries: list[dict]) -> None:
+    """Add ``entries`` (``group_task.lost_cell``) to ``<sweep dir>/lost.json``."""
+    if entries:
+        write_json_atomic(sweep_dir / LOST_FILE, _read_lost(sweep_dir) + entries)
+
+
+def _reported(sweep_dir: Path, number: int) -> bool:
+    """Whether job ``number`` wrote its ``status.json`` (its folder is ``<number>_<name>``)."""
+    return any(sweep_dir.glob(f"{number}_*/status.json"))
 
 
 def _raise_interrupted(number: int, frame) -> None:
@@ -101,31 +168,26 @@ def _raise_interrupted(number: int, frame) -> None:
     raise Interrupted(number)
 
 
-def _submit(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
-    """The plugin's ``BaseSubmititLauncher.launch`` (hydra-submitit-launcher 1.2), minus its wait:
-    the same executor, parameters and job arguments; returns submitit's jobs."""
+def _submit(launcher, params: list[tuple], slices: Sequence[range], setting: CellsPerTask) -> list:
+    """The plugin's ``BaseSubmititLauncher.launch`` (hydra-submitit-launcher 1.2), minus its wait,
+    with one task per slice of ``params``: the same executor and parameters; returns submitit's jobs."""
     import submitit
-    from hydra.core.singleton import Singleton
-    from hydra.core.utils import filter_overrides
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
-    params = launcher.params
+    params_of_launcher = launcher.params
     init_keys = {"max_num_timeout", "submitit_folder"}
     executor = submitit.AutoExecutor(
-        cluster=launcher._EXECUTOR, folder=params["submitit_folder"],
-        **{f"{launcher._EXECUTOR}_{k}": v for k, v in params.items() if k == "max_num_timeout"})
+        cluster=launcher._EXECUTOR, folder=params_of_launcher["submitit_folder"],
+        **{f"{launcher._EXECUTOR}_{k}": v for k, v in params_of_launcher.items() if k == "max_num_timeout"})
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"{launcher._EXECUTOR}_{k}": v
-                                  for k, v in params.items() if k not in init_keys})
+                                  for k, v in params_of_launcher.items() if k not in init_keys})
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    log.info(f"Submitit '{launcher._EXECUTOR}' sweep output dir : {sweep_dir}")
-    job_params = []
-    for number, overrides in enumerate(job_overrides, start=initial_job_idx):
-        log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
-        job_params.append((list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state()))
-    return executor.map_array(launcher, *zip(*job_params))
+    log.info(f"Submitit '{launcher._EXECUTOR}' sweep output dir : {sweep_dir} ({len(params)} cells in "
+             f"{len(slices)} task{'s' if len(slices) != 1 else ''})")
+    return submit_tasks(executor, launcher, params, slices, setting)
 
 
 class _Jobs:

@@ -20,6 +20,12 @@ baseline (``outro_sweep.sweep.baseline``: same model, benchmark and settings, ev
 off): since a baseline's identity ignores the interventions' knobs and the sink rule, the grid's
 cells share ONE baseline, launched once.
 
+The jobs go to the launcher ordered by group (``outro_sweep.group.key.group_key``: cells that
+differ only in intervention settings), groups in the order the grid first names them, each
+group's baseline first and its other cells in grid order: the basic launcher then runs a group's
+cells back to back in its one process, and the local and SLURM launchers pack each group into
+one task (``hydra.launcher.cells_per_task=group``, ``outro_sweep.sweep.group_task``).
+
 A subclass of ``BasicSweeper`` rather than a new sweeper: the grid, batching and the job
 numbering stay Hydra's own; only the launcher call is filtered.
 """
@@ -39,6 +45,7 @@ from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.store import CellStore
 from outro_sweep.config.compose import composition_error, job_config
 from outro_sweep.errors import ConfigError
+from outro_sweep.group.key import group_key
 from outro_sweep.sweep.baseline import baseline_identity, baseline_overrides, is_baseline
 from outro_sweep.sweep.job_names import swept_keys
 
@@ -68,6 +75,7 @@ class SkipDoneSweeper(BasicSweeper):
         self.skipped: list[dict] = []
         self.busy: list[dict] = []
         self.planned: list[dict] = []
+        self.group_keys: list[str] = []  # the group key of each job of the last plan(), in launch order
 
     def cell_config(self, overrides: Sequence[str]):
         """The job's config, composed here exactly as the job will compose it."""
@@ -115,8 +123,9 @@ class SkipDoneSweeper(BasicSweeper):
     def plan(self, job_overrides: Sequence[Sequence[str]]) -> list[list[str]]:
         """The jobs to launch: each distinct cell once (cells that differ only in settings that
         cannot change results are one cell), every cell's baseline (every intervention off)
-        added once (``baseline=true``), and cells that are done left out (unless forced)."""
-        jobs: list[list[str]] = []
+        added once (``baseline=true``), and cells that are done left out (unless forced); in
+        group order (``by_group``), their group keys in ``self.group_keys``."""
+        jobs: list[tuple[list[str], str, bool]] = []  # (overrides, group key, is a baseline)
         seen: set[str] = set()
         with_baselines = []  # (overrides, composed config, added as a baseline)
         for overrides, cfg in self.checked_cells([list(o) for o in job_overrides]):
@@ -138,8 +147,10 @@ class SkipDoneSweeper(BasicSweeper):
                           flush=True)
                 continue
             seen.add(store.identity)
+            config = OmegaConf.to_container(cfg, resolve=True)
+            key = group_key(config)
             self.planned.append({"identity": store.identity, "overrides": list(overrides),
-                                 "baseline": added_as_baseline})
+                                 "baseline": added_as_baseline, "group": key})
             if not (cfg.get("force", False) or cfg.get("dry_run", False)) and store.state() == "done":
                 self.record_skip(store, overrides)
                 continue
@@ -150,11 +161,13 @@ class SkipDoneSweeper(BasicSweeper):
                                   "holder": holder})
                 self.write(BUSY_FILE, self.busy)
                 continue
-            jobs.append(overrides)
+            jobs.append((overrides, key, is_baseline(config)))
         self.write(PLAN_FILE, self.planned)
         grid = [job for batch in (self.overrides or []) for job in batch]
         self.give_swept_keys(swept_keys([*grid, *(overrides for overrides, _, _ in with_baselines)]))
-        return jobs
+        ordered = by_group(jobs)
+        self.group_keys = [key for _, key, _ in ordered]
+        return [overrides for overrides, _, _ in ordered]
 
     def give_swept_keys(self, keys: Sequence[str]) -> None:
         """Every job's config gets ``hydra.sweeper.swept``: the keys its folder name keeps whole
@@ -177,6 +190,16 @@ class SkipDoneSweeper(BasicSweeper):
         write_json_atomic(sweep_dir / name, entries)
 
 
+def by_group(jobs: Sequence[tuple[list[str], str, bool]]) -> list[tuple[list[str], str, bool]]:
+    """``jobs`` (overrides, group key, is a baseline) with each group's jobs consecutive: groups in
+    order of their first job, the baseline first within its group, the rest in their order."""
+    first: dict[str, int] = {}
+    for position, (_, key, _) in enumerate(jobs):
+        first.setdefault(key, position)
+    order = sorted(range(len(jobs)), key=lambda i: (first[jobs[i][1]], not jobs[i][2], i))
+    return [jobs[i] for i in order]
+
+
 def refusal_lines(errors: dict[str, list[list[str]]], all_cells: list[list[str]], shown: int = 5) -> list[str]:
     """One ``error:`` line per distinct error, naming the cells that have it by the overrides
     that tell them apart (those every cell shares are left out)."""
@@ -192,9 +215,11 @@ def refusal_lines(errors: dict[str, list[list[str]]], all_cells: list[list[str]]
 
 
 class _LaunchUnfinished:
-    """Wraps the configured launcher: ``launch`` gets only the cells that are not done. The
-    local submitit launcher's own wait orphans its cells on Ctrl-C and crashes when one cell
-    process is killed, so its jobs are submitted and waited for by ``launch_local`` instead."""
+    """Wraps the configured launcher: ``launch`` gets only the cells that are not done, in group
+    order, and the submitit launchers also get each job's group key (to pack a group into one
+    task). The local submitit launcher's own wait orphans its cells on Ctrl-C and crashes when
+    one cell process is killed, so its jobs are submitted and waited for by ``launch_local``
+    instead."""
 
     def __init__(self, launcher, sweeper: SkipDoneSweeper) -> None:
         self.launcher = launcher
@@ -206,10 +231,15 @@ class _LaunchUnfinished:
             return []
         from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
 
+        from outro_sweep.sweep.slurm_launcher import SlurmLauncher
+
+        keys = self.sweeper.group_keys
         if isinstance(self.launcher, LocalLauncher):
             from outro_sweep.sweep.local_launch import launch_local
 
-            return launch_local(self.launcher, todo, initial_job_idx)
+            return launch_local(self.launcher, todo, initial_job_idx, keys)
+        if isinstance(self.launcher, SlurmLauncher):
+            return self.launcher.launch(todo, initial_job_idx=initial_job_idx, keys=keys)
         return self.launcher.launch(todo, initial_job_idx=initial_job_idx)
 
     def __getattr__(self, name: str):
