@@ -46,19 +46,21 @@ def rotate_toward(o: torch.Tensor, v: torch.Tensor, alpha: float, temperature: f
     return restored.to(o.dtype)
 
 
-def unmasked_attention_rows(
+def unmasked_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor, scaling: float
 ) -> torch.Tensor:
-    """Attention outputs for a few query rows with no causal mask (the sink relaxation).
+    """Attention outputs with no causal mask (the sink relaxation), for every query of a batch.
 
-    query: (H, m, d) the sink rows; key, value: (H_kv, S, d); key_mask: (S,) bool real keys.
-    Returns (m, H, d) in ``edit_dtype``: softmax(q K^T * scaling) V over every real key,
-    grouped-query aware.
+    query: (B, H, S_q, d); key, value: (B, H_kv, S_kv, d); key_mask: (B, S_kv) bool real keys.
+    Returns (B, S_q, H, d) in ``edit_dtype``: softmax(q K^T * scaling) V over every real key,
+    grouped-query aware. Every query is computed (the caller keeps the sink rows), so the shapes
+    do not depend on how many sinks a layer has and nothing waits for the host; sdpa never holds
+    the (S_q, S_kv) scores of a long prompt in memory at once on a GPU.
     """
     dtype = edit_dtype(query.dtype)
-    groups = query.shape[0] // key.shape[0]
-    k = key.to(dtype).repeat_interleave(groups, dim=0)  # (H, S, d)
-    v = value.to(dtype).repeat_interleave(groups, dim=0)  # (H, S, d)
-    scores = query.to(dtype) @ k.transpose(-1, -2) * scaling  # (H, m, S)
-    scores = scores.masked_fill(~key_mask.view(1, 1, -1), float("-inf"))
-    return (scores.softmax(dim=-1) @ v).transpose(0, 1)  # (m, H, d)
+    groups = query.shape[1] // key.shape[1]
+    k = key.to(dtype).repeat_interleave(groups, dim=1)  # (B, H, S_kv, d)
+    v = value.to(dtype).repeat_interleave(groups, dim=1)  # (B, H, S_kv, d)
+    mask = key_mask[:, None, None, :]  # (B, 1, 1, S_kv): True = attend
+    out = torch.nn.functional.scaled_dot_product_attention(query.to(dtype), k, v, attn_mask=mask, scale=scaling)
+    return out.transpose(1, 2)  # (B, S_q, H, d)
