@@ -8,10 +8,14 @@ and results are cast back to the attention output's dtype by the caller or here.
 from __future__ import annotations
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # Guards from the spec: |v|^2 + 1e-8 in the projection, |o'| + 1e-8 in the norm restore.
 PROJECTION_EPS = 1e-8
 NORM_EPS = 1e-8
+# The sdpa backends the relaxation may use whatever the caller restricted the model's attention
+# to (flash alone cannot run it: float32 inputs and a key mask).
+RELAXATION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
 def edit_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -62,5 +66,6 @@ def unmasked_attention(
     k = key.to(dtype).repeat_interleave(groups, dim=1)  # (B, H, S_kv, d)
     v = value.to(dtype).repeat_interleave(groups, dim=1)  # (B, H, S_kv, d)
     mask = key_mask[:, None, None, :]  # (B, 1, 1, S_kv): True = attend
-    out = torch.nn.functional.scaled_dot_product_attention(query.to(dtype), k, v, attn_mask=mask, scale=scaling)
+    with sdpa_kernel(RELAXATION_BACKENDS):
+        out = torch.nn.functional.scaled_dot_product_attention(query.to(dtype), k, v, attn_mask=mask, scale=scaling)
     return out.transpose(1, 2)  # (B, S_q, H, d)
