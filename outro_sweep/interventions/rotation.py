@@ -42,11 +42,16 @@ def rotate_toward(o: torch.Tensor, v: torch.Tensor, alpha: float, temperature: f
     """
     dtype = edit_dtype(torch.promote_types(o.dtype, v.dtype))
     o_, v_ = o.to(dtype), v.to(dtype)
-    gate = torch.tanh(torch.relu(cosine(o_, v_)) / temperature)  # (..., H)
+    # o.v and |o| are computed once and shared by the gate, the projection and the norm restore
+    # (the same values ``cosine`` would give, so the result does not change)
     dot = (o_ * v_).sum(-1, keepdim=True)  # (..., H, 1)
+    o_norm = o_.norm(dim=-1, keepdim=True)  # (..., H, 1)
+    norms = o_norm * v_.norm(dim=-1, keepdim=True)
+    cos = torch.where(norms > 0, dot / norms.clamp(min=torch.finfo(norms.dtype).tiny), 0.0)
+    gate = torch.tanh(torch.relu(cos) / temperature)  # (..., H, 1)
     projection = dot.abs() / (v_.pow(2).sum(-1, keepdim=True) + PROJECTION_EPS) * v_
-    shifted = o_ + alpha * gate.unsqueeze(-1) * projection
-    restored = shifted * o_.norm(dim=-1, keepdim=True) / (shifted.norm(dim=-1, keepdim=True) + NORM_EPS)
+    shifted = o_ + alpha * gate * projection
+    restored = shifted * o_norm / (shifted.norm(dim=-1, keepdim=True) + NORM_EPS)
     return restored.to(o.dtype)
 
 
