@@ -3,9 +3,9 @@ mask relaxation for sinks, applied at inference time to a decoder's attention.
 
 How it attaches (all through published seams, all undone on exit):
 - a forward pre-hook on the text decoder reads the 2-D padding mask and tells prefill
-  (empty KV cache) from decode;
+  (empty KV cache) from decode; its forward hook ends the prefill;
 - a forward pre-hook on every decoder layer reads the residual stream h^l (B, S, D) and
-  detects that layer's sinks, row by row over real tokens only;
+  detects that layer's sinks over real tokens only, the whole batch at once;
 - the text decoder's attention implementation is switched to ``outro_sdpa`` or
   ``outro_eager`` (see attention_hook.py), which calls the stock kernel and then ``edit``.
 
@@ -19,11 +19,22 @@ mean of that layer is ``rotate_decode``:
   row's prompt) exclude the row's first real token, not rotated where they include it.
 
 The edits are computed in max(float32, model dtype) (rotation.edit_dtype).
+
+Host synchronisation (a GPU waiting for Python): detection, relaxation, rotation and the cosine
+sums are whole-batch tensor operations whose shapes never depend on what was detected, and the
+diagnostics stay on the device until ``take_sample_diagnostics()`` / ``running_sums()`` read
+them, once each per batch. A decode step makes no host sync at all. A prefill forward makes at
+most ``PREFILL_HOST_SYNCS`` (with the built-in sink rules): at its end, the layers where some
+row will rotate its decode steps are read once, so that decode skips the others without asking.
+
+A layer below the first one with a sink is left exactly stock by both edits, so a caller that
+replays those layers from a stock run (``unchanged_prefix``) may skip ``edit`` there: the
+diagnostics and the decode steps are the same as when it runs.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -40,8 +51,13 @@ from outro_sweep.interventions.settings import (
     Temperature,
     relaxation_layers,
 )
-from outro_sweep.interventions.rotation import cosine, edit_dtype, rotate_toward, unmasked_attention_rows
+from outro_sweep.interventions.rotation import cosine, edit_dtype, rotate_toward, unmasked_attention
 from outro_sweep.interventions.sinks.base import SinkRule
+
+#: Host syncs one prefill forward makes at most (built-in sink rules): the read of the decode
+#: rotation layers when the prefill ends. Decode steps make none.
+PREFILL_HOST_SYNCS = 1
+
 
 class OutRo:
     """Context manager that applies OutRo to ``model`` while inside ``with``.
@@ -72,8 +88,9 @@ class OutRo:
         # Sinks are searched at layers 0..L-3; the last two layers are never scanned.
         self.scan_end = self.num_layers - 2
         self._edits = ModelEdits(model, self.parts)
-        # Cell-level cosine sums: layer -> [sum before, sum after, count of (token, head)].
-        self._cos = defaultdict(lambda: [0.0, 0.0, 0])
+        # Cell-level cosine sums on the device: layer -> (3,) float64 [sum before, sum after,
+        # count of (token, head)], over every prefill since construction.
+        self._cos: dict[int, torch.Tensor] = {}
         self._reset_prefill_state(None)
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -86,6 +103,7 @@ class OutRo:
         self._edits.route("OutRo", "eager" if self.rule.needs_attention_probs else None)
         try:
             self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
+            self._edits.hook(self.parts.decoder.register_forward_hook(self._on_decoder_output))
             for index, layer in enumerate(self.parts.layers):
                 self._edits.hook(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
                 self._edits.edit(attention_module(layer), self)
@@ -100,6 +118,8 @@ class OutRo:
     # ---- per-forward state -------------------------------------------------------------
     def _reset_prefill_state(self, real: torch.Tensor | None) -> None:
         self.real = real  # (B, S) bool: real (non-pad) prefill tokens
+        # Layers appear in the dicts below only where the layer hook / ``edit`` ran; a layer
+        # without an entry had no sink (it may have been replayed from a stock run).
         self.sinks: dict[int, torch.Tensor] = {}  # layer -> (B, S) bool, S_l
         self.cumulative = None if real is None else torch.zeros_like(real)  # (B, S) C_l
         self.relaxed = None if real is None else torch.zeros_like(real)  # (B, S) relaxed once
@@ -109,7 +129,10 @@ class OutRo:
         self.sink_at_first: dict[int, torch.Tensor] = {}
         # (B,) index of each row's first real token in the left-padded prefill
         self.first_real = None if real is None else real.long().argmax(dim=1)
-        self.relaxed_at: dict[int, list[list[int]]] = {}  # layer -> per row, padded positions relaxed
+        self.relaxed_at: dict[int, torch.Tensor] = {}  # relaxation layer -> (B, S) bool, relaxed there
+        # layer -> (B,) bool rows whose decode steps are rotated; only layers where some row is
+        # (set when the prefill ends)
+        self.decode_rows: dict[int, torch.Tensor] = {}
         self.prefill = real is not None
 
     def _on_decoder_input(self, module, args, kwargs):
@@ -118,7 +141,7 @@ class OutRo:
             tokens = kwargs.get("input_ids", args[0] if args else None)
         batch, length = tokens.shape[:2]
         cache = kwargs.get("past_key_values")
-        if cache is not None and cache.get_seq_length() > 0:
+        if cache is not None and cache.get_seq_length() > 0:  # an int: no host sync
             self.prefill = False
             return None
         mask = kwargs.get("attention_mask")
@@ -131,19 +154,49 @@ class OutRo:
         self._reset_prefill_state(real)
         return None
 
+    def _on_decoder_output(self, module, args, output):
+        """The prefill's end: keep, for decode, the layers where some row rotates (the one host
+        sync of a prefill), so that a decode step never asks whether a layer has work to do."""
+        if not self.prefill or not self.rotate_decode or self.alpha == 0 or not self.has_sink:
+            return None
+        rows = {}
+        for layer, has_sink in self.has_sink.items():
+            # "official": the new token (local index 0) counts as a sink wherever the prompt's
+            # first token is one, and is not rotated there
+            rows[layer] = has_sink & ~self.sink_at_first[layer] if self.rotate_decode == "official" else has_sink
+        layers = list(rows)
+        any_row = torch.stack([rows[layer].any() for layer in layers]).tolist()
+        self.decode_rows = {layer: rows[layer] for layer, keep in zip(layers, any_row) if keep}
+        return None
+
     def _layer_hook(self, index: int):
         def hook(module, args, kwargs):
             if not self.prefill or self.rule.needs_attention_probs:
                 return None
-            hidden = args[0] if args else kwargs["hidden_states"]  # (B, S, D) residual stream
-            sinks = torch.zeros_like(self.real)
             if index < self.scan_end:
-                for row in range(hidden.shape[0]):
-                    sinks[row, self.real[row]] = self.rule.from_hidden(hidden[row, self.real[row]])
-            self.sinks[index] = sinks
+                hidden = args[0] if args else kwargs["hidden_states"]  # (B, S, D) residual stream
+                self.sinks[index] = self.rule.from_hidden_batch(hidden, self.real)
+            else:
+                self.sinks[index] = torch.zeros_like(self.real)
             return None
 
         return hook
+
+    def unchanged_prefix(self, hidden: Sequence[torch.Tensor], real: torch.Tensor) -> int:
+        """How many leading decoder layers this OutRo leaves exactly stock in a prefill.
+
+        hidden[l]: (B, S, D) the stock residual stream entering layer l, for l < len(hidden);
+        real: (B, S) bool. Both edits act only at and after the first layer where some row has
+        a sink, so that layer is the answer (capped at len(hidden)); 0 for a rule that reads
+        attention probabilities (they exist only once a layer runs). One host sync.
+        """
+        if self.rule.needs_attention_probs:
+            return 0
+        depth = min(len(hidden), self.scan_end)
+        if depth <= 0:
+            return len(hidden)
+        found = torch.stack([self.rule.from_hidden_batch(hidden[layer], real).any() for layer in range(depth)])
+        return next((layer for layer, fired in enumerate(found.tolist()) if fired), len(hidden))
 
     # ---- the edit (called from the attention function) ---------------------------------
     def edit(self, module, out, weights, query, key, value, scaling):
@@ -160,8 +213,9 @@ class OutRo:
         self.sink_value[layer] = self._sink_value_mean(sinks, value, out.shape[2])
         if layer in self.relax_layers:
             out = self._relax(layer, out, query, key, value, scaling)
-        if self.alpha == 0 or not has_sink.any():
+        if self.alpha == 0:
             return out  # alpha = 0 is the identity: skip even the norm restore's rounding
+        # Rows without a sink here have no targets, so the where keeps their stock output.
         targets = self.real & ~self.cumulative & has_sink[:, None]  # (B, S) tokens to rotate
         vbar = self.sink_value[layer][:, None]  # (B, 1, H, d)
         rotated = rotate_toward(out, vbar, self.alpha, self.temperature)
@@ -169,29 +223,18 @@ class OutRo:
         return torch.where(targets[..., None, None], rotated, out)
 
     def _edit_decode(self, layer: int, out: torch.Tensor) -> torch.Tensor:
-        if not self.rotate_decode or self.alpha == 0 or layer not in self.has_sink:
-            return out
-        rows = self.has_sink[layer]  # (B,) rows whose prompt had sinks at this layer
-        if self.rotate_decode == "official":
-            # The released code takes the new token (local index 0) for a sink wherever the
-            # prompt's position 0 is one, and skips it there.
-            rows = rows & ~self.sink_at_first[layer]
-        if not rows.any():
+        rows = self.decode_rows.get(layer)  # (B,) bool, or None: no row rotates here
+        if rows is None:
             return out
         rotated = rotate_toward(out, self.sink_value[layer][:, None], self.alpha, self.temperature)
         return torch.where(rows[:, None, None, None], rotated, out)
 
     def _sinks_from_attention(self, layer: int, weights: torch.Tensor | None) -> torch.Tensor:
-        sinks = torch.zeros_like(self.real)
         if layer >= self.scan_end:
-            return sinks
+            return torch.zeros_like(self.real)
         if weights is None:
             raise RuntimeError("sink=attention_mass needs attention probabilities; the eager path returned none")
-        for row in range(weights.shape[0]):
-            real = self.real[row]
-            probs = weights[row][:, real][:, :, real]  # (H, n, n)
-            sinks[row, real] = self.rule.from_attention(probs)
-        return sinks
+        return self.rule.from_attention_batch(weights, self.real)
 
     @staticmethod
     def _sink_value_mean(sinks: torch.Tensor, value: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -204,56 +247,50 @@ class OutRo:
         return per_kv.repeat_interleave(num_heads // kv_heads, dim=1)  # (B, H, d)
 
     def _relax(self, layer, out, query, key, value, scaling):
-        sinks = self.sinks[layer]
-        todo = sinks & ~self.relaxed  # (B, S): sinks of this layer not yet relaxed
-        per_row: list[list[int]] = []
-        out = out.clone()
-        for row in range(out.shape[0]):
-            positions = todo[row].nonzero().flatten()
-            per_row.append(positions.tolist())
-            if positions.numel() == 0:
-                continue
-            rows = unmasked_attention_rows(
-                query[row][:, positions], key[row], value[row], self.real[row], scaling
-            )  # (m, H, d)
-            out[row, positions] = rows.to(out.dtype)
-            self.relaxed[row, positions] = True
-        self.relaxed_at[layer] = per_row
-        return out
+        todo = self.sinks[layer] & ~self.relaxed  # (B, S): sinks of this layer not yet relaxed
+        self.relaxed_at[layer] = todo
+        self.relaxed |= todo
+        rows = unmasked_attention(query, key, value, self.real, scaling)  # (B, S, H, d), every query
+        return torch.where(todo[..., None, None], rows.to(out.dtype), out)
 
     def _record_cosines(self, layer, before, after, vbar, targets):
-        count = int(targets.sum()) * before.shape[2]
-        if count == 0:
-            return
+        """Add this layer's cosine sums over the rotated (token, head) pairs, on the device."""
         dtype = edit_dtype(before.dtype)
         mask = targets[..., None].to(dtype)  # (B, S, 1)
         vbar = vbar.to(dtype)
-        sums = self._cos[layer]
-        sums[0] += float((cosine(before.to(dtype), vbar) * mask).sum())
-        sums[1] += float((cosine(after.to(dtype), vbar) * mask).sum())
-        sums[2] += count
+        sums = torch.stack([
+            (cosine(before.to(dtype), vbar) * mask).sum().double(),
+            (cosine(after.to(dtype), vbar) * mask).sum().double(),
+            targets.sum().double() * before.shape[2],
+        ])  # (3,) float64
+        self._cos[layer] = self._cos[layer] + sums if layer in self._cos else sums
 
     # ---- diagnostics -------------------------------------------------------------------
     def take_sample_diagnostics(self) -> list[dict]:
-        """Per batch row of the last prefill: sinks per layer, first sink layer, relaxations.
+        """Per batch row of the last prefill: sinks per layer, first sink layer, relaxations
+        (every relaxation layer, an empty list where nothing was relaxed).
 
         Positions are counted from the row's first real token, so they do not depend on
-        how much left padding the batch needed.
+        how much left padding the batch needed. The masks come to the host in one copy.
         """
         if self.real is None:
             return []
-        ranks = self.real.long().cumsum(dim=1) - 1  # (B, S) index among real tokens
+        sink_layers = sorted(self.sinks)
+        relax_layers = sorted(self.relax_layers)
+        nothing = torch.zeros_like(self.real)
+        planes = [self.real] + [self.sinks[layer] for layer in sink_layers]
+        planes += [self.relaxed_at.get(layer, nothing) for layer in relax_layers]
+        host = torch.stack(planes).cpu()  # (1 + sink layers + relaxation layers, B, S) bool
+        sinks, relaxed_masks = host[1 : 1 + len(sink_layers)], host[1 + len(sink_layers) :]
+        ranks = host[0].long().cumsum(dim=1) - 1  # (B, S) index among real tokens
         samples = []
-        for row in range(self.real.shape[0]):
-            sink_positions = {}
-            for layer in sorted(self.sinks):
-                found = self.sinks[layer][row].nonzero().flatten()
-                if found.numel():
-                    sink_positions[str(layer)] = ranks[row, found].tolist()
-            relaxed = {
-                str(layer): [int(ranks[row, p]) for p in per_row[row]]
-                for layer, per_row in sorted(self.relaxed_at.items())
+        for row in range(host.shape[1]):
+            sink_positions = {
+                str(layer): ranks[row, sinks[i, row]].tolist()
+                for i, layer in enumerate(sink_layers)
+                if sinks[i, row].any()
             }
+            relaxed = {str(layer): ranks[row, relaxed_masks[i, row]].tolist() for i, layer in enumerate(relax_layers)}
             samples.append(
                 {
                     "sink_positions": sink_positions,
@@ -268,17 +305,20 @@ class OutRo:
 
     def running_sums(self) -> dict[str, float]:
         """The rotation-cosine sums since construction as flat additive keys:
-        ``cos_before/<layer>``, ``cos_after/<layer>`` and ``n/<layer>`` ((token, head) pairs)."""
+        ``cos_before/<layer>``, ``cos_after/<layer>`` and ``n/<layer>`` ((token, head) pairs);
+        layers that never rotated a token are left out. One copy to the host."""
+        if not self._cos:
+            return {}
+        layers = sorted(self._cos)
+        values = torch.stack([self._cos[layer] for layer in layers]).tolist()
         sums = {}
-        for layer, (before, after, count) in sorted(self._cos.items()):
-            sums.update({f"cos_before/{layer}": before, f"cos_after/{layer}": after, f"n/{layer}": float(count)})
+        for layer, (before, after, count) in zip(layers, values):
+            if count:
+                sums.update({f"cos_before/{layer}": before, f"cos_after/{layer}": after, f"n/{layer}": count})
         return sums
 
     def cell_diagnostics(self) -> dict:
-        return {
-            str(layer): {"cos_before": s[0] / s[2], "cos_after": s[1] / s[2], "n": s[2]}
-            for layer, s in sorted(self._cos.items())
-        }
+        return rotation_cosines(self.running_sums())
 
 
 class OutRoIntervention(Intervention):

@@ -8,10 +8,14 @@ and results are cast back to the attention output's dtype by the caller or here.
 from __future__ import annotations
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 # Guards from the spec: |v|^2 + 1e-8 in the projection, |o'| + 1e-8 in the norm restore.
 PROJECTION_EPS = 1e-8
 NORM_EPS = 1e-8
+# The sdpa backends the relaxation may use whatever the caller restricted the model's attention
+# to (flash alone cannot run it: float32 inputs and a key mask).
+RELAXATION_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]
 
 
 def edit_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -38,27 +42,35 @@ def rotate_toward(o: torch.Tensor, v: torch.Tensor, alpha: float, temperature: f
     """
     dtype = edit_dtype(torch.promote_types(o.dtype, v.dtype))
     o_, v_ = o.to(dtype), v.to(dtype)
-    gate = torch.tanh(torch.relu(cosine(o_, v_)) / temperature)  # (..., H)
+    # o.v and |o| are computed once and shared by the gate, the projection and the norm restore
+    # (the same values ``cosine`` would give, so the result does not change)
     dot = (o_ * v_).sum(-1, keepdim=True)  # (..., H, 1)
+    o_norm = o_.norm(dim=-1, keepdim=True)  # (..., H, 1)
+    norms = o_norm * v_.norm(dim=-1, keepdim=True)
+    cos = torch.where(norms > 0, dot / norms.clamp(min=torch.finfo(norms.dtype).tiny), 0.0)
+    gate = torch.tanh(torch.relu(cos) / temperature)  # (..., H, 1)
     projection = dot.abs() / (v_.pow(2).sum(-1, keepdim=True) + PROJECTION_EPS) * v_
-    shifted = o_ + alpha * gate.unsqueeze(-1) * projection
-    restored = shifted * o_.norm(dim=-1, keepdim=True) / (shifted.norm(dim=-1, keepdim=True) + NORM_EPS)
+    shifted = o_ + alpha * gate * projection
+    restored = shifted * o_norm / (shifted.norm(dim=-1, keepdim=True) + NORM_EPS)
     return restored.to(o.dtype)
 
 
-def unmasked_attention_rows(
+def unmasked_attention(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_mask: torch.Tensor, scaling: float
 ) -> torch.Tensor:
-    """Attention outputs for a few query rows with no causal mask (the sink relaxation).
+    """Attention outputs with no causal mask (the sink relaxation), for every query of a batch.
 
-    query: (H, m, d) the sink rows; key, value: (H_kv, S, d); key_mask: (S,) bool real keys.
-    Returns (m, H, d) in ``edit_dtype``: softmax(q K^T * scaling) V over every real key,
-    grouped-query aware.
+    query: (B, H, S_q, d); key, value: (B, H_kv, S_kv, d); key_mask: (B, S_kv) bool real keys.
+    Returns (B, S_q, H, d) in ``edit_dtype``: softmax(q K^T * scaling) V over every real key,
+    grouped-query aware. Every query is computed (the caller keeps the sink rows), so the shapes
+    do not depend on how many sinks a layer has and nothing waits for the host; sdpa never holds
+    the (S_q, S_kv) scores of a long prompt in memory at once on a GPU.
     """
     dtype = edit_dtype(query.dtype)
-    groups = query.shape[0] // key.shape[0]
-    k = key.to(dtype).repeat_interleave(groups, dim=0)  # (H, S, d)
-    v = value.to(dtype).repeat_interleave(groups, dim=0)  # (H, S, d)
-    scores = query.to(dtype) @ k.transpose(-1, -2) * scaling  # (H, m, S)
-    scores = scores.masked_fill(~key_mask.view(1, 1, -1), float("-inf"))
-    return (scores.softmax(dim=-1) @ v).transpose(0, 1)  # (m, H, d)
+    groups = query.shape[1] // key.shape[1]
+    k = key.to(dtype).repeat_interleave(groups, dim=1)  # (B, H, S_kv, d)
+    v = value.to(dtype).repeat_interleave(groups, dim=1)  # (B, H, S_kv, d)
+    mask = key_mask[:, None, None, :]  # (B, 1, 1, S_kv): True = attend
+    with sdpa_kernel(RELAXATION_BACKENDS):
+        out = torch.nn.functional.scaled_dot_product_attention(query.to(dtype), k, v, attn_mask=mask, scale=scaling)
+    return out.transpose(1, 2)  # (B, S_q, H, d)

@@ -2,8 +2,9 @@
 
     mass[t] = mean over heads h and later queries i > t of P[h, i, t];  sink if mass[t] > eps
 
-"Later" is strict, so the last token (which no query follows) is never a sink. Needs the
-attention probabilities, so a model run with this rule uses the eager attention path.
+"Later" is strict and counts real queries only, so the last token (which no query follows) is
+never a sink. Needs the attention probabilities, so a model run with this rule uses the eager
+attention path.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ class AttentionMass(SinkRule):
         check_arguments(AttentionMass, locals(), self.config_key)
         self.eps = float(eps)
 
-    def from_attention(self, probs: torch.Tensor) -> torch.Tensor:
-        p = probs.detach().float()  # (H, n, n) query x key
-        n = p.shape[-1]
-        later = torch.ones(n, n, dtype=torch.bool, device=p.device).tril(diagonal=-1)  # [i, t]: i > t
-        summed = (p * later).sum(dim=(0, 1))  # (n,) over heads and later queries
-        count = later.sum(dim=0) * p.shape[0]  # (n,) later queries per key, times heads
+    def from_attention_batch(self, probs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        p = probs.detach().float()  # (B, H, S, S) query x key
+        heads, seq = p.shape[1], p.shape[-1]
+        after = torch.ones(seq, seq, dtype=torch.bool, device=p.device).tril(diagonal=-1)  # [i, t]: i > t
+        later = after & real[:, :, None]  # (B, S, S): query i is real and follows key t
+        summed = (p.sum(dim=1) * later).sum(dim=1)  # (B, S) over heads and later queries
+        count = later.sum(dim=1) * heads  # (B, S) later real queries per key, times heads
         mass = summed / count.clamp(min=1)
-        return (mass > self.eps) & (count > 0)
+        return real & (mass > self.eps) & (count > 0)

@@ -17,7 +17,6 @@ class FirstK(SinkRule):
         check_arguments(FirstK, locals(), self.config_key)
         self.k = k
 
-    def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        sinks = torch.zeros(hidden.shape[0], dtype=torch.bool, device=hidden.device)
-        sinks[: self.k] = True
-        return sinks
+    def from_hidden_batch(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        rank = real.long().cumsum(dim=1) - 1  # (B, S) index among the row's real tokens
+        return real & (rank < self.k)

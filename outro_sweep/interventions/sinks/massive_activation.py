@@ -3,7 +3,8 @@
     A = |h|;  thr = max(abs_threshold, median_ratio * median(A));  sink if max_d A[t, d] >= thr
 
 The median is taken over every real token and every dimension of the row, and is
-``torch.median``'s lower median for an even count.
+``torch.median``'s lower median for an even count. A padded batch computes every row's median
+at once on the device (``lower_median``), so detection makes no host sync.
 """
 
 from __future__ import annotations
@@ -18,6 +19,22 @@ from outro_sweep.interventions.sinks.base import SinkRule
 Threshold = Annotated[float, Range(ge=0, finite=True)]
 
 
+def lower_median(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Per row, ``torch.median`` of the kept values: values, keep (B, N) -> (B,).
+
+    A row with n kept values needs the one of sorted rank (n - 1) // 2. Every row's dropped
+    values are replaced by -inf (the first ``shift`` of them) and +inf (the rest), with
+    ``shift = (N - 1) // 2 - (n - 1) // 2``, which is between 0 and N - n; that rank then sits
+    at (N - 1) // 2 in every row, so one ``kthvalue`` serves rows of any length.
+    """
+    total = values.shape[1]
+    middle = (total - 1) // 2
+    shift = middle - (keep.sum(dim=1, keepdim=True) - 1).div(2, rounding_mode="floor")  # (B, 1)
+    dropped_rank = (~keep).long().cumsum(dim=1) - 1  # (B, N) rank among the row's dropped values
+    fill = torch.where(dropped_rank < shift, float("-inf"), float("inf")).to(values.dtype)
+    return torch.where(keep, values, fill).kthvalue(middle + 1, dim=1).values
+
+
 class MassiveActivation(SinkRule):
     name = "massive_activation"
 
@@ -26,7 +43,13 @@ class MassiveActivation(SinkRule):
         self.abs_threshold = float(abs_threshold)
         self.median_ratio = float(median_ratio)
 
-    def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        magnitude = hidden.detach().abs().float()  # (n, D)
-        threshold = max(self.abs_threshold, self.median_ratio * magnitude.median().item())
-        return magnitude.amax(dim=-1) >= threshold  # (n,)
+    def from_hidden_batch(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        magnitude = hidden.detach().abs().float()  # (B, S, D)
+        batch, seq, dim = magnitude.shape
+        keep = real[:, :, None].expand(batch, seq, dim).reshape(batch, -1)
+        median = lower_median(magnitude.reshape(batch, -1), keep)  # (B,)
+        # max(abs_threshold, ratio * median) in float64 as a Python float would be, then compared
+        # in float32 as a Python scalar against a float32 tensor is (the scalar is rounded to it)
+        scaled = self.median_ratio * median.double()
+        threshold = torch.where(scaled > self.abs_threshold, scaled, self.abs_threshold).float()  # (B,)
+        return real & (magnitude.amax(dim=-1) >= threshold[:, None])

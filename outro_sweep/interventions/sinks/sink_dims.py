@@ -45,12 +45,12 @@ class SinkDims(SinkRule):
                 f"sink.dims={self.dims} is out of range: valid values are 0..{hidden_size - 1} for this model"
             )
 
-    def from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        h = hidden.detach().float()  # (n, D)
+    def from_hidden_batch(self, hidden: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        h = hidden.detach().float()  # (B, S, D)
         if max(self.dims) >= h.shape[-1]:
             raise ConfigError(
                 f"sink.dims={self.dims} is out of range: valid values are 0..{h.shape[-1] - 1} for this model"
             )
-        rms = h.pow(2).mean(dim=-1, keepdim=True).sqrt()  # (n, 1)
-        normalised = h[:, self.dims] / rms  # (n, len(dims))
-        return normalised.abs().amax(dim=-1) > self.tau
+        rms = h.pow(2).mean(dim=-1, keepdim=True).sqrt()  # (B, S, 1)
+        normalised = h[..., self.dims] / rms  # (B, S, len(dims))
+        return real & (normalised.abs().amax(dim=-1) > self.tau)
