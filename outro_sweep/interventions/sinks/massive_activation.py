@@ -30,7 +30,7 @@ def lower_median(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     total = values.shape[1]
     middle = (total - 1) // 2
     shift = middle - (keep.sum(dim=1, keepdim=True) - 1).div(2, rounding_mode="floor")  # (B, 1)
-    dropped_rank = (~keep).long().cumsum(dim=1) - 1  # (B, N) rank among the row's dropped values
+    dropped_rank = (~keep).cumsum(dim=1, dtype=torch.int32) - 1  # (B, N) rank among the row's dropped values
     fill = torch.where(dropped_rank < shift, float("-inf"), float("inf")).to(values.dtype)
     return torch.where(keep, values, fill).kthvalue(middle + 1, dim=1).values
 
