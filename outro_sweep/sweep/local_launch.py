@@ -44,7 +44,6 @@ from typing import Any
 
 import psutil
 from hydra.core.config_store import ConfigStore
-from hydra.core.plugins import Plugins
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocalLauncher
 
@@ -52,7 +51,7 @@ from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.interruption import Interrupted
 from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_cell, per_task,
                                           submit_tasks, task_slices)
-from outro_sweep.sweep.sweeper import PLUGIN_MODULE
+from outro_sweep.sweep.sweeper import PLUGIN_MODULE, register_plugin_class
 
 log = logging.getLogger(__name__)
 LOST_FILE = "lost.json"  # launched jobs that ended without a result: job number, overrides, why
@@ -86,12 +85,7 @@ class LocalLauncher(SubmititLocalLauncher):
 
 def register_local_launcher() -> None:
     """Make ``hydra/launcher=local`` instantiable (see slurm_launcher.register_launcher)."""
-    real = LocalLauncher.__module__
-    LocalLauncher.__module__ = PLUGIN_MODULE
-    try:
-        Plugins.instance().register(LocalLauncher)
-    finally:
-        LocalLauncher.__module__ = real
+    register_plugin_class(LocalLauncher)
 
 
 def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,

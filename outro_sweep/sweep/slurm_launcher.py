@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
@@ -45,7 +44,7 @@ from omegaconf import OmegaConf
 
 from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_cell, per_task,
                                           submit_tasks, task_slices)
-from outro_sweep.sweep.sweeper import PLUGIN_MODULE
+from outro_sweep.sweep.sweeper import PLUGIN_MODULE, register_plugin_class
 
 log = logging.getLogger(__name__)
 PLUGIN_NAME = f"{PLUGIN_MODULE}.SlurmLauncher"  # hydra.launcher._target_ (see register_launcher)
@@ -187,17 +186,8 @@ def finish_sweep_job(sweep_dir: str, wandb_mode: str, launched: int) -> None:
 
 def register_launcher() -> None:
     """Make ``hydra/launcher=slurm`` and ``hydra/launcher=local`` instantiable: called by the CLI
-    before Hydra starts.
-
-    Hydra instantiates only plugins registered under a ``hydra_plugins.`` name, and names a
-    plugin class by its ``__module__``; the class keeps its real module otherwise, because each
-    task unpickles the launcher by that name."""
+    before Hydra starts (``sweeper.register_plugin_class``)."""
     from outro_sweep.sweep.local_launch import register_local_launcher
 
-    real = SlurmLauncher.__module__
-    SlurmLauncher.__module__ = PLUGIN_MODULE
-    try:
-        Plugins.instance().register(SlurmLauncher)
-    finally:
-        SlurmLauncher.__module__ = real
+    register_plugin_class(SlurmLauncher)
     register_local_launcher()

@@ -246,6 +246,19 @@ class _LaunchUnfinished:
         return getattr(self.launcher, name)
 
 
+def register_plugin_class(cls: type) -> None:
+    """Register launcher class ``cls`` with Hydra under ``PLUGIN_MODULE``: Hydra instantiates only
+    plugins registered under a ``hydra_plugins.`` name, and names a plugin class by its
+    ``__module__``; the class keeps its real module otherwise, because each task unpickles the
+    launcher by that name."""
+    real = cls.__module__
+    cls.__module__ = PLUGIN_MODULE
+    try:
+        Plugins.instance().register(cls)
+    finally:
+        cls.__module__ = real
+
+
 def register_plugin() -> None:
     """Make ``hydra/sweeper=skip_done`` instantiable: called by the CLI before Hydra starts."""
     import sys
