@@ -19,8 +19,8 @@ alike; the figure is the median of the per-repeat ratios. Two models:
   frame cache starting empty in both runs.
 
 It also measures the two ways a group's cells could continue from a shared prefix: K batch
-slices of one forward (the K cells' rows stacked) against one cell after another. The second
-is what ``outro_sweep.group.prefix`` does; the printed ratio says why.
+slices of one forward (the K cells' rows stacked, here the stock model's ``generate()``) against
+one cell after another (what ``outro_sweep.group.prefix`` does).
 """
 
 from __future__ import annotations
@@ -71,55 +71,39 @@ def report(title: str, grouped: float, alone: float, ratios: list[float]) -> Non
           + " ".join(f"{r:.2f}" for r in ratios) + ")", flush=True)
 
 
-def continuation_ratio(cells: int = 6, repeats: int = 5) -> float:
-    """SmolLM2, 8 built-in prompts: time of layers 12..29 over ``cells`` x 8 stacked rows in one
-    forward, as a ratio to ``cells`` forwards of the 8 rows one after another (median of repeats)."""
+def continuation_ratio(cells: int = 6, repeats: int = 5, new_tokens: int = 8) -> float:
+    """SmolLM2, 8 built-in prompts: ``generate()`` of ``new_tokens`` tokens over ``cells`` x 8 stacked
+    rows in one call, as a ratio to ``cells`` calls over the 8 rows one after another (median of
+    per-repeat ratios): what running K cells as K batch slices of one forward would cost against
+    running them one after another."""
     import torch
 
-    from outro_sweep.bench.overhead import _prompts
-    from outro_sweep.interventions.decoder import find_decoder
+    from outro_sweep.bench.overhead import _prompts, _timed_generate
     from outro_sweep.models.smollm2 import SmolLM2
 
     loaded = SmolLM2(cache_dir=os.environ.get("OUTRO_SWEEP_CACHE",
                                               str(Path.home() / ".cache" / "outro_sweep"))).load()
     inputs = _prompts(loaded, 8)
-    model = loaded.model
+    stacked = {key: value.repeat(cells, 1) for key, value in inputs.items()}
+    pad = loaded.tokenizer.pad_token_id
+
+    def one_call() -> float:
+        return _timed_generate(loaded.model, stacked, new_tokens, pad)
+
+    def one_after_another() -> float:
+        return sum(_timed_generate(loaded.model, inputs, new_tokens, pad) for _ in range(cells))
+
     with torch.no_grad():
-        hidden = model(**inputs, output_hidden_states=True).hidden_states[12]  # (8, S, D) entering layer 12
-    stacked = hidden.repeat(cells, 1, 1)
-    mask = inputs["attention_mask"]
-    decoder = find_decoder(model).decoder
-    positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-
-    def continue_from(h, m, p):
-        from transformers.masking_utils import create_causal_mask
-
-        cache_position = torch.arange(h.shape[1])
-        causal = create_causal_mask(config=decoder.config, inputs_embeds=h, attention_mask=m,
-                                    cache_position=cache_position, past_key_values=None, position_ids=p)
-        rotary = decoder.rotary_emb(h, p)
-        for layer in decoder.layers[12:]:
-            h = layer(h, attention_mask=causal, position_ids=p, position_embeddings=rotary)
-            h = h[0] if isinstance(h, tuple) else h
-        return h
-
-    def one_forward():
-        continue_from(stacked, mask.repeat(cells, 1), positions.repeat(cells, 1))
-
-    def one_after_another():
-        for _ in range(cells):
-            continue_from(hidden, mask, positions)
-
-    times = {"stacked": [], "serial": []}
-    with torch.no_grad():
-        one_forward(), one_after_another()  # warm-up
+        one_call(), one_after_another()  # warm-up
+        ratios = []
         for repeat in range(repeats):
-            order = [("stacked", one_forward), ("serial", one_after_another)]
-            for name, run in order if repeat % 2 == 0 else order[::-1]:
-                started = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - started)
-    return statistics.median(s / t for s, t in zip(times["stacked"], times["serial"]))
+            if repeat % 2 == 0:
+                together = one_call()
+                ratios.append(together / one_after_another())
+            else:
+                apart = one_after_another()
+                ratios.append(one_call() / apart)
+    return statistics.median(ratios)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,5 +138,5 @@ def main(argv: list[str] | None = None) -> None:
                        f"sink={rule}:",
                        *paired([*video, f"sink={rule}"], args.repeats, fresh_cache=True, scratch=scratch / rule))
     ratio = continuation_ratio()
-    print(f"continuing 6 cells from a shared prefix (SmolLM2 layers 12-29, 8 prompts): one forward of 6 stacked "
-          f"batches / 6 forwards one after another = {ratio:.2f}x", flush=True)
+    print(f"6 cells' generate() (SmolLM2, 8 prompts, 8 new tokens): one call over the 6 batches stacked / "
+          f"6 calls one after another = {ratio:.2f}x", flush=True)

@@ -15,8 +15,10 @@ their interventions changes, every cell computes the same thing. While a cell pr
   would have seen; only the attention edits of layers that change nothing are skipped.
 
 Decode steps always run every layer (the tokens a cell generates are its own). Replay is the
-cell-after-cell form of sharing: the continuation of K cells as K batch slices of one forward
-was measured against it by ``python -m outro_sweep.bench_sweep`` and is not used (see there).
+cell-after-cell form of sharing. The other form, the K cells as K batch slices of one forward,
+would need every intervention to act on its own rows of a shared batch; ``python -m
+outro_sweep.bench_sweep`` measures what it would save (stacking K cells' stock ``generate()``
+into one call against K calls).
 """
 
 from __future__ import annotations
