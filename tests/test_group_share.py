@@ -109,6 +109,33 @@ def test_a_cell_that_changes_a_layer_continues_from_the_replayed_prefix_as_from_
     assert not torch.equal(alone, model(**inputs).logits)  # the nudge mattered
 
 
+class MeasuredStockBelow(StockBelow):
+    """A stand-in whose answer depends only on ``prefix_signature`` (as OutRo's on its sink rule)."""
+
+    def __init__(self, depth: int, signature: str, calls: list) -> None:
+        super().__init__(depth)
+        self.prefix_signature, self.calls = signature, calls
+
+    def unchanged_prefix(self, hidden, real) -> int:
+        self.calls.append(self.prefix_signature)
+        return super().unchanged_prefix(hidden, real)
+
+
+@torch.no_grad()
+def test_cells_alike_in_prefix_signature_measure_a_kept_prefix_once(smollm2):
+    model, inputs = smollm2.model, batch(smollm2)
+    store, calls = BoundedCache(2 ** 30), []
+    with PrefixReplay(model, attached(), store):
+        model(**inputs)  # records
+    calls.clear()
+    before = COUNTS["prefill_replays"]
+    for signature in ("rule a", "rule a", "rule a", "rule b"):
+        with PrefixReplay(model, Attached([("cell", MeasuredStockBelow(STOCK_DEPTH, signature, calls))]), store):
+            model(**inputs)
+    assert COUNTS["prefill_replays"] - before == 4  # every cell replayed ...
+    assert calls == ["rule a", "rule b"]  # ... and each signature was measured once
+
+
 @torch.no_grad()
 def test_other_inputs_or_a_cell_that_changes_layer_0_never_replay(smollm2):
     model = smollm2.model

@@ -251,3 +251,12 @@ def test_unchanged_prefix_caps_and_attention_rules(smollm2):
     assert OutRo(model, FirstK(1)).unchanged_prefix(hidden, real) == 0
     # attention probabilities exist only once a layer runs: nothing can be skipped
     assert OutRo(model, AttentionMass()).unchanged_prefix(hidden, real) == 0
+
+
+def test_prefix_signature_is_the_sink_rule_not_alpha_or_the_relaxation_layers(smollm2):
+    model = smollm2.model
+    signature = OutRo(model, MassiveActivation(), alpha=0.1, layer=1).prefix_signature
+    assert OutRo(model, MassiveActivation(), alpha=3.0, layer=[2, 4]).prefix_signature == signature
+    assert OutRo(model, MassiveActivation(median_ratio=100.0)).prefix_signature != signature
+    assert OutRo(model, FirstK(1)).prefix_signature != signature
+    hash(signature)  # a key of the kept prefix's answers

@@ -42,6 +42,8 @@ class _Prefix:
     first_input: torch.Tensor  # (B, S, D) the residual stream entering layer 0
     outputs: list = field(default_factory=list)  # per layer: exactly what its forward returned
     writes: list = field(default_factory=list)  # per layer: [(key, value, cache_kwargs)] it wrote to the KV cache
+    # what the interventions of the replaying cells answered on this prefix (``Attached.unchanged_prefix``)
+    depths: dict = field(default_factory=dict)
 
     def residual_inputs(self) -> list[torch.Tensor]:
         """The residual stream entering layers 0..len(outputs) (a layer's output feeds the next)."""
@@ -116,7 +118,7 @@ class PrefixReplay:
         if kept is None:
             self.mode = "record"
             return None
-        depth = min(len(kept.outputs), int(self.attached.unchanged_prefix(kept.residual_inputs(), self.real)))
+        depth = min(len(kept.outputs), int(self.attached.unchanged_prefix(kept.residual_inputs(), self.real, kept.depths)))
         if depth == 0:
             self.mode = None
             return None

@@ -25,7 +25,9 @@ The lifecycle of one intervention in one cell:
    (B, S, D) entering each layer l < len(hidden) and the (B, S) bool real tokens, how many leading
    layers it leaves exactly stock (static, like LSG's ``layer + 1``, or from the sinks it would
    detect, like OutRo's). The cells of a group replay those layers from a kept stock prefix
-   (``outro_sweep.group.prefix``); an editor without the method is taken to change layer 0.
+   (``outro_sweep.group.prefix``); an editor without the method is taken to change layer 0. An
+   editor whose answer depends on less than its whole config may name that part as a hashable
+   ``prefix_signature`` (OutRo: its sink rule), so cells alike in it measure a kept prefix once.
 4. ``summarise(samples, sums)`` — the cell-level diagnostics from every record's per-sample dict
    and the summed ``running_sums``; needs no model.
 

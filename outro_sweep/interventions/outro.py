@@ -182,6 +182,15 @@ class OutRo:
 
         return hook
 
+    @property
+    def prefix_signature(self) -> tuple:
+        """What ``unchanged_prefix`` depends on besides its tensors: the sink rule and the scanned
+        layers, not alpha or the relaxation layers (cells of a group that differ only in those
+        detect a kept prefix's sinks once)."""
+        rule = self.rule
+        return ("outro", type(rule).__module__, type(rule).__qualname__, repr(sorted(vars(rule).items())),
+                self.scan_end)
+
     def unchanged_prefix(self, hidden: Sequence[torch.Tensor], real: torch.Tensor) -> int:
         """How many leading decoder layers this OutRo leaves exactly stock in a prefill.
 

@@ -72,15 +72,29 @@ class Attached:
                 rows[position][group] = sample
         return rows
 
-    def unchanged_prefix(self, hidden: list, real) -> int:
+    def unchanged_prefix(self, hidden: list, real, known: dict | None = None) -> int:
         """How many leading decoder layers every attached intervention leaves exactly stock in
         this prefill, given the stock residual stream ``hidden[l]`` (B, S, D) entering layer l
         for l < len(hidden) and the (B, S) bool real tokens: the least of the editors' own
-        ``unchanged_prefix``; an editor without one may change any layer (0); none attached, all."""
+        ``unchanged_prefix``; an editor without one may change any layer (0); none attached, all.
+
+        ``known``: answers already measured on these same tensors, filled here, keyed by the
+        editor's ``prefix_signature`` (what its answer depends on, e.g. OutRo's sink rule but not
+        its alpha), so the cells of a group that share a rule detect a kept prefix's sinks once."""
         depth = len(hidden)
         for _, editor in self.editors:
             measure = getattr(editor, "unchanged_prefix", None)
-            depth = min(depth, int(measure(hidden, real)) if measure is not None else 0)
+            signature = getattr(editor, "prefix_signature", None)
+            if measure is None:
+                answer = 0
+            elif known is not None and signature is not None:
+                key = (signature, len(hidden))
+                if key not in known:
+                    known[key] = int(measure(hidden, real))
+                answer = known[key]
+            else:
+                answer = int(measure(hidden, real))
+            depth = min(depth, answer)
             if depth == 0:
                 break
         return depth
