@@ -51,7 +51,14 @@ from outro_sweep.interventions.settings import (
     Temperature,
     relaxation_layers,
 )
-from outro_sweep.interventions.rotation import cosine, edit_dtype, rotate_toward, unmasked_attention
+from outro_sweep.interventions.rotation import (
+    cosine,
+    edit_dtype,
+    rotate_along,
+    rotate_toward,
+    sink_direction,
+    unmasked_attention,
+)
 from outro_sweep.interventions.sinks.base import SinkRule
 
 #: Host syncs one prefill forward makes at most (built-in sink rules): the read of the decode
@@ -130,9 +137,11 @@ class OutRo:
         # (B,) index of each row's first real token in the left-padded prefill
         self.first_real = None if real is None else real.long().argmax(dim=1)
         self.relaxed_at: dict[int, torch.Tensor] = {}  # relaxation layer -> (B, S) bool, relaxed there
-        # layer -> (B,) bool rows whose decode steps are rotated; only layers where some row is
-        # (set when the prefill ends)
-        self.decode_rows: dict[int, torch.Tensor] = {}
+        # layer -> (B,) bool rows whose decode steps are rotated, or None where every row is; only
+        # layers where some row is (set when the prefill ends)
+        self.decode_rows: dict[int, torch.Tensor | None] = {}
+        # layer -> the sink direction decode steps rotate toward there (same layers as decode_rows)
+        self.decode_direction: dict = {}
         self.prefill = real is not None
 
     def _on_decoder_input(self, module, args, kwargs):
@@ -165,8 +174,12 @@ class OutRo:
             # first token is one, and is not rotated there
             rows[layer] = has_sink & ~self.sink_at_first[layer] if self.rotate_decode == "official" else has_sink
         layers = list(rows)
-        any_row = torch.stack([rows[layer].any() for layer in layers]).tolist()
-        self.decode_rows = {layer: rows[layer] for layer, keep in zip(layers, any_row) if keep}
+        some, every = torch.stack([torch.stack([rows[layer].any(), rows[layer].all()]) for layer in layers]).T.tolist()
+        # None where every row rotates: a decode step there needs no per-row choice
+        self.decode_rows = {layer: None if all_rows else rows[layer]
+                            for layer, any_row, all_rows in zip(layers, some, every) if any_row}
+        # (B, 1, H, d) per layer: what every decode step reads of the sink value, computed once
+        self.decode_direction = {layer: sink_direction(self.sink_value[layer][:, None]) for layer in self.decode_rows}
         return None
 
     def _layer_hook(self, index: int):
@@ -232,11 +245,11 @@ class OutRo:
         return torch.where(targets[..., None, None], rotated, out)
 
     def _edit_decode(self, layer: int, out: torch.Tensor) -> torch.Tensor:
-        rows = self.decode_rows.get(layer)  # (B,) bool, or None: no row rotates here
-        if rows is None:
+        if layer not in self.decode_rows:  # no row rotates here
             return out
-        rotated = rotate_toward(out, self.sink_value[layer][:, None], self.alpha, self.temperature)
-        return torch.where(rows[:, None, None, None], rotated, out)
+        rotated = rotate_along(out, self.decode_direction[layer], self.alpha, self.temperature)
+        rows = self.decode_rows[layer]  # (B,) bool, or None: every row rotates
+        return rotated if rows is None else torch.where(rows[:, None, None, None], rotated, out)
 
     def _sinks_from_attention(self, layer: int, weights: torch.Tensor | None) -> torch.Tensor:
         if layer >= self.scan_end:

@@ -7,6 +7,8 @@ and results are cast back to the attention output's dtype by the caller or here.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -30,6 +32,21 @@ def cosine(o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.where(norms > 0, dot / norms.clamp(min=torch.finfo(norms.dtype).tiny), torch.zeros_like(dot))
 
 
+class SinkDirection(NamedTuple):
+    """The sink value vector of a rotation and what the rotation reads of it, computed once per
+    prefill for the decode steps that reuse it. Shapes broadcast against head outputs (..., H, d)."""
+
+    v: torch.Tensor  # (..., H, d) in the edit dtype
+    norm: torch.Tensor  # (..., H, 1) |v|
+    projection_denominator: torch.Tensor  # (..., H, 1) |v|^2 + PROJECTION_EPS
+
+
+def sink_direction(v: torch.Tensor) -> SinkDirection:
+    """``SinkDirection`` of v (..., H, d), in ``edit_dtype(v.dtype)``."""
+    v_ = v.to(edit_dtype(v.dtype))
+    return SinkDirection(v_, v_.norm(dim=-1, keepdim=True), v_.pow(2).sum(-1, keepdim=True) + PROJECTION_EPS)
+
+
 def rotate_toward(o: torch.Tensor, v: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
     """Gated, norm-preserving rotation of head outputs toward the sink value direction.
 
@@ -40,16 +57,22 @@ def rotate_toward(o: torch.Tensor, v: torch.Tensor, alpha: float, temperature: f
         o'' = o' * |o| / (|o'| + 1e-8)
     Heads with cos <= 0 get g = 0, so o' = o (up to the norm restore's rounding).
     """
-    dtype = edit_dtype(torch.promote_types(o.dtype, v.dtype))
-    o_, v_ = o.to(dtype), v.to(dtype)
+    return rotate_along(o, sink_direction(v.to(torch.promote_types(o.dtype, v.dtype))), alpha, temperature)
+
+
+def rotate_along(o: torch.Tensor, direction: SinkDirection, alpha: float, temperature: float) -> torch.Tensor:
+    """``rotate_toward`` with the sink direction's own terms computed beforehand (bit for bit the
+    same result): o (..., H, d), computed in ``direction.v``'s dtype, returned in o's."""
+    v_ = direction.v
+    o_ = o.to(v_.dtype)
     # o.v and |o| are computed once and shared by the gate, the projection and the norm restore
     # (the same values ``cosine`` would give, so the result does not change)
     dot = (o_ * v_).sum(-1, keepdim=True)  # (..., H, 1)
     o_norm = o_.norm(dim=-1, keepdim=True)  # (..., H, 1)
-    norms = o_norm * v_.norm(dim=-1, keepdim=True)
+    norms = o_norm * direction.norm
     cos = torch.where(norms > 0, dot / norms.clamp(min=torch.finfo(norms.dtype).tiny), 0.0)
     gate = torch.tanh(torch.relu(cos) / temperature)  # (..., H, 1)
-    projection = dot.abs() / (v_.pow(2).sum(-1, keepdim=True) + PROJECTION_EPS) * v_
+    projection = dot.abs() / direction.projection_denominator * v_
     shifted = o_ + alpha * gate * projection
     restored = shifted * o_norm / (shifted.norm(dim=-1, keepdim=True) + NORM_EPS)
     return restored.to(o.dtype)
