@@ -4,9 +4,11 @@ of a shared stock prefix does) gives the same diagnostics, sums, tokens and logi
 
 The host syncs are counted on the real SmolLM2 on the CPU: every Python-level way a tensor's
 value reaches the host (``item``, ``tolist``, ``bool()``, ``int()``, ``float()``, ``nonzero``,
-``cpu``, ``numpy``) is wrapped during ``generate()``, and a call is OutRo's when a frame of
-``outro_sweep/interventions`` is on its stack. The CUDA-side check of the same path (a sync the
-wrappers cannot see, such as boolean-mask indexing) is ``test_gpu.py``'s
+``cpu``) is wrapped during ``generate()``, and a call is OutRo's when a frame of
+``outro_sweep/interventions`` is on its stack. ``numpy()`` is not one of them: on a GPU tensor
+it raises rather than waits, and on a CPU tensor it moves nothing (the massive-activation rule
+selects its median with numpy there). The CUDA-side check of the same
+path (a sync the wrappers cannot see, such as boolean-mask indexing) is ``test_gpu.py``'s
 ``set_sync_debug_mode("error")`` test.
 """
 
@@ -27,7 +29,7 @@ from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 from outro_sweep.interventions.sinks.sink_dims import SinkDims
 
 INTERVENTIONS = str(Path(outro_module.__file__).parent)
-SYNC_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy")
+SYNC_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu")
 NEW_TOKENS = 4  # one prefill and three decode forwards
 
 
