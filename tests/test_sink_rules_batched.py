@@ -23,7 +23,11 @@ from reference_outro import (  # noqa: E402
 from outro_sweep.interventions.sinks.attention_mass import AttentionMass  # noqa: E402
 from outro_sweep.interventions.sinks.base import SinkRule  # noqa: E402
 from outro_sweep.interventions.sinks.first_k import FirstK  # noqa: E402
-from outro_sweep.interventions.sinks.massive_activation import MassiveActivation, kth_smallest, lower_median  # noqa: E402
+from outro_sweep.interventions.sinks.massive_activation import (  # noqa: E402
+    MassiveActivation,
+    _lower_median_on_device,
+    lower_median,
+)
 from outro_sweep.interventions.sinks.sink_dims import SinkDims  # noqa: E402
 
 LAYERS = (0, 3, 12, 20)  # SmolLM2: no sink, the third question's first sink, the usual first sink, deep
@@ -89,27 +93,20 @@ def test_massive_activation_rows_differ_by_padding_only_through_their_tokens(pad
     assert found.any(dim=1).tolist() == [False, False, True]
 
 
-def test_lower_median_is_torch_median_of_the_kept_values():
+@pytest.mark.parametrize("select", [lower_median, _lower_median_on_device], ids=["cpu_numpy", "device_kthvalue"])
+def test_lower_median_is_torch_median_of_the_kept_values(select):
+    """Both selections (numpy's on the CPU, the one-kthvalue form a GPU runs), ties and
+    infinities included."""
     generator = torch.Generator().manual_seed(0)
-    for width in (1, 2, 7, 40):
+    for width in (1, 2, 7, 40, 1001):
         values = torch.randn(5, width, generator=generator).round(decimals=1)  # ties included
-        keep = torch.rand(5, width, generator=generator) > 0.4
-        keep[:, -1] = True
-        medians = lower_median(values, keep)
-        for row in range(5):
-            assert medians[row] == values[row][keep[row]].median()
-
-
-def test_the_cpu_selection_is_torch_kthvalue():
-    """kth_smallest's CPU path (numpy's introselect) against torch's kthvalue, which a GPU uses:
-    ties, infinities and both signs."""
-    generator = torch.Generator().manual_seed(1)
-    for width in (1, 2, 9, 1000):
-        values = torch.randn(4, width, generator=generator).round(decimals=1)
         values[0, :: max(1, width // 3)] = float("inf")
         values[1, :: max(1, width // 4)] = float("-inf")
-        for rank in sorted({0, (width - 1) // 2, width - 1}):
-            assert torch.equal(kth_smallest(values, rank), values.kthvalue(rank + 1, dim=1).values)
+        keep = torch.rand(5, width, generator=generator) > 0.4
+        keep[:, -1] = True
+        medians = select(values, keep)
+        for row in range(5):
+            assert medians[row] == values[row][keep[row]].median()
 
 
 class EveryOther(SinkRule):
