@@ -117,7 +117,8 @@ def test_a_local_sweep_runs_one_process_per_group(tmp_path):
     ids = [_job_id(j) for j in jobs]
     assert ids[:3] == [ids[0]] * 3 and ids[3:] == [ids[3]] * 3 and {ids[0], ids[3]} == {t.name for t in tasks}
     for job in jobs:  # each cell is its own job: its own status and its own log
-        assert json.loads((job / "status.json").read_text())["status"] == "succeeded"
+        status = json.loads((job / "status.json").read_text())
+        assert status["status"] == "succeeded" and 0 < status["seconds"] < 600  # the wall seconds of its cell
         (log,) = job.glob("*.log")
         assert f"cell {_identity(job)}:" in log.read_text()
         assert sum(f"cell {_identity(other)}:" in log.read_text() for other in jobs) == 1

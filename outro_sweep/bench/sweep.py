@@ -11,7 +11,9 @@ in a fresh output folder:
 - one by one: ``group.share=false``: every cell loads its model and computes everything itself.
 
 The two alternate within each repeat (order flipped every repeat) so machine noise hits both
-alike; the figure is the median of the per-repeat ratios. Two models:
+alike; the figure is the median of the per-repeat ratios, for the whole command and for the
+cells' own seconds (each job's ``status.json``; the command's start-up, sweep-wide checks and
+report are the same work in both modes). Two models:
 
 - SmolLM2-135M (real, offline) on the built-in questions (``--limit`` of them, generated answers);
 - a small random Qwen2.5-VL behind the real Qwen2.5-VL processor (``outro_sweep.bench.tiny_video_lm``)
@@ -26,6 +28,7 @@ one cell after another (what ``outro_sweep.group.prefix`` does).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -39,8 +42,9 @@ USER_SWEEP = ["outro.layer=1,2,4", "outro.alpha=0.1,0.3"]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def _sweep_seconds(overrides: list[str], out: Path) -> float:
-    """Wall seconds of ``python -m outro_sweep -m <overrides>`` as a user runs it (start-up included)."""
+def _sweep_seconds(overrides: list[str], out: Path) -> tuple[float, float]:
+    """(wall seconds of ``python -m outro_sweep -m <overrides>`` as a user runs it, start-up,
+    checks and report included; the sum of its cells' own seconds from their ``status.json``)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true"}
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "outro_sweep", "-m", *USER_SWEEP, *overrides, "logger.mode=disabled",
@@ -49,26 +53,34 @@ def _sweep_seconds(overrides: list[str], out: Path) -> float:
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"the sweep failed ({' '.join(overrides)}): {result.stderr.strip().splitlines()[-1:]}")
-    return seconds
+    cells = sum(json.loads(path.read_text())["seconds"] for path in (out / "sweep").glob("*/status.json"))
+    return seconds, cells
 
 
-def paired(overrides: list[str], repeats: int, fresh_cache: bool, scratch: Path) -> tuple[float, float, list[float]]:
-    """(median grouped s, median one-by-one s, per-repeat grouped/one-by-one ratios)."""
-    grouped, alone = [], []
+def paired(overrides: list[str], repeats: int, fresh_cache: bool, scratch: Path) -> dict[str, list[float]]:
+    """Per repeat: grouped and one-by-one wall seconds, and the cells' own seconds of each."""
+    runs = {"grouped": [], "alone": [], "grouped cells": [], "alone cells": []}
     for repeat in range(repeats):
-        runs = [("grouped", []), ("alone", ["group.share=false"])]
-        for name, extra in runs if repeat % 2 == 0 else runs[::-1]:
+        modes = [("grouped", []), ("alone", ["group.share=false"])]
+        for name, extra in modes if repeat % 2 == 0 else modes[::-1]:
             out = scratch / f"{name}{repeat}"
             cache = [f"paths.cache_dir={out / 'cache'}"] if fresh_cache else []
-            (grouped if name == "grouped" else alone).append(_sweep_seconds([*overrides, *extra, *cache], out))
-    ratios = [g / a for g, a in zip(grouped, alone)]
-    return statistics.median(grouped), statistics.median(alone), ratios
+            wall, cells = _sweep_seconds([*overrides, *extra, *cache], out)
+            runs[name].append(wall)
+            runs[f"{name} cells"].append(cells)
+    return runs
 
 
-def report(title: str, grouped: float, alone: float, ratios: list[float]) -> None:
-    print(f"{title}\n  grouped {grouped:.1f} s, one by one {alone:.1f} s (medians): "
-          f"grouped / one by one = {statistics.median(ratios):.2f}x (per repeat: "
-          + " ".join(f"{r:.2f}" for r in ratios) + ")", flush=True)
+def report(title: str, runs: dict[str, list[float]]) -> None:
+    """Whole commands, then the cells' own seconds (the command's start-up, sweep-wide checks and
+    report are the same work in both)."""
+    print(title, flush=True)
+    for label, grouped, alone in (("whole command", "grouped", "alone"), ("cells only", "grouped cells", "alone cells")):
+        ratios = [g / a for g, a in zip(runs[grouped], runs[alone])]
+        print(f"  {label}: grouped {statistics.median(runs[grouped]):.1f} s, one by one "
+              f"{statistics.median(runs[alone]):.1f} s (medians): grouped / one by one = "
+              f"{statistics.median(ratios):.2f}x (per repeat: " + " ".join(f"{r:.2f}" for r in ratios) + ")",
+              flush=True)
 
 
 def continuation_ratio(cells: int = 6, repeats: int = 5, new_tokens: int = 8) -> float:
@@ -124,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         scratch = Path(scratch)
         text = [f"benchmark.limit={args.limit}"]
         report(f"SmolLM2-135M, builtin_mc limit {args.limit}, generated answers:",
-               *paired(text, args.repeats, fresh_cache=False, scratch=scratch / "text"))
+               paired(text, args.repeats, fresh_cache=False, scratch=scratch / "text"))
         if not args.skip_video:
             from outro_sweep.bench.tiny_video_lm import save_tiny_qwen2_5_vl
 
@@ -136,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
             for rule in ("massive_activation", "first_k"):
                 report(f"tiny Qwen2.5-VL (real processor), 3 real Daily-Omni clips, {args.video_limit} questions, "
                        f"sink={rule}:",
-                       *paired([*video, f"sink={rule}"], args.repeats, fresh_cache=True, scratch=scratch / rule))
+                       paired([*video, f"sink={rule}"], args.repeats, fresh_cache=True, scratch=scratch / rule))
     ratio = continuation_ratio()
     print(f"6 cells' generate() (SmolLM2, 8 prompts, 8 new tokens): one call over the 6 batches stacked / "
           f"6 calls one after another = {ratio:.2f}x", flush=True)

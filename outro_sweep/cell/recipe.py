@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -51,6 +52,7 @@ def run_cell(cfg: DictConfig) -> dict:
     Order: every model-free check (no folder exists yet, so bad input leaves no cell), then
     the lock, then the state (so of two runs started at once one runs and the other is refused,
     or finds DONE), then predict, score, the W&B summary, and DONE last."""
+    started = time.perf_counter()
     job_dir, rank = Path(HydraConfig.get().runtime.output_dir), process_rank()
     config = resolved_config(cfg)
     store = CellStore(cfg.paths.output_dir, config["identity"])
@@ -65,10 +67,10 @@ def run_cell(cfg: DictConfig) -> dict:
     if rank != 0:
         if store.state() != "done" or cfg.get("force", False):
             store.wait_for_launch(launch_id())  # never wait for a rank 0 that was refused the cell
-        return _run_locked(cfg, config, store, cell, job_dir, rank)
+        return _run_locked(cfg, config, store, cell, job_dir, rank, started)
     try:
         with store.lock(launch_id()):
-            return _run_locked(cfg, config, store, cell, job_dir, rank)
+            return _run_locked(cfg, config, store, cell, job_dir, rank, started)
     except CellBusy as err:
         write_status(job_dir, store, "busy", error=str(err))
         raise
@@ -80,7 +82,10 @@ def run_cell(cfg: DictConfig) -> dict:
         raise RunError(line) from None  # one line: the cause is the path and the errno
 
 
-def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: Path, rank: int) -> dict:
+def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: Path, rank: int,
+                started: float) -> dict:
+    """``started``: ``time.perf_counter()`` when the job began this cell (its status records the
+    wall seconds it took)."""
     force = bool(cfg.get("force", False))
     if store.state() == "done" and not force:
         if rank == 0:
@@ -130,7 +135,7 @@ def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: 
                 log.warning("W&B run not marked failed: %s", one_line_error(fail_err))
         raise
     print(result_line(metrics, store.dir), flush=True)
-    write_status(job_dir, store, "succeeded")
+    write_status(job_dir, store, "succeeded", seconds=round(time.perf_counter() - started, 3))
     return metrics
 
 
