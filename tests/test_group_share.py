@@ -1,7 +1,8 @@
 """What a group's cells share in one process (outro_sweep/group/), in-process on real models.
 
 - a replayed stock prefix gives the same logits and the same generated tokens, bit for bit, as
-  running every layer, and the replayed layers' attention does not run;
+  running every layer, and the replayed layers' attention does not run; decode steps replay too
+  while the cell's tokens are the recorded ones, and only where its editors declare it;
 - a cell that changes layer L continues from the replayed prefix exactly as from its own;
 - a prefill with other inputs never replays a kept prefix;
 - a vision tower's output is computed once per input and reused after (the tiny Qwen2.5-VL of
@@ -38,8 +39,15 @@ class StockBelow:
         return min(self.depth, len(hidden))
 
 
-def attached(depth: int = STOCK_DEPTH) -> Attached:
-    return Attached([("stand_in", StockBelow(depth))])
+class StockBelowInDecode(StockBelow):
+    """A stand-in whose decode steps also leave its stock prefill prefix stock (as OutRo's do)."""
+
+    def unchanged_decode_prefix(self, prefill_depth: int) -> int:
+        return prefill_depth
+
+
+def attached(depth: int = STOCK_DEPTH, decode: bool = False) -> Attached:
+    return Attached([("stand_in", (StockBelowInDecode if decode else StockBelow)(depth))])
 
 
 def batch(smollm2, prompts=PROMPTS) -> dict:
@@ -72,17 +80,90 @@ def test_a_replayed_prefix_gives_the_stock_logits_bit_for_bit_without_running_it
     assert all("forward" not in layer.__dict__ for layer in find_decoder(model).layers)  # restored
 
 
+GENERATE = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, output_logits=True,
+                return_dict_in_generate=True)
+
+
+def generate(loaded, inputs: dict):
+    out = loaded.model.generate(**inputs, **GENERATE, pad_token_id=loaded.tokenizer.pad_token_id)
+    return out.sequences, torch.stack(out.logits)  # (B, S + 8), (8, B, V)
+
+
+def common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading generated tokens two generations share in every row."""
+    same = (a == b).all(dim=0).tolist()
+    return next((i for i, equal in enumerate(same) if not equal), len(same))
+
+
 @torch.no_grad()
 def test_generation_from_a_replayed_prefix_is_token_for_token_the_stock_generation(smollm2):
+    """An editor that declares nothing for decode: the prefill replays, every decode step runs."""
+    inputs = batch(smollm2)
+    stock = generate(smollm2, inputs)
+    before = COUNTS.copy()
+    with PrefixReplay(smollm2.model, attached(), BoundedCache(2 ** 30)):
+        first = generate(smollm2, inputs)
+        second = generate(smollm2, inputs)
+    assert COUNTS["prefill_replays"] - before["prefill_replays"] == 1
+    assert COUNTS["decode_steps_replayed"] == before["decode_steps_replayed"]
+    for run in (first, second):
+        assert torch.equal(run[0], stock[0]) and torch.equal(run[1], stock[1])
+
+
+@torch.no_grad()
+def test_decode_steps_with_the_recorded_tokens_replay_their_stock_layers_bit_for_bit(smollm2):
     model, inputs = smollm2.model, batch(smollm2)
-    settings = dict(max_new_tokens=8, do_sample=False, pad_token_id=smollm2.tokenizer.pad_token_id)
-    stock = model.generate(**inputs, **settings)
-    before = COUNTS["prefill_replays"]
-    with PrefixReplay(model, attached(), BoundedCache(2 ** 30)):
-        first = model.generate(**inputs, **settings)
-        second = model.generate(**inputs, **settings)
-    assert COUNTS["prefill_replays"] - before == 1
-    assert torch.equal(first, stock) and torch.equal(second, stock)
+    stock = generate(smollm2, inputs)
+    store = BoundedCache(2 ** 30)
+    with PrefixReplay(model, attached(decode=True), store):
+        generate(smollm2, inputs)  # records the prefill and its 7 decode steps
+    before = COUNTS.copy()
+    with PrefixReplay(model, attached(decode=True), store):
+        calls = attention_calls(model, 0)
+        deep = attention_calls(model, STOCK_DEPTH)
+        replayed = generate(smollm2, inputs)
+    find_decoder(model).layers[0].self_attn._forward_hooks.clear()
+    find_decoder(model).layers[STOCK_DEPTH].self_attn._forward_hooks.clear()
+    assert torch.equal(replayed[0], stock[0]) and torch.equal(replayed[1], stock[1])
+    steps = GENERATE["max_new_tokens"] - 1
+    assert COUNTS["decode_steps_replayed"] - before["decode_steps_replayed"] == steps
+    assert COUNTS["decode_layers_replayed"] - before["decode_layers_replayed"] == steps * STOCK_DEPTH
+    assert calls == [] and len(deep) == steps + 1  # layer 0 never ran; layer 12 ran every forward
+
+
+@pytest.mark.parametrize("shift", [1e-2, 30.0], ids=["same_tokens_for_a_while", "other_tokens"])
+@torch.no_grad()
+def test_a_cell_that_changes_a_layer_decodes_from_the_replayed_steps_as_alone(smollm2, shift):
+    """The cell's own change at layer 12 in every forward: its generation equals its run alone,
+    and exactly the decode steps whose token history is the recorded one replay."""
+    model, inputs = smollm2.model, batch(smollm2)
+    stock = generate(smollm2, inputs)
+    store = BoundedCache(2 ** 30)
+    with PrefixReplay(model, attached(decode=True), store):
+        generate(smollm2, inputs)  # the stock cell records
+    layer = find_decoder(model).layers[STOCK_DEPTH]
+
+    def nudge(module, args, output):
+        return (output[0] + shift, *output[1:]) if isinstance(output, tuple) else output + shift
+
+    handle = layer.register_forward_hook(nudge)
+    try:
+        alone = generate(smollm2, inputs)
+        before = COUNTS["decode_steps_replayed"]
+        with PrefixReplay(model, attached(decode=True), store):
+            continued = generate(smollm2, inputs)
+    finally:
+        handle.remove()
+    assert torch.equal(continued[0], alone[0]) and torch.equal(continued[1], alone[1])
+    length = inputs["input_ids"].shape[1]
+    shared = common_prefix(alone[0][:, length:], stock[0][:, length:])
+    # decode step t reads generated tokens 0..t-1: it replays while those are the recorded ones
+    assert COUNTS["decode_steps_replayed"] - before == min(shared, GENERATE["max_new_tokens"] - 1)
+    assert not torch.equal(alone[1], stock[1])  # the change mattered
+    if shift > 1:  # measured: the first token already differs, so no decode step replays
+        assert shared == 0, "the large change should alter the first token"
+    else:  # measured: the same 8 tokens, so all 7 decode steps replay
+        assert shared == GENERATE["max_new_tokens"], "the small change should keep the tokens"
 
 
 @torch.no_grad()

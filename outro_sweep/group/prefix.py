@@ -14,8 +14,14 @@ their interventions changes, every cell computes the same thing. While a cell pr
   pre-hooks still fire with the same tensors, so sink detection, gates and probes see what they
   would have seen; only the attention edits of layers that change nothing are skipped.
 
-Decode steps always run every layer (the tokens a cell generates are its own). Replay is the
-cell-after-cell form of sharing. The other form, the K cells as K batch slices of one forward,
+Decode steps continue the same way while a cell's tokens are still the recording cell's: each
+step of a recorded generation is kept under a key chained from the prefill's (the step's input
+tensors after every earlier step's), and a replaying cell whose step has a kept key replays the
+leading layers its interventions leave stock in decode too (``Attached.unchanged_decode_prefix``:
+no deeper than in the prefill, since the KV cache differs from there). The first step whose
+tokens differ ends the replay for that generation; from then on every layer runs. Each decode
+step's key costs one copy of its small input tensors to the host. Replay is the cell-after-cell
+form of sharing. The other form, the K cells as K batch slices of one forward,
 would need every intervention to act on its own rows of a shared batch; ``python -m
 outro_sweep.bench_sweep`` measures what it would save (stacking K cells' stock ``generate()``
 into one call against K calls).
@@ -68,14 +74,19 @@ class PrefixReplay:
         self.attached = attached
         self.store = store
         self.handles: list = []
+        # The generation in progress: (mode, key of its last forward, layers its decode steps may
+        # record or replay), or None when its decode steps run every layer unwatched.
+        self.chain: tuple[str, tuple, int] | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self.mode = None  # None (decode, or not watching) | "record" | "replay"
+        """Forget the forward in progress (the generation's ``chain`` outlives it)."""
+        self.mode = None  # None (not watching this forward) | "record" | "replay"
         self.key = None
         self.real = None  # (B, S) bool real tokens of this prefill
         self.recording: _Prefix | None = None
-        self.replayed: list[int] = []  # layers whose forward is swapped for this prefill
+        self.record_depth: int | None = None  # a decode step records this many layers; None: a prefill
+        self.replayed: list[int] = []  # layers whose forward is swapped for this forward
         self.wrapped_cache = None
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -98,9 +109,11 @@ class PrefixReplay:
     def _on_decoder_input(self, module, args, kwargs):
         self._finish_forward(store=False)  # a forward that raised left its state behind
         cache = _cache_of(kwargs)
-        if cache is not None and cache.get_seq_length() > 0:
-            return None  # a decode step: every layer runs
         inputs = {k: v for k, v in kwargs.items() if k not in _CACHE_KWARGS}
+        if cache is not None and cache.get_seq_length() > 0:
+            self._on_decode_step(args, inputs)
+            return None
+        self.chain = None
         tokens = inputs.get("inputs_embeds")
         if tokens is None:
             tokens = inputs.get("input_ids", args[0] if args else None)
@@ -125,9 +138,34 @@ class PrefixReplay:
         self.mode = "replay"
         for index in range(depth):
             self._swap_forward(index, kept)
+        decode_depth = int(self.attached.unchanged_decode_prefix(depth))
+        self.chain = ("replay", self.key, decode_depth) if decode_depth > 0 else None
         COUNTS["prefill_replays"] += 1
         COUNTS["prefix_layers_replayed"] += depth
         return None
+
+    def _on_decode_step(self, args, inputs: dict) -> None:
+        """A decode step of a recorded or replayed generation: record it, or replay its kept
+        leading layers while its key (the token history) is a recorded one."""
+        if self.chain is None:
+            return
+        mode, previous, depth = self.chain
+        key = (previous, tensor_digest([list(args), inputs]))
+        if mode == "record":
+            self.mode, self.key, self.record_depth = "record", key, depth
+            self.chain = (mode, key, depth)
+            return
+        kept: _Prefix | None = self.store.get(key)
+        depth = min(depth, len(kept.outputs)) if kept is not None else 0
+        if depth == 0:  # this cell's tokens left the recorded ones: every later step runs in full
+            self.chain = None
+            return
+        self.mode = "replay"
+        for index in range(depth):
+            self._swap_forward(index, kept)
+        self.chain = (mode, key, depth)
+        COUNTS["decode_steps_replayed"] += 1
+        COUNTS["decode_layers_replayed"] += depth
 
     def _swap_forward(self, index: int, kept: _Prefix) -> None:
         layer = self.parts.layers[index]
@@ -188,13 +226,27 @@ class PrefixReplay:
             self.wrapped_cache.__dict__.pop("update", None)
         recording = self.recording
         if store and self.mode == "record" and recording is not None and recording.outputs:
-            depth = min(len(recording.outputs),
-                        int(self.attached.unchanged_prefix(recording.residual_inputs()[:-1], self.real)))
+            prefill = self.record_depth is None
+            if prefill:
+                depth = min(len(recording.outputs),
+                            int(self.attached.unchanged_prefix(recording.residual_inputs()[:-1], self.real)))
+            else:
+                depth = min(len(recording.outputs), self.record_depth)
+            kept = None
             if depth > 0:
                 kept = _Prefix(recording.first_input, recording.outputs[:depth],
                                [list(w) for w in recording.writes[:depth]])
                 if self.wrapped_cache is None:  # no KV cache in this forward: nothing to write on replay
                     kept.writes = [[] for _ in range(depth)]
-                if len(kept.writes) == depth and self.store.put(self.key, kept):
-                    COUNTS["prefill_records"] += 1
+                if len(kept.writes) != depth or not self.store.put(self.key, kept):
+                    kept = None
+            if kept is not None:
+                COUNTS["prefill_records" if prefill else "decode_records"] += 1
+            if prefill and kept is not None and self.wrapped_cache is not None:
+                decode_depth = int(self.attached.unchanged_decode_prefix(depth))
+                self.chain = ("record", self.key, decode_depth) if decode_depth > 0 else None
+            elif kept is None:
+                self.chain = None  # a step not kept: the ones after it could never be looked up
+        elif store and self.mode is None:
+            self.chain = None  # a forward not watched breaks the token history
         self._reset()

@@ -28,6 +28,9 @@ The lifecycle of one intervention in one cell:
    (``outro_sweep.group.prefix``); an editor without the method is taken to change layer 0. An
    editor whose answer depends on less than its whole config may name that part as a hashable
    ``prefix_signature`` (OutRo: its sink rule), so cells alike in it measure a kept prefix once.
+   For decode steps it declares ``unchanged_decode_prefix(prefill_depth) -> int``: of the
+   prefill's stock leading layers, how many its decode steps leave stock too (OutRo and LSG: all
+   of them; SinkRouter: those below ``first_layer``); without it, decode steps are never replayed.
 4. ``summarise(samples, sums)`` — the cell-level diagnostics from every record's per-sample dict
    and the summed ``running_sums``; needs no model.
 

@@ -141,6 +141,10 @@ class LayerSinkGate:
         through hooks that a replayed prefix still runs; outro_sweep.group.prefix)."""
         return min(len(hidden), min(self.scaled_layers))
 
+    def unchanged_decode_prefix(self, prefill_depth: int) -> int:
+        """The gates act in the prefill only; decode steps differ only where its cache does."""
+        return prefill_depth
+
     def __enter__(self) -> "LayerSinkGate":
         register_attention_functions()
         try:

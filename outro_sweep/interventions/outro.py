@@ -220,6 +220,11 @@ class OutRo:
         found = torch.stack([self.rule.from_hidden_batch(hidden[layer], real).any() for layer in range(depth)])
         return next((layer for layer, fired in enumerate(found.tolist()) if fired), len(hidden))
 
+    def unchanged_decode_prefix(self, prefill_depth: int) -> int:
+        """Decode steps rotate only at layers where the prefill found sinks, all at or after the
+        first one, so they leave the prefill's whole stock prefix stock."""
+        return prefill_depth
+
     # ---- the edit (called from the attention function) ---------------------------------
     def edit(self, module, out, weights, query, key, value, scaling):
         layer = module.layer_idx

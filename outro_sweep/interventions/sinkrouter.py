@@ -164,6 +164,10 @@ class SinkRouting:
         ``first_layer`` on, so those layers must run (outro_sweep.group.prefix)."""
         return min(len(hidden), self.first_layer) if self.mode == "target_skip" else len(hidden)
 
+    def unchanged_decode_prefix(self, prefill_depth: int) -> int:
+        """Decode steps are routed from ``first_layer`` on; the layers below it stay stock."""
+        return min(prefill_depth, self.first_layer)
+
     # ---- per forward -----------------------------------------------------------------------
     def _on_decoder_input(self, module, args, kwargs):
         tokens = kwargs.get("inputs_embeds")

@@ -99,6 +99,17 @@ class Attached:
                 break
         return depth
 
+    def unchanged_decode_prefix(self, prefill_depth: int) -> int:
+        """Of the ``prefill_depth`` leading layers every attached intervention left stock in the
+        prefill, how many its decode steps leave stock as well: the least of the editors' own
+        ``unchanged_decode_prefix``; an editor without one may change any layer in decode (0);
+        none attached, all of them."""
+        depth = prefill_depth
+        for _, editor in self.editors:
+            measure = getattr(editor, "unchanged_decode_prefix", None)
+            depth = min(depth, int(measure(prefill_depth)) if measure is not None else 0)
+        return depth
+
     def running_sums(self) -> dict[str, dict[str, float]]:
         """``{group: {key: float}}``: additive sums since attach (the shard writer stores deltas)."""
         return {group: dict(editor.running_sums()) for group, editor in self.editors}
