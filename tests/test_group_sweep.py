@@ -100,6 +100,9 @@ def test_a_grouped_text_sweep_equals_its_cells_alone_with_one_model_load(tmp_pat
     # to their first sink layer, the first_k cells (sinks at layer 0) replay nothing
     assert shared["prefill_records"] == 2
     assert shared.get("prefix_layers_replayed", 0) > 0 and "prefix_layers_replayed" not in separate
+    # the baseline's decode steps are kept too; a cell replays those whose token history it shares
+    assert shared["decode_records"] == 2 * 3  # 2 batches x (4 tokens - 1) decode steps
+    assert shared.get("decode_layers_replayed", 0) > 0 and "decode_layers_replayed" not in separate
 
 
 @pytest.fixture(scope="module")
