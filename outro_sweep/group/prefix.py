@@ -247,6 +247,4 @@ class PrefixReplay:
                 self.chain = ("record", self.key, decode_depth) if decode_depth > 0 else None
             elif kept is None:
                 self.chain = None  # a step not kept: the ones after it could never be looked up
-        elif store and self.mode is None:
-            self.chain = None  # a forward not watched breaks the token history
         self._reset()
