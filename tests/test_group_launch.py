@@ -282,3 +282,35 @@ def test_a_killed_group_task_fails_the_cells_it_had_not_finished(tmp_path):
     lost = json.loads((sweep_dir / "lost.json").read_text())
     assert sorted(entry["job"] for entry in lost) == [1, 2]  # the baseline reported its own status
     assert len(list(out.glob("cells/*/DONE"))) == 1 and not sig._using(out)
+
+
+@pytest.mark.slow
+def test_a_sweep_under_torchrun_runs_each_group_on_both_processes_and_reports_once(tmp_path):
+    """``torchrun --nproc_per_node=2 -m outro_sweep -m ...``: each process runs the sweep's cells
+    in one group (the basic launcher), each cell predicts over both processes (gloo on the CPU),
+    each process shares its own model load and prefixes, and rank 0 alone reports the sweep;
+    the predictions equal the same sweep in one process."""
+    import sys
+
+    from tests.test_resume_ddp import free_port
+
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip(f"torchrun not found beside {sys.executable}")
+    sweep = ["-m", "outro.alpha=0.1,0.3", "benchmark.limit=6", "predict.batch_size=2", "benchmark.max_new_tokens=4",
+             "trainer.enable_progress_bar=false", "logger.mode=disabled"]
+    one = run_cli(sweep, tmp_path / "one", tmp_path / "one_sweep")
+    assert one.returncode == 0, one.stderr[-3000:]
+    command = cli_command(sweep, tmp_path / "two", tmp_path / "two_sweep")
+    two = subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={free_port()}", *command[1:]],
+                         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
+    output = two.stdout + two.stderr
+    assert two.returncode == 0, output[-4000:]
+    assert output.count("sweep: 3 succeeded, 0 skipped (already done), 0 failed, of 3 cells") == 1  # rank 0 alone
+    assert output.count("to predict now on 2 processes") == 3  # every cell over both processes
+    for cell in (tmp_path / "one" / "cells").iterdir():
+        twin = tmp_path / "two" / "cells" / cell.name
+        assert (twin / "DONE").is_file()
+        assert (twin / "predictions.jsonl").read_text() == (cell / "predictions.jsonl").read_text()
+    shares = [json.loads(path.read_text()) for path in (tmp_path / "two_sweep").glob("*/sharing.json")]
+    assert max(s["model_loads"] for s in shares) == 1  # rank 0's counters: one load for the group

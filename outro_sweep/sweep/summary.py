@@ -69,6 +69,12 @@ def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from outro_sweep.predict.distributed import process_rank
+
+        if process_rank() != 0:
+            # A sweep run by several processes (torchrun -m outro_sweep -m ...) runs each cell on all
+            # of them, and only rank 0 writes a cell's status: rank 0 alone reports the sweep.
+            return
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not config.hydra.launcher.get("wait", True):
             # hydra/launcher=slurm with wait=false: the cells are queued, not failed; a job that
