@@ -96,12 +96,14 @@ def test_a_grouped_text_sweep_equals_its_cells_alone_with_one_model_load(tmp_pat
     assert_same_cells(grouped, alone, expected=5)  # 2 rules x 2 layers + the shared baseline
     shared, separate = counters(grouped), counters(alone)
     assert shared["model_loads"] == 1 and separate["model_loads"] == 5
-    # each of 2 batches is recorded once, by the baseline; the massive_activation cells replay up
-    # to their first sink layer, the first_k cells (sinks at layer 0) replay nothing
-    assert shared["prefill_records"] == 2
+    # No two of the 5 cells compute a batch alike throughout, so each keeps each of the 2 batches;
+    # the massive_activation cells replay up to their first sink layer (the baseline's, then each
+    # other's), the first_k ones (sinks at layer 0) only from each other, up to the first layer
+    # where their relaxations differ.
+    assert shared["prefill_records"] == 2 * 5
     assert shared.get("prefix_layers_replayed", 0) > 0 and "prefix_layers_replayed" not in separate
-    # the baseline's decode steps are kept too; a cell replays those whose token history it shares
-    assert shared["decode_records"] == 2 * 3  # 2 batches x (4 tokens - 1) decode steps
+    # each recorded prefill's decode steps are kept too; a cell replays those whose token history it shares
+    assert shared["decode_records"] == 2 * 5 * 3  # 2 batches x 5 cells x (4 tokens - 1) decode steps
     assert shared.get("decode_layers_replayed", 0) > 0 and "decode_layers_replayed" not in separate
 
 

@@ -42,6 +42,10 @@ class BoundedCache:
         self.entries.move_to_end(key)
         return found[0]
 
+    def keys(self) -> list:
+        """The keys kept now, least recently used first (reading them does not touch the order)."""
+        return list(self.entries)
+
     def put(self, key: Hashable, value: Any) -> bool:
         """Keep ``value`` under ``key``; False when it is larger than the budget (not kept)."""
         size = nbytes(value)

@@ -43,12 +43,14 @@ _CACHE_KWARGS = ("past_key_values", "past_key_value")  # the name differs across
 
 @dataclass
 class _Prefix:
-    """One batch's stock prefix: layers 0..len(outputs)-1."""
+    """One forward's leading layers 0..len(outputs)-1, as one cell computed them."""
 
     first_input: torch.Tensor  # (B, S, D) the residual stream entering layer 0
     outputs: list = field(default_factory=list)  # per layer: exactly what its forward returned
     writes: list = field(default_factory=list)  # per layer: [(key, value, cache_kwargs)] it wrote to the KV cache
-    # what the interventions of the replaying cells answered on this prefix (``Attached.unchanged_prefix``)
+    states: list = field(default_factory=list)  # per layer: ``Attached.layer_state``, what its edits left
+    signatures: tuple = ()  # per layer: ``Attached.layer_signatures`` of the recording cell (prefills)
+    # what the interventions of the replaying cells measured on this prefix (``Attached.layer_signatures``)
     depths: dict = field(default_factory=dict)
 
     def residual_inputs(self) -> list[torch.Tensor]:
@@ -64,9 +66,25 @@ def _cache_of(kwargs: dict):
     return next((kwargs[name] for name in _CACHE_KWARGS if kwargs.get(name) is not None), None)
 
 
+def _agreeing(mine: list, theirs: tuple) -> int:
+    """How many leading layers two cells' ``layer_signatures`` agree on."""
+    return next((layer for layer, (a, b) in enumerate(zip(mine, theirs)) if a != b), min(len(mine), len(theirs)))
+
+
+@dataclass
+class _Replay:
+    """The kept prefill a forward continues from: ``depth`` of its layers are not run."""
+
+    key: tuple  # the kept prefill's key in the store
+    kept: _Prefix
+    depth: int
+    mine: list  # the replaying cell's ``layer_signatures`` on the kept residual stream
+
+
 class PrefixReplay:
-    """Context manager: records and replays stock prefixes of ``model``'s prefills in ``store``
-    for the interventions ``attached`` (``InterventionStack.attach``'s value) of one cell."""
+    """Context manager: records and replays layer prefixes of ``model``'s prefills and decode
+    steps in ``store`` for the interventions ``attached`` (``InterventionStack.attach``'s value)
+    of one cell."""
 
     def __init__(self, model: torch.nn.Module, attached, store: BoundedCache) -> None:
         self.model = model
@@ -74,9 +92,10 @@ class PrefixReplay:
         self.attached = attached
         self.store = store
         self.handles: list = []
-        # The generation in progress: (mode, key of its last forward, layers its decode steps may
-        # record or replay), or None when its decode steps run every layer unwatched.
-        self.chain: tuple[str, tuple, int] | None = None
+        # The generation in progress: {"record": (key of its last forward, layers its decode steps
+        # keep) or None, "replay": (key of the kept forward it follows, layers its decode steps
+        # replay) or None}, or None when its decode steps run every layer unwatched.
+        self.chain: dict | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -86,6 +105,7 @@ class PrefixReplay:
         self.real = None  # (B, S) bool real tokens of this prefill
         self.recording: _Prefix | None = None
         self.record_depth: int | None = None  # a decode step records this many layers; None: a prefill
+        self.replay: _Replay | None = None  # what this prefill continues from
         self.replayed: list[int] = []  # layers whose forward is swapped for this forward
         self.wrapped_cache = None
 
@@ -127,45 +147,63 @@ class PrefixReplay:
             self.real = mask[:, -length:].bool()
         else:
             self.real = torch.ones(batch, length, dtype=torch.bool, device=tokens.device)
-        kept: _Prefix | None = self.store.get(self.key)
-        if kept is None:
-            self.mode = "record"
-            return None
-        depth = min(len(kept.outputs), int(self.attached.unchanged_prefix(kept.residual_inputs(), self.real, kept.depths)))
-        if depth == 0:
-            self.mode = None
-            return None
-        self.mode = "replay"
-        for index in range(depth):
-            self._swap_forward(index, kept)
-        decode_depth = int(self.attached.unchanged_decode_prefix(depth))
-        self.chain = ("replay", self.key, decode_depth) if decode_depth > 0 else None
-        COUNTS["prefill_replays"] += 1
-        COUNTS["prefix_layers_replayed"] += depth
+        self.mode = "record"  # kept at the end if this cell computed layers no kept prefill holds
+        self.replay = self._best_kept_prefill()
+        if self.replay is not None:
+            for index in range(self.replay.depth):
+                self._swap_forward(index, self.replay.kept)
+            COUNTS["prefill_replays"] += 1
+            COUNTS["prefix_layers_replayed"] += self.replay.depth
         return None
 
+    def _kept_prefills(self) -> list[tuple]:
+        """Keys of the kept prefills of this forward's inputs, one per recording cell that
+        computed them differently."""
+        return [key for key in self.store.keys() if key[0] == "prefill" and key[1] == self.key]
+
+    def _best_kept_prefill(self) -> _Replay | None:
+        """The kept prefill of these inputs whose recording cell agrees with this one on the most
+        leading layers (``Attached.layer_signatures``, measured on that prefill's own stream: equal
+        up to the first layer where the two cells differ), or None where none agrees on layer 0."""
+        best = None
+        for key in self._kept_prefills():
+            kept: _Prefix = self.store.get(key)
+            mine = self.attached.layer_signatures(kept.residual_inputs(), self.real, kept.depths)
+            depth = _agreeing(mine, kept.signatures)
+            if depth > 0 and (best is None or depth > best.depth):
+                best = _Replay(key, kept, depth, mine)
+        return best
+
     def _on_decode_step(self, args, inputs: dict) -> None:
-        """A decode step of a recorded or replayed generation: record it, or replay its kept
-        leading layers while its key (the token history) is a recorded one."""
+        """A decode step of a watched generation: replay the leading layers its kept step holds
+        while the token history is that step's, and record it where this cell kept its prefill."""
         if self.chain is None:
             return
-        mode, previous, depth = self.chain
-        key = (previous, tensor_digest([list(args), inputs]))
-        if mode == "record":
-            self.mode, self.key, self.record_depth = "record", key, depth
-            self.chain = (mode, key, depth)
-            return
-        kept: _Prefix | None = self.store.get(key)
-        depth = min(depth, len(kept.outputs)) if kept is not None else 0
-        if depth == 0:  # this cell's tokens left the recorded ones: every later step runs in full
-            self.chain = None
-            return
-        self.mode = "replay"
-        for index in range(depth):
-            self._swap_forward(index, kept)
-        self.chain = (mode, key, depth)
-        COUNTS["decode_steps_replayed"] += 1
-        COUNTS["decode_layers_replayed"] += depth
+        digest = tensor_digest([list(args), inputs])
+        record, replay = self.chain.get("record"), self.chain.get("replay")
+        if replay is not None:
+            key = (replay[0], digest)
+            kept: _Prefix | None = self.store.get(key)
+            depth = min(replay[1], len(kept.outputs)) if kept is not None else 0
+            if depth == 0:  # this cell's tokens left the kept ones: no later step of it is kept either
+                replay = None
+            else:
+                for index in range(depth):
+                    self._swap_forward(index, kept)
+                replay = (key, depth)
+                COUNTS["decode_steps_replayed"] += 1
+                COUNTS["decode_layers_replayed"] += depth
+        if record is not None:
+            record = ((record[0], digest), record[1])
+            self.mode, self.key, self.record_depth = "record", record[0], record[1]
+        elif replay is not None:
+            self.mode = "replay"
+        self._set_chain(record, replay)
+
+    def _set_chain(self, record: tuple | None, replay: tuple | None) -> None:
+        """The generation's next decode step: records under ``record`` = (key of this step, layers)
+        and replays from ``replay`` = (key of the kept step, layers); None where neither."""
+        self.chain = {"record": record, "replay": replay} if record is not None or replay is not None else None
 
     def _swap_forward(self, index: int, kept: _Prefix) -> None:
         layer = self.parts.layers[index]
@@ -175,6 +213,8 @@ class PrefixReplay:
             if cache is not None:
                 for key, value, cache_kwargs in kept.writes[index]:
                     cache.update(key, value, index, cache_kwargs)
+            if kept.states:
+                self.attached.restore_layer_state(index, kept.states[index])
             return kept.outputs[index]
 
         layer.forward = replay  # an instance attribute: module __call__ still runs the hooks around it
@@ -193,7 +233,7 @@ class PrefixReplay:
         return hook
 
     def _watch_cache(self, cache) -> None:
-        """Keep every KV-cache write of this prefill, per layer (the calls a replay repeats)."""
+        """Keep every KV-cache write of this forward, per layer (the calls a replay repeats)."""
         if cache is None or self.recording is None:
             return
         recording, update = self.recording, cache.update
@@ -211,6 +251,7 @@ class PrefixReplay:
         def hook(module, args, output):
             if self.mode == "record" and self.recording is not None and len(self.recording.outputs) == index:
                 self.recording.outputs.append(output)
+                self.recording.states.append(self.attached.layer_state(index))
             return None
 
         return hook
@@ -226,25 +267,49 @@ class PrefixReplay:
             self.wrapped_cache.__dict__.pop("update", None)
         recording = self.recording
         if store and self.mode == "record" and recording is not None and recording.outputs:
-            prefill = self.record_depth is None
-            if prefill:
-                depth = min(len(recording.outputs),
-                            int(self.attached.unchanged_prefix(recording.residual_inputs()[:-1], self.real)))
+            if self.record_depth is None:
+                self._finish_prefill(recording)
             else:
-                depth = min(len(recording.outputs), self.record_depth)
-            kept = None
-            if depth > 0:
-                kept = _Prefix(recording.first_input, recording.outputs[:depth],
-                               [list(w) for w in recording.writes[:depth]])
-                if self.wrapped_cache is None:  # no KV cache in this forward: nothing to write on replay
-                    kept.writes = [[] for _ in range(depth)]
-                if len(kept.writes) != depth or not self.store.put(self.key, kept):
-                    kept = None
-            if kept is not None:
-                COUNTS["prefill_records" if prefill else "decode_records"] += 1
-            if prefill and kept is not None and self.wrapped_cache is not None:
-                decode_depth = int(self.attached.unchanged_decode_prefix(depth))
-                self.chain = ("record", self.key, decode_depth) if decode_depth > 0 else None
-            elif kept is None:
-                self.chain = None  # a step not kept: the ones after it could never be looked up
+                kept = self._kept(recording, min(len(recording.outputs), self.record_depth), ())
+                if kept is not None and self.store.put(self.key, kept):
+                    COUNTS["decode_records"] += 1
+                elif self.chain is not None:  # a step not kept: the ones after it could never be looked up
+                    self._set_chain(None, self.chain["replay"])
         self._reset()
+
+    def _kept(self, recording: _Prefix, depth: int, signatures: tuple) -> _Prefix | None:
+        """The first ``depth`` layers of ``recording`` as a kept prefix, or None (nothing to keep)."""
+        if depth <= 0:
+            return None
+        writes = [list(w) for w in recording.writes[:depth]]
+        if self.wrapped_cache is None:  # no KV cache in this forward: nothing to write on replay
+            writes = [[] for _ in range(depth)]
+        if len(writes) != depth:
+            return None
+        return _Prefix(recording.first_input, recording.outputs[:depth], writes, recording.states[:depth],
+                       signatures[:depth])
+
+    def _finish_prefill(self, recording: _Prefix) -> None:
+        """Keep this prefill's describable layers unless a kept prefill already holds them, and
+        set how its decode steps go: recorded after a kept prefill, replayed after a replay."""
+        replay = self.replay
+        num_layers = len(recording.outputs)
+        # A full replay whose cell can describe no layer past the kept ones adds nothing new.
+        covered = (replay is not None and replay.depth == len(replay.kept.outputs)
+                   and (replay.depth >= num_layers or len(replay.mine) <= replay.depth))
+        record = None
+        if not covered:
+            mine = self.attached.layer_signatures(recording.residual_inputs()[:num_layers], self.real)
+            known = any(len(self.store.get(key).signatures) >= len(mine)
+                        and _agreeing(mine, self.store.get(key).signatures) == len(mine)
+                        for key in self._kept_prefills())
+            kept = None if known else self._kept(recording, len(mine), tuple(mine))
+            key = ("prefill", self.key, tuple(mine))
+            if kept is not None and self.store.put(key, kept):
+                COUNTS["prefill_records"] += 1
+                # a forward without a KV cache has no decode steps to follow it
+                if self.wrapped_cache is not None:
+                    record_depth = int(self.attached.unchanged_decode_prefix(len(kept.outputs)))
+                    record = (key, record_depth) if record_depth > 0 else None
+        replay_depth = int(self.attached.unchanged_decode_prefix(replay.depth)) if replay is not None else 0
+        self._set_chain(record, (replay.key, replay_depth) if replay_depth > 0 else None)

@@ -27,9 +27,12 @@ them, once each per batch. A decode step makes no host sync at all. A prefill fo
 most ``PREFILL_HOST_SYNCS`` (with the built-in sink rules): at its end, the layers where some
 row will rotate its decode steps are read once, so that decode skips the others without asking.
 
-A layer below the first one with a sink is left exactly stock by both edits, so a caller that
-replays those layers from a stock run (``unchanged_prefix``) may skip ``edit`` there: the
-diagnostics and the decode steps are the same as when it runs.
+A layer where no row has a sink is left exactly stock by both edits. A layer with sinks is
+edited alike by two OutRos that agree on the rule, alpha, temperature, ``rotate_decode`` and
+whether it relaxes there (``layer_signatures``). A caller that replays such layers from another
+run (outro_sweep.group.prefix) may skip ``edit`` there and hand over what it left
+(``export_layer_state`` / ``import_layer_state``): the diagnostics and the decode steps are the
+same as when it runs.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ class OutRo:
         self.decode_rows: dict[int, torch.Tensor | None] = {}
         # layer -> the sink direction decode steps rotate toward there (same layers as decode_rows)
         self.decode_direction: dict = {}
+        self._cos_step: dict[int, torch.Tensor] = {}  # layer -> (3,) this prefill's cosine sums there
         self.prefill = real is not None
 
     def _on_decoder_input(self, module, args, kwargs):
@@ -204,25 +208,71 @@ class OutRo:
         return ("outro", type(rule).__module__, type(rule).__qualname__, repr(sorted(vars(rule).items())),
                 self.scan_end)
 
-    def unchanged_prefix(self, hidden: Sequence[torch.Tensor], real: torch.Tensor) -> int:
-        """How many leading decoder layers this OutRo leaves exactly stock in a prefill.
-
-        hidden[l]: (B, S, D) the stock residual stream entering layer l, for l < len(hidden);
-        real: (B, S) bool. Both edits act only at and after the first layer where some row has
-        a sink, so that layer is the answer (capped at len(hidden)); 0 for a rule that reads
-        attention probabilities (they exist only once a layer runs). One host sync.
-        """
-        if self.rule.needs_attention_probs:
-            return 0
+    def _layers_with_sinks(self, hidden: Sequence[torch.Tensor], real: torch.Tensor, known: dict | None) -> list[bool]:
+        """Whether some row has a sink in ``hidden[l]`` (B, S, D), for l < len(hidden) (none at the
+        unscanned last layers). One host sync, once per sink rule and kept prefix (``known``)."""
+        key = ("layers with sinks", self.prefix_signature, len(hidden))
+        if known is not None and key in known:
+            return known[key]
         depth = min(len(hidden), self.scan_end)
-        if depth <= 0:
-            return len(hidden)
-        found = torch.stack([self.rule.from_hidden_batch(hidden[layer], real).any() for layer in range(depth)])
-        return next((layer for layer, fired in enumerate(found.tolist()) if fired), len(hidden))
+        fired = (torch.stack([self.rule.from_hidden_batch(hidden[layer], real).any() for layer in range(depth)]).tolist()
+                 if depth > 0 else [])
+        fired += [False] * (len(hidden) - len(fired))
+        if known is not None:
+            known[key] = fired
+        return fired
+
+    def layer_signatures(self, hidden: Sequence[torch.Tensor], real: torch.Tensor, known: dict | None = None) -> list:
+        """Per layer l < len(hidden), given the residual stream ``hidden[l]`` (B, S, D) entering
+        it and the (B, S) bool real tokens: None where no row has a sink (both edits leave the
+        layer stock, in the prefill and in decode), else what the edits there depend on besides
+        the sinks themselves (which the rule finds alike in equal streams): the rule, alpha, the
+        temperature, ``rotate_decode`` and whether the layer relaxes. Cells of a group that differ
+        only in relaxation layers without sinks thus compute alike. [] for a rule that reads
+        attention probabilities (they exist only once a layer runs)."""
+        if self.rule.needs_attention_probs:
+            return []
+        fired = self._layers_with_sinks(hidden, real, known)
+        acting = (self.prefix_signature, self.alpha, self.temperature, self.rotate_decode)
+        return [(*acting, layer in self.relax_layers) if fired[layer] else None for layer in range(len(hidden))]
+
+    def unchanged_prefix(self, hidden: Sequence[torch.Tensor], real: torch.Tensor) -> int:
+        """How many leading decoder layers this OutRo leaves exactly stock in a prefill: the
+        first layer where some row has a sink (capped at len(hidden)); 0 for a rule that reads
+        attention probabilities. One host sync."""
+        signatures = self.layer_signatures(hidden, real)
+        return next((layer for layer, acts in enumerate(signatures) if acts is not None), len(signatures))
+
+    def export_layer_state(self, layer: int):
+        """What ``edit`` left at ``layer`` in the prefill just run (None in decode, or where it did
+        not run): the layer's (B,) has-sink and sink-at-first-token flags, its (B, H, d) sink value
+        mean, its (B, S) relaxed tokens (None unless a relaxation layer) and its (3,) cosine sums
+        (None at alpha 0). The layer's sinks themselves come from the layer hook, which a replayed
+        layer still runs."""
+        if not self.prefill or layer not in self.has_sink:
+            return None
+        return (self.has_sink[layer], self.sink_at_first[layer], self.sink_value[layer], self.relaxed_at.get(layer),
+                self._cos_step.get(layer))
+
+    def import_layer_state(self, layer: int, state) -> None:
+        """Continue as if ``edit`` had run at ``layer`` with ``state`` (``export_layer_state`` of
+        another cell's OutRo whose ``layer_signatures`` agree up to here)."""
+        if not self.prefill or layer not in self.sinks:
+            return
+        has_sink, sink_at_first, sink_value, relaxed_at, cosines = state
+        self.cumulative |= self.sinks[layer]
+        self.has_sink[layer], self.sink_at_first[layer], self.sink_value[layer] = has_sink, sink_at_first, sink_value
+        if layer in self.relax_layers and relaxed_at is not None:
+            self.relaxed_at[layer] = relaxed_at
+            self.relaxed |= relaxed_at
+        if self.alpha != 0 and cosines is not None:
+            self._cos_step[layer] = cosines
+            self._cos[layer] = self._cos[layer] + cosines if layer in self._cos else cosines
 
     def unchanged_decode_prefix(self, prefill_depth: int) -> int:
-        """Decode steps rotate only at layers where the prefill found sinks, all at or after the
-        first one, so they leave the prefill's whole stock prefix stock."""
+        """Decode steps rotate only at layers where the prefill found sinks, with the alpha,
+        temperature and ``rotate_decode`` that ``layer_signatures`` names there, so they compute
+        alike wherever the prefill did."""
         return prefill_depth
 
     # ---- the edit (called from the attention function) ---------------------------------
@@ -290,6 +340,7 @@ class OutRo:
             (cosine(after.to(dtype), vbar) * mask).sum().double(),
             targets.sum().double() * before.shape[2],
         ])  # (3,) float64
+        self._cos_step[layer] = sums
         self._cos[layer] = self._cos[layer] + sums if layer in self._cos else sums
 
     # ---- diagnostics -------------------------------------------------------------------

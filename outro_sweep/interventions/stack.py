@@ -72,32 +72,72 @@ class Attached:
                 rows[position][group] = sample
         return rows
 
-    def unchanged_prefix(self, hidden: list, real, known: dict | None = None) -> int:
-        """How many leading decoder layers every attached intervention leaves exactly stock in
-        this prefill, given the stock residual stream ``hidden[l]`` (B, S, D) entering layer l
-        for l < len(hidden) and the (B, S) bool real tokens: the least of the editors' own
-        ``unchanged_prefix``; an editor without one may change any layer (0); none attached, all.
+    def layer_signatures(self, hidden: list, real, known: dict | None = None) -> list[tuple]:
+        """What every attached intervention does at each leading decoder layer of this prefill,
+        given the residual stream ``hidden[l]`` (B, S, D) entering layer l for l < len(hidden) and
+        the (B, S) bool real tokens: one hashable tuple per layer, ``((group, signature), ...)`` of
+        the editors that act there (``()``: every editor leaves the layer stock). The list stops at
+        the first layer some editor cannot describe (it may do anything from there on).
+
+        Two cells whose lists agree on layers 0..d-1, on the same input, compute those layers
+        bit for bit alike, edits and editor state included; ``outro_sweep.group.prefix`` replays
+        them from whichever cell ran first. An editor describes its layers with
+        ``layer_signatures(hidden, real, known)`` (None where it leaves a layer stock; a shorter
+        list where it cannot say), or only their stock prefix with ``unchanged_prefix(hidden,
+        real)``; one with neither may change layer 0. With none attached, every layer is stock.
 
         ``known``: answers already measured on these same tensors, filled here, keyed by the
         editor's ``prefix_signature`` (what its answer depends on, e.g. OutRo's sink rule but not
         its alpha), so the cells of a group that share a rule detect a kept prefix's sinks once."""
-        depth = len(hidden)
-        for _, editor in self.editors:
-            measure = getattr(editor, "unchanged_prefix", None)
-            signature = getattr(editor, "prefix_signature", None)
-            if measure is None:
-                answer = 0
-            elif known is not None and signature is not None:
-                key = (signature, len(hidden))
-                if key not in known:
-                    known[key] = int(measure(hidden, real))
-                answer = known[key]
-            else:
-                answer = int(measure(hidden, real))
-            depth = min(depth, answer)
-            if depth == 0:
-                break
-        return depth
+        per_editor = []
+        for group, editor in self.editors:
+            describe = getattr(editor, "layer_signatures", None)
+            if describe is not None:
+                per_editor.append((group, list(describe(hidden, real, known))[: len(hidden)]))
+                continue
+            per_editor.append((group, [None] * self._stock_depth(editor, hidden, real, known)))
+        depth = min([len(hidden), *(len(signatures) for _, signatures in per_editor)])
+        return [tuple((group, signatures[layer]) for group, signatures in per_editor if signatures[layer] is not None)
+                for layer in range(depth)]
+
+    @staticmethod
+    def _stock_depth(editor, hidden: list, real, known: dict | None) -> int:
+        """An editor's ``unchanged_prefix``, measured once per ``prefix_signature`` in ``known``."""
+        measure = getattr(editor, "unchanged_prefix", None)
+        if measure is None:
+            return 0
+        signature = getattr(editor, "prefix_signature", None)
+        if known is None or signature is None:
+            return min(len(hidden), int(measure(hidden, real)))
+        key = (signature, len(hidden))
+        if key not in known:
+            known[key] = min(len(hidden), int(measure(hidden, real)))
+        return known[key]
+
+    def unchanged_prefix(self, hidden: list, real, known: dict | None = None) -> int:
+        """How many leading decoder layers every attached intervention leaves exactly stock in
+        this prefill (``layer_signatures`` up to the first layer where one acts or cannot say)."""
+        signatures = self.layer_signatures(hidden, real, known)
+        return next((layer for layer, acts in enumerate(signatures) if acts), len(signatures))
+
+    def layer_state(self, layer: int) -> dict:
+        """``{group: state}``: what each editor's edit left at ``layer`` in the forward just run
+        (``export_layer_state``; OutRo: the layer's sinks' value mean, its relaxations and cosine
+        sums), for a replay of that layer to hand to the same editor of another cell."""
+        states = {}
+        for group, editor in self.editors:
+            export = getattr(editor, "export_layer_state", None)
+            state = export(layer) if export is not None else None
+            if state is not None:
+                states[group] = state
+        return states
+
+    def restore_layer_state(self, layer: int, states: dict) -> None:
+        """Give each editor the state its counterpart left at ``layer`` (``layer_state``) when the
+        layer is replayed instead of run: the editor ends as if its edit had run there."""
+        for group, editor in self.editors:
+            if group in states:
+                editor.import_layer_state(layer, states[group])
 
     def unchanged_decode_prefix(self, prefill_depth: int) -> int:
         """Of the ``prefill_depth`` leading layers every attached intervention left stock in the
