@@ -217,6 +217,72 @@ def test_cells_alike_in_prefix_signature_measure_a_kept_prefix_once(smollm2):
     assert calls == ["rule a", "rule b"]  # ... and each signature was measured once
 
 
+def outro_generation(smollm2, inputs: dict, store: BoundedCache | None = None, **settings) -> dict:
+    """``generate()`` under OutRo (massive_activation, ``settings``), replaying from ``store`` when
+    given: its tokens, logits, per-row diagnostics, cosine sums and attention calls per layer."""
+    from contextlib import ExitStack
+
+    from outro_sweep.interventions.outro import OutRo
+    from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
+
+    model = smollm2.model
+    layers = find_decoder(model).layers
+    calls = [attention_calls(model, index) for index in range(len(layers))]
+    try:
+        with ExitStack() as stack:
+            outro = stack.enter_context(OutRo(model, MassiveActivation(), **settings))
+            if store is not None:
+                stack.enter_context(PrefixReplay(model, Attached([("outro", outro)]), store))
+            sequences, logits = generate(smollm2, inputs)
+            diagnostics, sums = outro.take_sample_diagnostics(), outro.running_sums()
+    finally:
+        for layer in layers:
+            layer.self_attn._forward_hooks.clear()
+    return {"sequences": sequences, "logits": logits, "diagnostics": diagnostics, "sums": sums,
+            "attention_calls": [len(c) for c in calls]}
+
+
+def assert_same_generation(a: dict, b: dict) -> None:
+    assert torch.equal(a["sequences"], b["sequences"]) and torch.equal(a["logits"], b["logits"])
+    assert a["diagnostics"] == b["diagnostics"] and a["sums"] == b["sums"]
+
+
+@torch.no_grad()
+def test_outro_cells_whose_relaxation_layers_hold_no_sink_compute_alike_and_the_second_runs_no_layer(smollm2):
+    """OutRo relaxing at layer 1 or at layer 2 of SmolLM2, where no row has a sink: the same edits
+    everywhere. The second cell replays every layer of its prefill and of each decode step from
+    the first, and ends exactly as alone: tokens, logits, diagnostics and cosine sums."""
+    inputs = batch(smollm2)
+    alone = outro_generation(smollm2, inputs, alpha=0.3, layer=2)
+    assert all(row["relax_layers_without_sinks"] == [2] for row in alone["diagnostics"])  # the premise
+    assert alone["sums"], "OutRo rotated something"
+    store = BoundedCache(2 ** 31)
+    outro_generation(smollm2, inputs, store, alpha=0.3, layer=1)  # the first cell records
+    before = COUNTS.copy()
+    replayed = outro_generation(smollm2, inputs, store, alpha=0.3, layer=2)
+    assert_same_generation(replayed, alone)
+    layers, steps = len(find_decoder(smollm2.model).layers), GENERATE["max_new_tokens"] - 1
+    assert replayed["attention_calls"] == [0] * layers  # no layer ran, in any forward
+    assert COUNTS["prefix_layers_replayed"] - before["prefix_layers_replayed"] == layers
+    assert COUNTS["decode_layers_replayed"] - before["decode_layers_replayed"] == steps * layers
+    assert COUNTS["prefill_records"] == before["prefill_records"]  # nothing new to keep
+
+
+@torch.no_grad()
+def test_an_outro_cell_with_another_alpha_replays_only_the_layers_below_the_first_sink(smollm2):
+    inputs = batch(smollm2)
+    alone = outro_generation(smollm2, inputs, alpha=3.0, layer=1)
+    first_sink = min(row["first_sink_layer"] for row in alone["diagnostics"])
+    store = BoundedCache(2 ** 31)
+    outro_generation(smollm2, inputs, store, alpha=0.3, layer=1)  # the first cell records
+    before = COUNTS.copy()
+    continued = outro_generation(smollm2, inputs, store, alpha=3.0, layer=1)
+    assert_same_generation(continued, alone)
+    assert COUNTS["prefix_layers_replayed"] - before["prefix_layers_replayed"] == first_sink > 0
+    assert continued["attention_calls"][first_sink - 1] < continued["attention_calls"][first_sink]
+    assert COUNTS["prefill_records"] - before["prefill_records"] == 1  # its own layers are kept too
+
+
 @torch.no_grad()
 def test_other_inputs_or_a_cell_that_changes_layer_0_never_replay(smollm2):
     model = smollm2.model

@@ -3,7 +3,7 @@
 Keys: ``model_loads``, ``clip_decodes`` (PyAV decodes), ``clip_reads`` (frame-cache file reads),
 ``clip_reuses`` (served from memory), ``tower_runs`` / ``tower_reuses`` (vision or audio tower
 forwards computed / served from memory), ``prefill_records`` / ``prefill_replays`` (prefills whose
-stock layer prefix was stored / replayed), ``prefix_layers_replayed`` (decoder layers not run),
+leading layers were stored / replayed from another cell's), ``prefix_layers_replayed`` (decoder layers not run),
 and for decode steps ``decode_records`` / ``decode_steps_replayed`` / ``decode_layers_replayed``.
 Each Hydra job writes the cumulative counts to ``<job dir>/sharing.json`` when its cell ends.
 """

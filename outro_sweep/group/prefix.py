@@ -1,30 +1,37 @@
-"""The decoder's stock layer prefix, run once per batch for a group of cells.
+"""The decoder's layers, run once per batch for all the cells of a group that compute them alike.
 
-Cells of one group read the same batches through the same model; below the first layer any of
-their interventions changes, every cell computes the same thing. While a cell predicts,
-``PrefixReplay`` watches each prefill (a forward whose KV cache starts empty):
+Cells of one group read the same batches through the same model; below the first layer where two
+of them differ, they compute the same thing. While a cell predicts, ``PrefixReplay`` watches each
+prefill (a forward whose KV cache starts empty):
 
-- record: the prefill runs for real; afterwards the attached interventions say how many leading
-  layers they left stock (``Attached.unchanged_prefix``: static for most, from the detected sinks
-  for OutRo), and those layers' outputs and KV-cache writes are kept under the batch's key;
-- replay: a later prefill with the same key (the same input tensors bit for bit, the same model
-  and attention kernel) asks the interventions attached now how many of the kept layers they
-  leave stock, given the kept residual stream; those layers are not run: each returns its kept
-  output and writes its kept keys and values into the new cache. Their forward hooks and
-  pre-hooks still fire with the same tensors, so sink detection, gates and probes see what they
-  would have seen; only the attention edits of layers that change nothing are skipped.
+- the attached interventions describe what they do at each layer (``Attached.layer_signatures``:
+  nothing below the first sink for OutRo; OutRo's rule, alpha, temperature, decode mode and
+  whether it relaxes where some row has a sink; only a stock prefix for an editor that declares
+  ``unchanged_prefix`` alone), measured on the residual stream of each prefill kept for the same
+  input tensors (bit for bit, with the same model and attention kernel);
+- replay: the leading layers on which the kept prefill's recording cell and this cell agree are
+  not run: each returns its kept output, writes its kept keys and values into the new cache, and
+  hands its editors what the recording cell's editors left there (``Attached.layer_state``, e.g.
+  OutRo's sink value mean and cosine sums). Their forward hooks and pre-hooks still fire with the
+  same tensors, so sink detection, gates and probes see what they would have seen;
+- record: where no kept prefill holds the layers this cell can describe, they are kept under
+  (inputs, this cell's signatures), replayed layers included.
+
+So a cell replays the baseline's stock layers up to its first edited layer, and a cell that
+computes a batch exactly as an earlier one (OutRo relaxing only at layers without sinks, say)
+replays all of it.
 
 Decode steps continue the same way while a cell's tokens are still the recording cell's: each
-step of a recorded generation is kept under a key chained from the prefill's (the step's input
+step of a recorded generation is kept under a key chained from its prefill's (the step's input
 tensors after every earlier step's), and a replaying cell whose step has a kept key replays the
-leading layers its interventions leave stock in decode too (``Attached.unchanged_decode_prefix``:
+leading layers its interventions compute alike in decode too (``Attached.unchanged_decode_prefix``:
 no deeper than in the prefill, since the KV cache differs from there). The first step whose
-tokens differ ends the replay for that generation; from then on every layer runs. Each decode
-step's key costs one copy of its small input tensors to the host. Replay is the cell-after-cell
-form of sharing. The other form, the K cells as K batch slices of one forward,
-would need every intervention to act on its own rows of a shared batch; ``python -m
-outro_sweep.bench_sweep`` measures what it would save (stacking K cells' stock ``generate()``
-into one call against K calls).
+tokens differ ends the replay for that generation; a cell that kept its own prefill records its
+own steps as it goes. Each decode step's key costs one copy of its small input tensors to the
+host. Replay is the cell-after-cell form of sharing. The other form, the K cells as K batch
+slices of one forward, would need every intervention to act on its own rows of a shared batch;
+``python -m outro_sweep.bench_sweep`` measures what it would save (stacking K cells' stock
+``generate()`` into one call against K calls).
 """
 
 from __future__ import annotations

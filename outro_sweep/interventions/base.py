@@ -20,17 +20,27 @@ The lifecycle of one intervention in one cell:
    the stock model, bit for bit). The editor reports ``take_sample_diagnostics()`` (one JSON-ready
    dict per batch row of the last prefill) and ``running_sums()`` (additive ``{key: float}`` sums
    since attach; per-batch deltas go to the shard headers, so they add up over processes and
-   resumed attempts). It also declares the first decoder layer it can change in a prefill:
-   ``unchanged_prefix(hidden, real) -> int``, given the stock residual stream ``hidden[l]``
-   (B, S, D) entering each layer l < len(hidden) and the (B, S) bool real tokens, how many leading
-   layers it leaves exactly stock (static, like LSG's ``layer + 1``, or from the sinks it would
-   detect, like OutRo's). The cells of a group replay those layers from a kept stock prefix
-   (``outro_sweep.group.prefix``); an editor without the method is taken to change layer 0. An
-   editor whose answer depends on less than its whole config may name that part as a hashable
-   ``prefix_signature`` (OutRo: its sink rule), so cells alike in it measure a kept prefix once.
+   resumed attempts). It also says which decoder layers it changes in a prefill, so that the
+   cells of a group run each layer once where they compute it alike (``outro_sweep.group.prefix``),
+   in one of two ways:
+   - ``layer_signatures(hidden, real, known) -> list``: given the residual stream ``hidden[l]``
+     (B, S, D) entering each layer l < len(hidden) and the (B, S) bool real tokens, one entry per
+     layer: None where it leaves the layer stock, else a hashable description such that two
+     editors with equal descriptions edit that layer alike (OutRo: its rule, alpha, temperature,
+     decode mode and whether it relaxes there, at layers where some row has a sink); a shorter list
+     where it cannot say past some layer. An editor that acts where it describes hands over what
+     its edit leaves there with ``export_layer_state(layer)`` / ``import_layer_state(layer,
+     state)``, so a replayed layer leaves it as if it had run. ``known`` is a dict it may memoise
+     measurements of these same tensors in (OutRo: its detected sink layers, per rule);
+   - or only ``unchanged_prefix(hidden, real) -> int``: how many leading layers it leaves exactly
+     stock (static, like LSG's ``layer + 1``); it is taken to be indescribable from there. An
+     editor whose answer depends on less than its whole config may name that part as a hashable
+     ``prefix_signature``, so cells alike in it measure a kept prefix once.
+   An editor with neither is taken to change layer 0.
    For decode steps it declares ``unchanged_decode_prefix(prefill_depth) -> int``: of the
-   prefill's stock leading layers, how many its decode steps leave stock too (OutRo and LSG: all
-   of them; SinkRouter: those below ``first_layer``); without it, decode steps are never replayed.
+   leading layers a prefill computed alike, how many its decode steps compute alike too (OutRo and
+   LSG: all of them; SinkRouter: those below ``first_layer``); without it, decode steps are never
+   replayed.
 4. ``summarise(samples, sums)`` — the cell-level diagnostics from every record's per-sample dict
    and the summed ``running_sums``; needs no model.
 
