@@ -265,6 +265,8 @@ def test_outro_cells_whose_relaxation_layers_hold_no_sink_compute_alike_and_the_
     assert replayed["attention_calls"] == [0] * layers  # no layer ran, in any forward
     assert COUNTS["prefix_layers_replayed"] - before["prefix_layers_replayed"] == layers
     assert COUNTS["decode_layers_replayed"] - before["decode_layers_replayed"] == steps * layers
+    # the output head too: its input would be the kept final hidden state, so its kept output is given
+    assert COUNTS["head_replays"] - before["head_replays"] == steps + 1
     assert COUNTS["prefill_records"] == before["prefill_records"]  # nothing new to keep
 
 
@@ -281,6 +283,7 @@ def test_an_outro_cell_with_another_alpha_replays_only_the_layers_below_the_firs
     assert COUNTS["prefix_layers_replayed"] - before["prefix_layers_replayed"] == first_sink > 0
     assert continued["attention_calls"][first_sink - 1] < continued["attention_calls"][first_sink]
     assert COUNTS["prefill_records"] - before["prefill_records"] == 1  # its own layers are kept too
+    assert COUNTS["head_replays"] == before["head_replays"]  # its last layers ran: so does the head
 
 
 @torch.no_grad()

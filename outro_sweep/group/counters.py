@@ -4,7 +4,8 @@ Keys: ``model_loads``, ``clip_decodes`` (PyAV decodes), ``clip_reads`` (frame-ca
 ``clip_reuses`` (served from memory), ``tower_runs`` / ``tower_reuses`` (vision or audio tower
 forwards computed / served from memory), ``prefill_records`` / ``prefill_replays`` (prefills whose
 leading layers were stored / replayed from another cell's), ``prefix_layers_replayed`` (decoder layers not run),
-and for decode steps ``decode_records`` / ``decode_steps_replayed`` / ``decode_layers_replayed``.
+and for decode steps ``decode_records`` / ``decode_steps_replayed`` / ``decode_layers_replayed``, and ``head_replays``
+(output-head calls answered from a kept forward that replayed every layer).
 Each Hydra job writes the cumulative counts to ``<job dir>/sharing.json`` when its cell ends.
 """
 

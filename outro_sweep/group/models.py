@@ -51,7 +51,10 @@ def shared_session(loader: ModelLoader, key: str, budget_gb: float) -> SharedSes
 
 
 def release() -> None:
-    """Drop the kept model and its caches (the next cell loads afresh)."""
+    """Drop the kept model and its caches (the next cell loads afresh); their memory is returned
+    at once (a collection takes a few tenths of a second, so only when there was one)."""
     global _SESSION
+    if _SESSION is None:
+        return
     _SESSION = None
     gc.collect()

@@ -57,6 +57,8 @@ class _Prefix:
     writes: list = field(default_factory=list)  # per layer: [(key, value, cache_kwargs)] it wrote to the KV cache
     states: list = field(default_factory=list)  # per layer: ``Attached.layer_state``, what its edits left
     signatures: tuple = ()  # per layer: ``Attached.layer_signatures`` of the recording cell (prefills)
+    # (input shape, output) of the output head right after this forward, for a replay of every layer
+    head: tuple | None = None
     # what the interventions of the replaying cells measured on this prefix (``Attached.layer_signatures``)
     depths: dict = field(default_factory=dict)
 
@@ -103,6 +105,11 @@ class PrefixReplay:
         # keep) or None, "replay": (key of the kept forward it follows, layers its decode steps
         # replay) or None}, or None when its decode steps run every layer unwatched.
         self.chain: dict | None = None
+        # The output head (``get_output_embeddings``): after a forward that replayed every layer, its
+        # output is the kept one too (no intervention edits the final norm or the head).
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        self.head = head if isinstance(head, torch.nn.Module) else None
+        self.head_record: tuple | None = None  # (store key, kept forward) whose head output to keep
         self._reset()
 
     def _reset(self) -> None:
@@ -113,6 +120,7 @@ class PrefixReplay:
         self.recording: _Prefix | None = None
         self.record_depth: int | None = None  # a decode step records this many layers; None: a prefill
         self.replay: _Replay | None = None  # what this prefill continues from
+        self.source: _Prefix | None = None  # the kept forward whose layers this one replays
         self.replayed: list[int] = []  # layers whose forward is swapped for this forward
         self.wrapped_cache = None
 
@@ -124,10 +132,13 @@ class PrefixReplay:
         for index, layer in enumerate(self.parts.layers):
             self.handles.append(layer.register_forward_pre_hook(self._layer_input(index), with_kwargs=True))
             self.handles.append(layer.register_forward_hook(self._layer_output(index)))
+        if self.head is not None:
+            self.handles.append(self.head.register_forward_hook(self._on_head_output))
         return self
 
     def __exit__(self, *exc) -> None:
         self._finish_forward(store=False)
+        self._forget_head()
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
@@ -135,6 +146,7 @@ class PrefixReplay:
     # ---- per prefill -------------------------------------------------------------------
     def _on_decoder_input(self, module, args, kwargs):
         self._finish_forward(store=False)  # a forward that raised left its state behind
+        self._forget_head()
         cache = _cache_of(kwargs)
         inputs = {k: v for k, v in kwargs.items() if k not in _CACHE_KWARGS}
         if cache is not None and cache.get_seq_length() > 0:
@@ -157,6 +169,7 @@ class PrefixReplay:
         self.mode = "record"  # kept at the end if this cell computed layers no kept prefill holds
         self.replay = self._best_kept_prefill()
         if self.replay is not None:
+            self.source = self.replay.kept
             for index in range(self.replay.depth):
                 self._swap_forward(index, self.replay.kept)
             COUNTS["prefill_replays"] += 1
@@ -197,6 +210,7 @@ class PrefixReplay:
             else:
                 for index in range(depth):
                     self._swap_forward(index, kept)
+                self.source = kept
                 replay = (key, depth)
                 COUNTS["decode_steps_replayed"] += 1
                 COUNTS["decode_layers_replayed"] += depth
@@ -273,6 +287,8 @@ class PrefixReplay:
         if self.wrapped_cache is not None:
             self.wrapped_cache.__dict__.pop("update", None)
         recording = self.recording
+        if store and self.source is not None and len(self.replayed) == len(self.parts.layers):
+            self._swap_head(self.source)
         if store and self.mode == "record" and recording is not None and recording.outputs:
             if self.record_depth is None:
                 self._finish_prefill(recording)
@@ -280,6 +296,7 @@ class PrefixReplay:
                 kept = self._kept(recording, min(len(recording.outputs), self.record_depth), ())
                 if kept is not None and self.store.put(self.key, kept):
                     COUNTS["decode_records"] += 1
+                    self.head_record = (self.key, kept)
                 elif self.chain is not None:  # a step not kept: the ones after it could never be looked up
                     self._set_chain(None, self.chain["replay"])
         self._reset()
@@ -314,9 +331,45 @@ class PrefixReplay:
             key = ("prefill", self.key, tuple(mine))
             if kept is not None and self.store.put(key, kept):
                 COUNTS["prefill_records"] += 1
+                self.head_record = (key, kept)
                 # a forward without a KV cache has no decode steps to follow it
                 if self.wrapped_cache is not None:
                     record_depth = int(self.attached.unchanged_decode_prefix(len(kept.outputs)))
                     record = (key, record_depth) if record_depth > 0 else None
         replay_depth = int(self.attached.unchanged_decode_prefix(replay.depth)) if replay is not None else 0
         self._set_chain(record, (replay.key, replay_depth) if replay_depth > 0 else None)
+
+    # ---- the output head ---------------------------------------------------------------------
+    def _on_head_output(self, module, args, output):
+        """The head right after a kept forward: keep its output with it (a copy: callers may edit
+        logits in place), the store re-measured."""
+        if self.head_record is None or not args or not isinstance(output, torch.Tensor):
+            return None
+        key, kept = self.head_record
+        self.head_record = None
+        if kept.head is None and len(kept.outputs) == len(self.parts.layers):
+            kept.head = (tuple(args[0].shape), output.detach().clone())
+            self.store.put(key, kept)
+        return None
+
+    def _swap_head(self, kept: _Prefix) -> None:
+        """The next head call, after a forward that replayed every layer of ``kept``, returns
+        ``kept``'s head output where its input has the kept shape (the same final hidden state
+        through the same norm and slice), and runs the head otherwise."""
+        if self.head is None or kept.head is None:
+            return
+        head, (shape, logits) = self.head, kept.head
+
+        def replay(hidden, *args, **kwargs):
+            head.__dict__.pop("forward", None)
+            if tuple(hidden.shape) != shape or args or kwargs:
+                return head.forward(hidden, *args, **kwargs)
+            COUNTS["head_replays"] += 1
+            return logits.clone()
+
+        head.forward = replay  # an instance attribute, gone after one call
+
+    def _forget_head(self) -> None:
+        self.head_record = None
+        if self.head is not None:
+            self.head.__dict__.pop("forward", None)

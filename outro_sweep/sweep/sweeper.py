@@ -128,10 +128,14 @@ class SkipDoneSweeper(BasicSweeper):
         jobs: list[tuple[list[str], str, bool]] = []  # (overrides, group key, is a baseline)
         seen: set[str] = set()
         with_baselines = []  # (overrides, composed config, added as a baseline)
+        baselines: set[str] = set()  # identities of the baselines composed so far
         for overrides, cfg in self.checked_cells([list(o) for o in job_overrides]):
             with_baselines.append((overrides, cfg, False))
             config = OmegaConf.to_container(cfg, resolve=True)
             if cfg.get("baseline", False) and not is_baseline(config):
+                if baseline_identity(config) in baselines:  # the grid's cells share one: composed once
+                    continue
+                baselines.add(baseline_identity(config))
                 added = baseline_overrides(overrides, config)
                 added_cfg = self.cell_config(added)
                 composed = identity_of(added_cfg)
