@@ -287,6 +287,30 @@ def test_an_outro_cell_with_another_alpha_replays_only_the_layers_below_the_firs
 
 
 @torch.no_grad()
+def test_a_later_cell_keeps_its_own_layers_only_in_free_memory(smollm2):
+    """The first cell's kept prefill is what every later cell replays from: a later cell whose own
+    layers do not fit beside it is not kept, and the first one stays."""
+    from outro_sweep.interventions.outro import OutRo
+    from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
+
+    model, inputs = smollm2.model, batch(smollm2)
+    probe = BoundedCache(2 ** 31)
+    with PrefixReplay(model, Attached([]), probe):
+        model(**inputs)  # the stock cell
+    store = BoundedCache(probe.used * 11 // 10)  # room for the stock cell's forward, not for a second one
+    with PrefixReplay(model, Attached([]), store):
+        model(**inputs)
+    kept = store.keys()
+    before = COUNTS.copy()
+    with OutRo(model, MassiveActivation(), alpha=3.0, layer=1) as outro:
+        with PrefixReplay(model, Attached([("outro", outro)]), store):
+            model(**inputs)
+    assert COUNTS["prefix_layers_replayed"] > before["prefix_layers_replayed"]  # it replayed the stock layers
+    assert COUNTS["prefill_records"] == before["prefill_records"]  # its own were not kept ...
+    assert store.keys() == kept  # ... and the stock cell's stayed
+
+
+@torch.no_grad()
 def test_other_inputs_or_a_cell_that_changes_layer_0_never_replay(smollm2):
     model = smollm2.model
     store = BoundedCache(2 ** 30)
@@ -352,6 +376,10 @@ def test_the_bounded_store_drops_the_least_recently_used_first():
     assert store.used == 1200
     assert not store.put("huge", torch.zeros(1000))  # larger than the whole budget: not kept
     assert store.get("huge") is None and store.used == 1200
+    assert not store.put("e", torch.zeros(100), evict=False)  # full, and told not to evict
+    assert store.get("e") is None and all(store.get(k) is not None for k in "acd")
+    assert not store.put("a", torch.zeros(200), evict=False)  # a larger value under a kept key: the old stays
+    assert store.get("a").shape == (100,) and store.used == 1200
 
 
 @pytest.mark.parametrize("length", [1, 7])

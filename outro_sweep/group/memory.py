@@ -46,13 +46,17 @@ class BoundedCache:
         """The keys kept now, least recently used first (reading them does not touch the order)."""
         return list(self.entries)
 
-    def put(self, key: Hashable, value: Any) -> bool:
-        """Keep ``value`` under ``key``; False when it is larger than the budget (not kept)."""
+    def put(self, key: Hashable, value: Any, evict: bool = True) -> bool:
+        """Keep ``value`` under ``key``; False when it is not kept: larger than the budget, or, with
+        ``evict=False``, larger than what is free (an entry already under ``key`` then stays)."""
         size = nbytes(value)
+        held = self.entries[key][1] if key in self.entries else 0
+        if size > self.budget or (not evict and self.used - held + size > self.budget):
+            if evict and key in self.entries:
+                self.used -= self.entries.pop(key)[1]
+            return False
         if key in self.entries:
             self.used -= self.entries.pop(key)[1]
-        if size > self.budget:
-            return False
         while self.entries and self.used + size > self.budget:
             self.used -= self.entries.popitem(last=False)[1][1]
         self.entries[key] = (value, size)

@@ -110,6 +110,7 @@ class PrefixReplay:
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
         self.head = head if isinstance(head, torch.nn.Module) else None
         self.head_record: tuple | None = None  # (store key, kept forward) whose head output to keep
+        self.evicting = True  # whether this generation's records may evict kept entries
         self._reset()
 
     def _reset(self) -> None:
@@ -167,6 +168,9 @@ class PrefixReplay:
         else:
             self.real = torch.ones(batch, length, dtype=torch.bool, device=tokens.device)
         self.mode = "record"  # kept at the end if this cell computed layers no kept prefill holds
+        # The first cell to run these inputs may evict the least recently used entries to keep them;
+        # a later one keeps its own layers only in free memory, never at the cost of kept ones.
+        self.evicting = not self._kept_prefills()
         self.replay = self._best_kept_prefill()
         if self.replay is not None:
             self.source = self.replay.kept
@@ -294,7 +298,7 @@ class PrefixReplay:
                 self._finish_prefill(recording)
             else:
                 kept = self._kept(recording, min(len(recording.outputs), self.record_depth), ())
-                if kept is not None and self.store.put(self.key, kept):
+                if kept is not None and self.store.put(self.key, kept, evict=self.evicting):
                     COUNTS["decode_records"] += 1
                     self.head_record = (self.key, kept)
                 elif self.chain is not None:  # a step not kept: the ones after it could never be looked up
@@ -329,7 +333,7 @@ class PrefixReplay:
                         for key in self._kept_prefills())
             kept = None if known else self._kept(recording, len(mine), tuple(mine))
             key = ("prefill", self.key, tuple(mine))
-            if kept is not None and self.store.put(key, kept):
+            if kept is not None and self.store.put(key, kept, evict=self.evicting):
                 COUNTS["prefill_records"] += 1
                 self.head_record = (key, kept)
                 # a forward without a KV cache has no decode steps to follow it
@@ -349,7 +353,9 @@ class PrefixReplay:
         self.head_record = None
         if kept.head is None and len(kept.outputs) == len(self.parts.layers):
             kept.head = (tuple(args[0].shape), output.detach().clone())
-            self.store.put(key, kept)
+            if not self.store.put(key, kept, evict=self.evicting):  # no room for it: the forward stays kept
+                kept.head = None
+                self.store.put(key, kept, evict=self.evicting)
         return None
 
     def _swap_head(self, kept: _Prefix) -> None:
