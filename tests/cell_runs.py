@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,13 @@ def run_cli(args: list[str], output_dir: Path, job_dir: Path, timeout: int = 900
 def start_cli(args: list[str], output_dir: Path, job_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(cli_command(args, output_dir, job_dir), cwd=REPO, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def free_port() -> int:
+    """A TCP port free on this host now (torchrun's rendezvous)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def reference_sweep(tmp_path_factory) -> Path:

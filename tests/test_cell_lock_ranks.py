@@ -65,12 +65,16 @@ def test_the_lock_records_the_launch(tmp_path):
     ({"SLURM_NTASKS": "2", "SLURM_JOB_ID": "77"}, "slurm:77"),
     ({"SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_JOB_ID": "4242"}, "submitit:4242"),
     ({"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "run9"}, "torchrun:run9"),
+    # torchrun's default id, the same for every run: the rendezvous address tells runs apart
+    ({"WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "none", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511"},
+     "torchrun:127.0.0.1:29511"),
     ({}, None),
 ])
 def test_the_launch_a_process_belongs_to(monkeypatch, environment, expected):
     from outro_sweep.predict.distributed import launch_id
 
-    for name in ("SLURM_NTASKS", "SUBMITIT_LOCAL_NTASKS", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"):
+    for name in ("SLURM_NTASKS", "SUBMITIT_LOCAL_NTASKS", "WORLD_SIZE", "TORCHELASTIC_RUN_ID", "MASTER_ADDR",
+                 "MASTER_PORT"):
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)

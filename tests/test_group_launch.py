@@ -13,6 +13,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from outro_sweep.sweep.baseline import baseline_identity, is_baseline
 from outro_sweep.sweep.cli import CONF_DIR
 from outro_sweep.sweep.group_task import CellsPerTask, task_slices
 from outro_sweep.sweep.sweeper import by_group
-from tests.cell_runs import cli_command, cli_env, run_cli
+from tests.cell_runs import cli_command, cli_env, free_port, run_cli
 from tests.wandb_offline import find_runs, read_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,10 +291,6 @@ def test_a_sweep_under_torchrun_runs_each_group_on_both_processes_and_reports_on
     in one group (the basic launcher), each cell predicts over both processes (gloo on the CPU),
     each process shares its own model load and prefixes, and rank 0 alone reports the sweep;
     the predictions equal the same sweep in one process."""
-    import sys
-
-    from tests.test_resume_ddp import free_port
-
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip(f"torchrun not found beside {sys.executable}")

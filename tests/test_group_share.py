@@ -327,6 +327,39 @@ def test_other_inputs_or_a_cell_that_changes_layer_0_never_replay(smollm2):
 
 
 @torch.no_grad()
+def test_a_kept_prefill_holds_each_layer_s_input_as_the_layer_received_it():
+    """Qwen3-VL adds visual features to the residual stream between its first layers (deepstack):
+    the stream a later cell describes its layers on is what each layer received, not the previous
+    layer's output."""
+    model, processor = tiny_vlms.build("qwen3_vl")
+    inputs = tiny_vlms.video_batch("qwen3_vl", processor)
+    layers = find_decoder(model).layers
+    received = {}
+
+    def keep(index):
+        def hook(module, args, kwargs):
+            received.setdefault(index, (args[0] if args else kwargs["hidden_states"]).clone())
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(keep(index), with_kwargs=True) for index, layer in enumerate(layers)]
+    store = BoundedCache(2 ** 30)
+    try:
+        with PrefixReplay(model, Attached([]), store):
+            model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    (kept,) = [store.get(key) for key in store.keys() if key[0] == "prefill"]
+    residual = kept.residual_inputs()
+    assert len(residual) == len(layers) + 1
+    assert all(torch.equal(residual[index], received[index]) for index in range(len(layers)))
+    outputs = [output[0] if isinstance(output, tuple) else output for output in kept.outputs]
+    assert any(not torch.equal(received[index + 1], outputs[index]) for index in range(len(layers) - 1)), \
+        "the premise: some layer's input differs from the previous layer's output"
+
+
+@torch.no_grad()
 def test_a_vision_tower_runs_once_per_input_and_its_kept_output_gives_the_same_logits():
     model, processor = tiny_vlms.build("qwen2_5_vl")
     inputs = tiny_vlms.video_batch("qwen2_5_vl", processor)
@@ -392,3 +425,14 @@ def test_the_content_key_tells_tensors_apart_by_value_dtype_and_shape(length):
     assert tensor_digest(a) != tensor_digest(a + 1)
     assert tensor_digest(a.bfloat16()) == tensor_digest(a.bfloat16().clone())
     assert tensor_digest({"x": a}) != tensor_digest({"y": a})
+
+
+def test_a_large_tensor_s_remembered_digest_follows_its_in_place_changes():
+    from outro_sweep.group.fingerprint import tensor_digest
+
+    pixels = torch.rand(3, 256, 1024)  # 3 MiB: its digest is remembered while it lives
+    first = tensor_digest(pixels)
+    assert tensor_digest(pixels) == first == tensor_digest(pixels.clone())
+    pixels[0, 0, 0] += 1  # an in-place write bumps the version counter
+    assert tensor_digest(pixels) != first
+    assert tensor_digest(pixels) == tensor_digest(pixels.clone())

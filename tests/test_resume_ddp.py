@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from outro_sweep.predict import distributed
 from outro_sweep.predict import shards
 from outro_sweep.predict.run import share_of
 from outro_sweep.predict.writer import ShardPredictionWriter
+from tests.cell_runs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -352,12 +352,6 @@ def test_sigkill_mid_cell_then_resume(reference, tmp_path):
     assert set(survivors) <= set(shard_files(shard_dir))
     assert final == lines(cell(reference) / "predictions.jsonl")  # as if it had never been killed
     assert_same_metrics(run_dir, reference)  # rotation cosines included: the killed attempt's batches count
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def assert_same_metrics(run_dir: Path, reference: Path) -> None:

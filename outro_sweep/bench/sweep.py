@@ -7,7 +7,9 @@ cells and their shared baseline: 7 cells), is run twice per repeat, each time as
 in a fresh output folder:
 
 - grouped: as it runs by default (``group.share=true``: one model load, clips and tower outputs
-  kept, each batch's stock decoder prefix replayed by the cells after the first);
+  kept, and each batch's decoder layers run once for the cells that compute them alike: the
+  baseline's below the first sink, and a cell that computes a batch as an earlier one replays
+  all of it);
 - one by one: ``group.share=false``: every cell loads its model and computes everything itself.
 
 The two alternate within each repeat (order flipped every repeat) so machine noise hits both
@@ -22,7 +24,8 @@ report are the same work in both modes). Two models:
 
 It also measures the two ways a group's cells could continue from a shared prefix: K batch
 slices of one forward (the K cells' rows stacked, here the stock model's ``generate()``) against
-one cell after another (what ``outro_sweep.group.prefix`` does).
+one cell after another, each computing everything (what ``outro_sweep.group.prefix`` does, before
+it skips the layers that cells compute alike).
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ def _sweep_seconds(overrides: list[str], out: Path) -> tuple[float, float]:
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"the sweep failed ({' '.join(overrides)}): {result.stderr.strip().splitlines()[-1:]}")
-    cells = sum(json.loads(path.read_text())["seconds"] for path in (out / "sweep").glob("*/status.json"))
+    statuses = [json.loads(path.read_text()) for path in (out / "sweep").glob("*/status.json")]
+    if any("seconds" not in status for status in statuses):  # skipped as done: its seconds are not this run's
+        raise RuntimeError(f"a cell of {out} did not run here; the bench needs fresh output folders")
+    cells = sum(status["seconds"] for status in statuses)
     return seconds, cells
 
 

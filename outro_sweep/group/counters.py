@@ -1,7 +1,8 @@
 """How much work this process did and reused, for the group's tests and logs.
 
 Keys: ``model_loads``, ``clip_decodes`` (PyAV decodes), ``clip_reads`` (frame-cache file reads),
-``clip_reuses`` (served from memory), ``tower_runs`` / ``tower_reuses`` (vision or audio tower
+``clip_reuses`` (served from memory), ``batch_reuses`` (model batches, processor outputs included,
+served from memory), ``tower_runs`` / ``tower_reuses`` (vision or audio tower
 forwards computed / served from memory), ``prefill_records`` / ``prefill_replays`` (prefills whose
 leading layers were stored / replayed from another cell's), ``prefix_layers_replayed`` (decoder layers not run),
 and for decode steps ``decode_records`` / ``decode_steps_replayed`` / ``decode_layers_replayed``, and ``head_replays``

@@ -9,20 +9,26 @@ from typing import Any
 import torch
 
 
-def nbytes(value: Any) -> int:
-    """Bytes held by the tensors (and numpy arrays) inside ``value``, nested containers included."""
+def nbytes(value: Any, seen: set | None = None) -> int:
+    """Bytes held by the tensors (and numpy arrays) inside ``value``, nested containers included;
+    a tensor storage reached twice (a layer's output that is the next layer's input) counts once."""
+    seen = set() if seen is None else seen
     if isinstance(value, torch.Tensor):
-        return value.element_size() * value.nelement()
+        storage = value.untyped_storage()
+        if storage.data_ptr() in seen:
+            return 0
+        seen.add(storage.data_ptr())
+        return storage.nbytes()
     if hasattr(value, "nbytes") and not isinstance(value, (str, bytes)):
         return int(value.nbytes)
     if isinstance(value, dict):
-        return sum(nbytes(v) for v in value.values())
+        return sum(nbytes(v, seen) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value)
+        return sum(nbytes(v, seen) for v in value)
     if hasattr(value, "__dataclass_fields__"):
-        return sum(nbytes(getattr(value, name)) for name in value.__dataclass_fields__)
+        return sum(nbytes(getattr(value, name), seen) for name in value.__dataclass_fields__)
     if hasattr(value, "to_tuple"):  # transformers' ModelOutput
-        return nbytes(value.to_tuple())
+        return nbytes(value.to_tuple(), seen)
     return 0
 
 

@@ -52,7 +52,9 @@ _CACHE_KWARGS = ("past_key_values", "past_key_value")  # the name differs across
 class _Prefix:
     """One forward's leading layers 0..len(outputs)-1, as one cell computed them."""
 
-    first_input: torch.Tensor  # (B, S, D) the residual stream entering layer 0
+    # per layer: (B, S, D) the residual stream entering it, as the layer received it (most decoders
+    # pass a layer's output on as is; Qwen3-VL adds visual features to the first few)
+    inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)  # per layer: exactly what its forward returned
     writes: list = field(default_factory=list)  # per layer: [(key, value, cache_kwargs)] it wrote to the KV cache
     states: list = field(default_factory=list)  # per layer: ``Attached.layer_state``, what its edits left
@@ -63,8 +65,9 @@ class _Prefix:
     depths: dict = field(default_factory=dict)
 
     def residual_inputs(self) -> list[torch.Tensor]:
-        """The residual stream entering layers 0..len(outputs) (a layer's output feeds the next)."""
-        return [self.first_input, *(_hidden(output) for output in self.outputs)]
+        """The residual stream entering layers 0..len(outputs), the last one as the last kept
+        layer returned it."""
+        return [*self.inputs[: len(self.outputs)], *(_hidden(output) for output in self.outputs[-1:])]
 
 
 def _hidden(output) -> torch.Tensor:
@@ -249,10 +252,12 @@ class PrefixReplay:
         def hook(module, args, kwargs):
             if self.mode != "record":
                 return None
+            hidden = args[0] if args else kwargs["hidden_states"]
             if index == 0:
-                hidden = args[0] if args else kwargs["hidden_states"]
-                self.recording = _Prefix(hidden)
+                self.recording = _Prefix([hidden])
                 self._watch_cache(_cache_of(kwargs))
+            elif self.recording is not None and len(self.recording.inputs) == index:
+                self.recording.inputs.append(hidden)
             return None
 
         return hook
@@ -314,7 +319,7 @@ class PrefixReplay:
             writes = [[] for _ in range(depth)]
         if len(writes) != depth:
             return None
-        return _Prefix(recording.first_input, recording.outputs[:depth], writes, recording.states[:depth],
+        return _Prefix(recording.inputs[:depth], recording.outputs[:depth], writes, recording.states[:depth],
                        signatures[:depth])
 
     def _finish_prefill(self, recording: _Prefix) -> None:

@@ -42,6 +42,7 @@ class Item:
     clip: DecodedVideo | None = None  # the decoded clip of a video question
     error: str | None = None  # one line: why the clip could not be used
     cache: str | None = None  # "hit" (loaded from the frame cache) | "decoded" | None (failed or no clip)
+    clip_key: str | None = None  # the frame cache's key of the clip, where a group keeps clips in memory
 
 
 class ClipSource:
@@ -64,7 +65,7 @@ class ClipSource:
             clip = self.kept.get(key) if key is not None else None
             if clip is not None:
                 COUNTS["clip_reuses"] += 1
-                return Item(index, question, clip, cache="hit")
+                return Item(index, question, clip, cache="hit", clip_key=key)
             clip = self.cache.get_or_decode_with(path, sampling)
         except VideoError as err:
             return Item(index, question, error=str(err).splitlines()[0])
@@ -72,7 +73,7 @@ class ClipSource:
         COUNTS["clip_decodes" if decoded else "clip_reads"] += 1
         if key is not None:
             self.kept.put(key, clip)
-        return Item(index, question, clip, cache="decoded" if decoded else "hit")
+        return Item(index, question, clip, cache="decoded" if decoded else "hit", clip_key=key)
 
 
 class QuestionDataset(Dataset):
@@ -100,10 +101,30 @@ class QuestionDataset(Dataset):
 
 class Collator:
     """Render each prompt through the model's loader, hash it, and build one left-padded batch
-    of the usable rows (one tokenizer or processor call; row-wise where the processor needs it)."""
+    of the usable rows (one tokenizer or processor call; row-wise where the processor needs it).
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    kept: model batches kept for the next cells of a group (outro_sweep.group), by the rendered
+    prompts and the clips' frame-cache keys: the processor is a function of those alone, so the
+    next cell gets the same tensors (and the tower cache recognises them without hashing their
+    pixels again); None keeps nothing."""
+
+    def __init__(self, loaded: LoadedModel, kept: BoundedCache | None = None) -> None:
         self.loaded = loaded
+        self.kept = kept
+
+    def _inputs(self, texts: list[str], usable: list[Item]):
+        loader, processor = self.loaded.loader, self.loaded.processor
+        clips = [item.clip for item in usable]
+        if self.kept is None or any(item.clip is not None and item.clip_key is None for item in usable):
+            return loader.inputs(processor, texts, clips)
+        key = ("model batch", tuple(texts), tuple(item.clip_key for item in usable))
+        inputs = self.kept.get(key)
+        if inputs is None:
+            inputs = loader.inputs(processor, texts, clips)
+            self.kept.put(key, inputs)
+        else:
+            COUNTS["batch_reuses"] += 1
+        return type(inputs)(dict(inputs)) if hasattr(inputs, "keys") else inputs  # the caller's own mapping
 
     def __call__(self, items: list[Item]) -> dict:
         loader, processor = self.loaded.loader, self.loaded.processor
@@ -111,7 +132,7 @@ class Collator:
         usable = [item for item in items if item.error is None]
         inputs = None
         if usable:
-            inputs = loader.inputs(processor, [rendered[item.index] for item in usable], [item.clip for item in usable])
+            inputs = self._inputs([rendered[item.index] for item in usable], usable)
         return {
             "inputs": inputs,  # model tensors for the ``usable`` rows, or None when every clip failed
             "usable": usable,
@@ -125,13 +146,14 @@ class QuestionDataModule(pl.LightningDataModule):
     processes of a multi-process cell, so Lightning's own distributed sampler is not used
     (``use_distributed_sampler=False``); a process may get none."""
 
-    def __init__(self, dataset: QuestionDataset, loaded: LoadedModel, batch_size: int, num_workers: int = 0) -> None:
+    def __init__(self, dataset: QuestionDataset, loaded: LoadedModel, batch_size: int, num_workers: int = 0,
+                 kept: BoundedCache | None = None) -> None:
         super().__init__()
         # A multi-process cell near its end may leave a process without questions: it still
         # takes part in the collectives and writes nothing.
         self.allow_zero_length_dataloader_with_multiple_devices = True
         self.dataset = dataset
-        self.collate = Collator(loaded)
+        self.collate = Collator(loaded, kept)
         self.batch_size = batch_size
         self.num_workers = num_workers
 

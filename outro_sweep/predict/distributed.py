@@ -61,7 +61,9 @@ def launch_id() -> str | None:
         return f"submitit:{os.environ.get('SUBMITIT_LOCAL_JOB_ID', '?')}"
     if source == "torchrun":
         run = os.environ.get("TORCHELASTIC_RUN_ID")
-        return f"torchrun:{run or os.environ.get('MASTER_ADDR', '?') + ':' + os.environ.get('MASTER_PORT', '?')}"
+        if run in (None, "", "none"):  # torchrun's default id when none is given: every run has it
+            run = os.environ.get("MASTER_ADDR", "?") + ":" + os.environ.get("MASTER_PORT", "?")
+        return f"torchrun:{run}"
     return None
 
 

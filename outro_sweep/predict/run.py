@@ -197,7 +197,7 @@ def predict_cell(cfg: DictConfig, questions: list[Question], benchmark: Benchmar
                 clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"),
                                    kept=session.clips if session is not None else None)
             data = QuestionDataModule(QuestionDataset(questions, indices, clips), loaded, cfg.predict.batch_size,
-                                      cfg.predict.num_workers)
+                                      cfg.predict.num_workers, kept=session.clips if session is not None else None)
             return Predictor(loaded, benchmark.scoring, benchmark.max_new_tokens, cfg.predict.batch_size), data
 
         module, data = _setup_everywhere(setup, mine, trainer)

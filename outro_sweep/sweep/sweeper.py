@@ -46,6 +46,7 @@ from outro_sweep.cell.store import CellStore
 from outro_sweep.config.compose import composition_error, job_config
 from outro_sweep.errors import ConfigError
 from outro_sweep.group.key import group_key
+from outro_sweep.predict.distributed import launch_id
 from outro_sweep.sweep.baseline import baseline_identity, baseline_overrides, is_baseline
 from outro_sweep.sweep.job_names import swept_keys
 
@@ -143,6 +144,7 @@ class SkipDoneSweeper(BasicSweeper):
                     raise RuntimeError(f"the baseline of {' '.join(overrides) or 'defaults'} composed to cell "
                                        f"{composed}, not {baseline_identity(config)}")
                 with_baselines.append((added, added_cfg, True))
+        launch = launch_id()  # the processes of one multi-process launch each plan the same sweep
         for overrides, cfg, added_as_baseline in with_baselines:
             store = self.store_of(cfg)
             if store.identity in seen:
@@ -159,6 +161,8 @@ class SkipDoneSweeper(BasicSweeper):
                 self.record_skip(store, overrides)
                 continue
             holder = None if cfg.get("dry_run", False) else store.holder()
+            if holder is not None and launch is not None and holder.get("launch") == launch:
+                holder = None  # rank 0 of this very launch (torchrun, srun) has started it: join it
             if holder is not None:  # running elsewhere (another sweep, an orphan): never beside it
                 print(store.busy_line(holder), flush=True)
                 self.busy.append({"identity": store.identity, "overrides": list(overrides), "cell": str(store.dir),
