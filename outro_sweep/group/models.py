@@ -27,7 +27,9 @@ class SharedSession:
     loaded: LoadedModel
     towers: BoundedCache  # vision/audio tower outputs by input (outro_sweep.group.towers)
     prefixes: BoundedCache  # stock decoder prefixes by batch (outro_sweep.group.prefix)
-    clips: BoundedCache  # decoded clips by frame-cache key (outro_sweep.predict.data.ClipSource)
+    # decoded clips by frame-cache key (outro_sweep.predict.data.ClipSource), and the model batches
+    # built from them (outro_sweep.predict.data.Collator)
+    clips: BoundedCache
 
 
 _SESSION: SharedSession | None = None
@@ -39,8 +41,8 @@ def load_fresh(loader: ModelLoader) -> LoadedModel:
 
 
 def shared_session(loader: ModelLoader, key: str, budget_gb: float) -> SharedSession:
-    """The process's session for model ``key``; tower outputs, prefixes and clips get a third of
-    ``budget_gb`` each."""
+    """The process's session for model ``key``; tower outputs, prefixes and clips (with their
+    batches) get a third of ``budget_gb`` each."""
     global _SESSION
     if _SESSION is not None and _SESSION.key == key:
         return _SESSION
