@@ -333,9 +333,7 @@ class PrefixReplay:
         record = None
         if not covered:
             mine = self.attached.layer_signatures(recording.residual_inputs()[:num_layers], self.real)
-            known = any(len(self.store.get(key).signatures) >= len(mine)
-                        and _agreeing(mine, self.store.get(key).signatures) == len(mine)
-                        for key in self._kept_prefills())
+            known = any(_agreeing(mine, self.store.get(key).signatures) == len(mine) for key in self._kept_prefills())
             kept = None if known else self._kept(recording, len(mine), tuple(mine))
             key = ("prefill", self.key, tuple(mine))
             if kept is not None and self.store.put(key, kept, evict=self.evicting):

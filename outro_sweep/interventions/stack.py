@@ -114,12 +114,6 @@ class Attached:
             known[key] = min(len(hidden), int(measure(hidden, real)))
         return known[key]
 
-    def unchanged_prefix(self, hidden: list, real, known: dict | None = None) -> int:
-        """How many leading decoder layers every attached intervention leaves exactly stock in
-        this prefill (``layer_signatures`` up to the first layer where one acts or cannot say)."""
-        signatures = self.layer_signatures(hidden, real, known)
-        return next((layer for layer, acts in enumerate(signatures) if acts), len(signatures))
-
     def layer_state(self, layer: int) -> dict:
         """``{group: state}``: what each editor's edit left at ``layer`` in the forward just run
         (``export_layer_state``; OutRo: the layer's sinks' value mean, its relaxations and cosine
