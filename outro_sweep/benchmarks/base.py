@@ -29,12 +29,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
-from outro_sweep.benchmarks.prompting import MAX_OPTIONS, format_mc_prompt, format_short_answer_prompt, option_letters
+from outro_sweep.benchmarks.prompting import (
+    MAX_OPTIONS,
+    format_cloze_prompt,
+    format_mc_prompt,
+    format_short_answer_prompt,
+    option_letters,
+)
 from outro_sweep.benchmarks.sampling import stratified_sample
 from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
 
-SCORING_METHODS = ("generate", "logits")
+# generate: a greedy answer, its letter parsed; logits: the option letter with the highest
+# next-token logit; cloze: each option's text scored by its log-likelihood as the continuation of
+# the prompt (lm-eval's multiple_choice), for models that cannot map an answer to its letter.
+SCORING_METHODS = ("generate", "logits", "cloze")
 KINDS = ("mc", "yesno", "open")
 OPEN_METRICS = ("exact_match", "wups")  # how open answers are scored (outro_sweep.scoring.answers)
 YES_NO = ("yes", "no")
@@ -61,6 +70,16 @@ class Question:
     # original order) and the benchmark's own id of the question; None/"" outside circular cells.
     rotation: int | None = None
     question_id: str = ""
+    # Cloze scoring (benchmark.scoring=cloze): per option, in letter order, the exact text that
+    # follows the rendered prompt and whose log-likelihood scores the option (the task's target
+    # delimiter, then the option's text); () for every other scoring.
+    continuations: tuple[str, ...] = ()
+    # False: the prompt is the exact text the model reads, never wrapped in a chat template
+    # (lm-eval's default for its tasks); True: the model's ``use_chat_template`` decides.
+    template: bool = True
+    # Generation stops at the first of these strings, which is cut from the answer (lm-eval's
+    # generate_until ``until``); () stops only at max_new_tokens or the end-of-sequence token.
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -73,6 +92,9 @@ class Question:
                                  f"answer among its letters, got {len(self.options)} options and {self.answer!r}")
         elif self.options:
             raise ValueError(f"Question {self.id}: kind={self.kind} takes no options")
+        if self.continuations and len(self.continuations) != len(self.options):
+            raise ValueError(f"Question {self.id}: {len(self.continuations)} cloze continuations for "
+                             f"{len(self.options)} options")
         if self.kind == "yesno" and self.answer not in YES_NO:
             raise ValueError(f"Question {self.id}: yesno answer {self.answer!r} is not yes/no")
 
@@ -89,6 +111,11 @@ class Question:
         return option_letters(len(self.options))
 
     @property
+    def cloze(self) -> bool:
+        """Whether its options are scored by their continuations' log-likelihood."""
+        return bool(self.continuations)
+
+    @property
     def category_dict(self) -> dict[str, str]:
         return dict(self.categories)
 
@@ -101,14 +128,20 @@ class Question:
 def ask(id: str, question: str, options: tuple[str, ...], answer: str, kind: str = "mc",
         categories: tuple[tuple[str, str], ...] = (), extra_answers: tuple[str, ...] = (),
         video: str | None = None, segment: tuple[float, float] | None = None, short_answer: bool = True,
-        prefix: str = "", strip: bool = True) -> Question:
+        prefix: str = "", strip: bool = True, cloze: bool = False) -> Question:
     """A ``Question`` whose prompt is the shared format: the lettered options and the MC
     instruction (mc), or the short-answer instruction (open, yes/no; ``short_answer=False``
     for a task whose text already asks for a sentence). ``prefix`` goes before it (few-shot
     examples). ``strip``: drop stray outer whitespace from question and options (annotations
-    carry it: ActivityNet-QA questions ending in " ", NExT-QA options ending in " ")."""
+    carry it: ActivityNet-QA questions ending in " ", NExT-QA options ending in " ").
+    ``cloze`` (mc only): the prompt is the question alone (``format_cloze_prompt``) and each
+    option is its continuation after a space, as lm-eval's multiple_choice tasks do."""
     text = question.strip() if strip else question
-    if kind == "mc":
+    continuations: tuple[str, ...] = ()
+    if kind == "mc" and cloze:
+        prompt = format_cloze_prompt(text)
+        continuations = tuple(" " + (o.strip() if strip else o) for o in options)
+    elif kind == "mc":
         prompt = format_mc_prompt(text, [o.strip() if strip else o for o in options])
     elif short_answer:
         prompt = format_short_answer_prompt(text)
@@ -116,7 +149,7 @@ def ask(id: str, question: str, options: tuple[str, ...], answer: str, kind: str
         prompt = text
     return Question(id=id, kind=kind, prompt=prefix + prompt, references=(answer, *extra_answers),
                     options=tuple(options), categories=tuple(categories), question=question, video=video,
-                    segment=segment, prefix=prefix, strip=strip)
+                    segment=segment, prefix=prefix, strip=strip, continuations=continuations)
 
 
 def rotated(question: Question, rotation: int) -> Question:
@@ -134,6 +167,11 @@ def rotated(question: Question, rotation: int) -> Question:
                          f"{rotation} options")
     options = question.options[rotation:] + question.options[:rotation]
     answer = option_letters(k)[(question.letters.index(question.answer) - rotation) % k]
+    if question.cloze:  # the prompt names no option: only the options and their continuations turn
+        continuations = question.continuations[rotation:] + question.continuations[:rotation]
+        return replace(question, id=question.id if rotation == 0 else f"{question.id}#rot{rotation}",
+                       options=options, continuations=continuations, references=(answer,), rotation=rotation,
+                       question_id=question.id)
     asked = ask(id=question.id if rotation == 0 else f"{question.id}#rot{rotation}", question=question.question,
                 options=options, answer=answer, categories=question.categories, video=question.video,
                 segment=question.segment, prefix=question.prefix, strip=question.strip)
@@ -216,10 +254,26 @@ class Benchmark:
         """What to check when nothing is left, appended to the no-questions error."""
         return "check benchmark.limit and the filters"
 
+    def _as_cloze(self, questions: list[Question]) -> list[Question]:
+        """``scoring=cloze``: every question as a cloze question (``ask(cloze=True)``), or a
+        ConfigError where some question has no options to score."""
+        kinds = sorted({q.kind for q in questions if q.kind != "mc"})
+        if kinds:
+            raise ConfigError(
+                f"benchmark.scoring=cloze scores the options of multiple-choice questions and benchmark={self.name} "
+                f"has {'/'.join(kinds)} questions without options: valid values are benchmark.scoring=generate"
+            )
+        return [q if q.cloze else replace(
+            ask(id=q.id, question=q.question, options=q.options, answer=q.answer, categories=q.categories,
+                video=q.video, segment=q.segment, prefix=q.prefix, strip=q.strip, cloze=True),
+            template=q.template, stop=q.stop) for q in questions]
+
     def load(self) -> list[Question]:
         """The cell's questions: filtered, then ``limit`` or ``sample`` (they count questions),
         then, with ``circular``, every mc question once per rotation (``expand_rotations``)."""
         questions = self._filter_questions(self._load())
+        if self.scoring == "cloze":
+            questions = self._as_cloze(questions)
         if self.limit is not None:
             questions = questions[: self.limit]
         if not questions:

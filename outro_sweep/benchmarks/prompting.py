@@ -35,6 +35,13 @@ def format_mc_prompt(question: str, options: Sequence[str]) -> str:
     return f"{question}\n{format_options(options)}\n{MC_INSTRUCTION}"
 
 
+def format_cloze_prompt(question: str) -> str:
+    """A multiple-choice question scored by cloze: no options and no instruction, since each
+    option's text is read as the answer's continuation (lm-eval's ARC, the SmolLM2 authors' CF
+    prompts: "Question: ...\nAnswer:" then " <option>")."""
+    return f"Question: {question}\nAnswer:"
+
+
 def format_short_answer_prompt(question: str) -> str:
     """An open-ended or yes/no question, then the short-answer instruction on the last line."""
     return f"{question}\n{SHORT_ANSWER_INSTRUCTION}"

@@ -101,9 +101,9 @@ def fit_cubic(cosines: torch.Tensor, first: int, target_skip: float) -> torch.Te
 
 
 def cubic_at(coefficients: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """coefficients (B, 4), x (B,) -> (B,) c0 + c1 x + c2 x^2 + c3 x^3."""
-    powers = torch.stack([x ** p for p in range(4)], dim=1)
-    return (coefficients * powers).sum(dim=1)
+    """coefficients (B, 4), x (B, ...) -> (B, ...) c0 + c1 x + c2 x^2 + c3 x^3."""
+    powers = torch.stack([x ** p for p in range(4)], dim=-1)  # (B, ..., 4)
+    return (coefficients.reshape(coefficients.shape[0], *[1] * (x.dim() - 1), 4) * powers).sum(dim=-1)
 
 
 class SinkRouting:
@@ -140,7 +140,8 @@ class SinkRouting:
         self.calibration: dict[int, torch.Tensor] = {}  # layer -> (B, H_kv, S) prefill cosines (target_skip)
         self.cubic: torch.Tensor | None = None  # (B, 4) target_skip coefficients of the last prefill
         self.cubic_prompt: torch.Tensor | None = None  # (B,) float64 N, the real prompt tokens per row
-        self.step_threshold: float | torch.Tensor = self.threshold  # a float, or (B,) per row
+        self.step_threshold: float | torch.Tensor = self.threshold  # a float, or (B, T) per row and new token
+        self.step_real: torch.Tensor | None = None  # (B, T) bool: the decode forward's real new tokens
         self.last_cosines: dict[int, torch.Tensor] = {}
         self.last_skips: dict[int, torch.Tensor] = {}
 
@@ -189,13 +190,19 @@ class SinkRouting:
                 self.total_skipped = torch.zeros(self.num_layers, dtype=torch.long, device=tokens.device)
                 self.total_considered = torch.zeros_like(self.total_skipped)
             return None
+        # A decode forward may bring several new tokens (cloze scoring feeds an option's tokens at
+        # once): each is one decode step at its own position, decided on its own.
         self.decode = True
-        self.steps += 1
+        self.steps += length
+        mask = kwargs.get("attention_mask")
+        self.step_real = (mask[:, -length:].bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2
+                          else torch.ones(batch, length, dtype=torch.bool, device=tokens.device))  # (B, T)
         if self.mode == "target_skip":
             if self.cubic is None:
                 self.cubic = self._fit()
-            prompt = self.cubic_prompt  # (B,) N per row
-            context = (past + length - self.first.cpu()).double()  # (B,) n: real tokens incl. the new one
+            prompt = self.cubic_prompt[:, None]  # (B, 1) N per row
+            # (B, T) n: the real tokens a step sees, itself included
+            context = (past + 1 + torch.arange(length)[None, :] - self.first.cpu()[:, None]).double()
             self.step_threshold = cubic_at(self.cubic, torch.minimum(context, prompt) / prompt).to(tokens.device)
         return None
 
@@ -215,21 +222,38 @@ class SinkRouting:
             if self.mode == "target_skip":  # calibrate on the prefill's own queries; prefill stays stock
                 self.calibration[layer] = group_cosines(query, key, self.first, self.aggregate)
             return kernel(module, query, key, value, attention_mask, **kwargs)
-        if query.shape[2] != 1:
-            raise RuntimeError(f"sinkrouter decides once per new token; a decode step brought {query.shape[2]}")
-        cosines = group_cosines(query, key, self.first, self.aggregate)[..., 0]  # (B, H_kv)
+        cosines = group_cosines(query, key, self.first, self.aggregate)  # (B, H_kv, S_q)
         threshold = self.step_threshold
-        skip = cosines >= (threshold[:, None] if isinstance(threshold, torch.Tensor) else threshold)  # (B, H_kv)
-        self.last_cosines[layer], self.last_skips[layer] = cosines, skip
-        skipped = skip.sum(dim=1)  # (B,)
+        # (B, H_kv, S_q); a padding query (an option shorter than the batch's longest) is never
+        # decided on: its output is not read
+        skip = cosines >= (threshold[:, None] if isinstance(threshold, torch.Tensor) else threshold)
+        skip &= self.step_real[:, None]
+        self.last_cosines[layer], self.last_skips[layer] = cosines[..., -1], skip[..., -1]  # (B, H_kv)
+        skipped = skip.sum(dim=(1, 2))  # (B,)
+        considered = self.step_real.sum(dim=1) * skip.shape[1]  # (B,)
         self.row_skipped[:, layer] += skipped
-        self.row_considered[:, layer] += skip.shape[1]
+        self.row_considered[:, layer] += considered
         self.total_skipped[layer] += skipped.sum()
-        self.total_considered[layer] += skip.numel()
-        keep = ~skip.cpu()  # the host needs the decisions: they set the kernel's shapes
-        if bool(keep.all()):
-            return kernel(module, query, key, value, attention_mask, **kwargs)
-        return self._kept_only(module, kernel, query, key, value, attention_mask, keep, kwargs)
+        self.total_considered[layer] += considered.sum()
+        if query.shape[2] == 1:
+            keep = ~skip[..., 0].cpu()  # the host needs the decisions: they set the kernel's shapes
+            if bool(keep.all()):
+                return kernel(module, query, key, value, attention_mask, **kwargs)
+            return self._kept_only(module, kernel, query, key, value, attention_mask, keep, kwargs)
+        return self._zero_skipped(module, kernel, query, key, value, attention_mask, skip, kwargs)
+
+    @staticmethod
+    def _zero_skipped(module, kernel, query, key, value, attention_mask, skip, kwargs):
+        """Several decode steps in one forward: every group's attention, then zeros where a step
+        skips a group. The same numbers as skipping the group step by step (a skipped group's
+        heads output zero either way); nothing is saved, since the steps' decisions differ.
+        skip (B, H_kv, S_q) bool."""
+        out, weights = kernel(module, query, key, value, attention_mask, **kwargs)  # (B, S_q, H, d)
+        per_head = skip.repeat_interleave(query.shape[1] // key.shape[1], dim=1)  # (B, H, S_q)
+        out = out.masked_fill(per_head.transpose(1, 2)[..., None], 0.0)
+        if weights is not None:  # (B, H, S_q, S_kv)
+            weights = weights.masked_fill(per_head[..., None], 0.0)
+        return out, weights
 
     @staticmethod
     def _kept_only(module, kernel, query, key, value, attention_mask, keep, kwargs):

@@ -39,6 +39,10 @@ class ModelLoader:
     (where the files are); video loaders also override ``load_processor``, ``inputs`` and ``load``."""
 
     config_key: ClassVar[str] = "model"  # the config group of its keys (prefixes them in messages)
+    #: True where the model computes its own rotary positions from its inputs and KV cache (Qwen's
+    #: M-RoPE keeps the prefill's rope deltas); otherwise a forward is given positions that count
+    #: real tokens only, so a left-padded row sees the positions it would alone.
+    derives_positions: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -106,30 +110,38 @@ class ModelLoader:
         """Whether prompts go through the chat template (asked for, and the tokenizer has one)."""
         return self.use_chat_template and bool(getattr(processor, "chat_template", None))
 
-    def render(self, processor, prompt: str) -> str:
-        """The exact text the model reads: the chat template around the prompt, or the prompt."""
-        if not self.chat(processor):
+    def render(self, processor, prompt: str, template: bool = True) -> str:
+        """The exact text the model reads: the chat template around the prompt, or the prompt
+        (``template=False``: a question that is read as is, ``Question.template``)."""
+        if not (template and self.chat(processor)):
             return prompt
         messages = [{"role": "user", "content": prompt}]
         return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def inputs(self, processor, texts: list[str], clips: list) -> dict:
+    def inputs(self, processor, texts: list[str], clips: list, template: bool = True) -> dict:
         """Rendered texts -> ``{"input_ids", "attention_mask"}`` (B, S), left-padded; a text
-        model has no clips. The chat template already holds the special tokens."""
-        encoded = processor(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat(processor))
+        model has no clips. The chat template already holds the special tokens; a text rendered
+        without it (``template=False`` or no chat model) gets the tokenizer's own (BOS, if any)."""
+        encoded = processor(texts, return_tensors="pt", padding=True,
+                            add_special_tokens=not (template and self.chat(processor)))
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def generate_kwargs(self) -> dict:
         """Extra keyword arguments for ``model.generate`` (e.g. Omni's audio flag)."""
         return {}
 
+    def position_ids(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """(B, S) positions of a left-padded prompt batch from its (B, S) padding mask: each real
+        token's index among its row's real tokens; None where the model derives its own."""
+        if self.derives_positions:
+            return None
+        return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
     def answer_logits(self, loaded: LoadedModel, inputs: dict) -> torch.Tensor:
         """(B, V) float next-token logits right after each prompt (option-letter scoring)."""
-        # Positions count real tokens only, so a left-padded row sees the positions it would alone.
         mask = inputs["attention_mask"]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        logits = loaded.model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=position_ids,
-                              logits_to_keep=1).logits
+        logits = loaded.model(input_ids=inputs["input_ids"], attention_mask=mask,
+                              position_ids=self.position_ids(mask), logits_to_keep=1).logits
         return logits[:, -1].float()
 
 

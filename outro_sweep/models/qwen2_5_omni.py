@@ -29,6 +29,7 @@ AUDIO_SAMPLE_RATE = 16000  # Hz: WhisperFeatureExtractor's rate in every Qwen2.5
 
 class Qwen2_5Omni(VideoLMLoader):
     model_class = "Qwen2_5OmniThinkerForConditionalGeneration"
+    derives_positions = True  # M-RoPE: positions from the prefill's rope deltas
     family = "qwen2_5_omni"
     supports_audio = True
 

@@ -12,4 +12,5 @@ from outro_sweep.models.video_lm import VideoLMLoader
 
 class Qwen2_5VL(VideoLMLoader):
     model_class = "Qwen2_5_VLForConditionalGeneration"
+    derives_positions = True  # M-RoPE: positions from the prefill's rope deltas
     family = "qwen2_5_vl"

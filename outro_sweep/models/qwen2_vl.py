@@ -15,4 +15,5 @@ from outro_sweep.models.video_lm import VideoLMLoader
 
 class Qwen2VL(VideoLMLoader):
     model_class = "Qwen2VLForConditionalGeneration"
+    derives_positions = True  # M-RoPE: positions from the prefill's rope deltas
     family = "qwen2_vl"

@@ -34,6 +34,7 @@ from outro_sweep.media.decode import DecodedVideo
 
 class Qwen3VL(VideoLMLoader):
     model_class = "Qwen3VLForConditionalGeneration"
+    derives_positions = True  # M-RoPE: positions from the prefill's rope deltas
     family = "qwen3_vl"
 
     TEMPORAL_PATCH = 2  # frames per temporal grid step in every Qwen3-VL checkpoint

@@ -143,8 +143,9 @@ class VideoLMLoader(ModelLoader):
         turns.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt}]})
         return turns
 
-    def render(self, processor, prompt: str) -> str:
-        """The exact text the model reads, placeholders included (before video tokens expand)."""
+    def render(self, processor, prompt: str, template: bool = True) -> str:
+        """The exact text the model reads, placeholders included (before video tokens expand);
+        always templated, since the video's placeholder lives in the chat turn."""
         return processor.apply_chat_template(self.messages(prompt), tokenize=False, add_generation_prompt=True)
 
     @staticmethod
@@ -183,8 +184,8 @@ class VideoLMLoader(ModelLoader):
         """``processor(...)`` for a batch: rendered chats, one clip each, left-padded tensors."""
         return call_processor(self, processor, texts, clips, self.videos_kwargs(clips))
 
-    def inputs(self, processor, texts: list[str], clips: list[DecodedVideo]) -> dict:
-        return self.processor_inputs(processor, texts, clips)
+    def inputs(self, processor, texts: list[str], clips: list[DecodedVideo], template: bool = True) -> dict:
+        return self.processor_inputs(processor, texts, clips)  # a video prompt is always templated
 
     def answer_logits(self, loaded: LoadedModel, inputs: dict):
         """(B, V) raw next-token logits (before any logits processor) from one greedy step:

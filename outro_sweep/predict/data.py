@@ -27,12 +27,29 @@ from outro_sweep.group.counters import COUNTS
 from outro_sweep.group.memory import BoundedCache
 from outro_sweep.media.decode import DecodedVideo, VideoError
 from outro_sweep.models.base import LoadedModel
+from outro_sweep.predict.cloze import cloze_options
 
 
 def prompt_hash(rendered: str) -> str:
     """sha256 of the exact text the model reads (16 hex): chat template, system prompt,
     instruction and question all count."""
     return hashlib.sha256(rendered.encode()).hexdigest()[:16]
+
+
+def rendered_prompt(loader, processor, question: Question) -> str:
+    """The exact text the model reads for ``question`` (its chat template where it takes one)."""
+    return loader.render(processor, question.prompt, question.template)
+
+
+def question_hash(loader, processor, question: Question) -> str:
+    """``prompt_hash`` of all the text that makes a question's prediction: the rendered prompt
+    and, where set, the cloze continuations (a cloze prompt names no option) and stop strings."""
+    text = rendered_prompt(loader, processor, question)
+    if question.continuations:
+        text += "\0continuations\0" + "\0".join(question.continuations)
+    if question.stop:
+        text += "\0stop\0" + "\0".join(question.stop)
+    return prompt_hash(text)
 
 
 @dataclass
@@ -112,15 +129,15 @@ class Collator:
         self.loaded = loaded
         self.kept = kept
 
-    def _inputs(self, texts: list[str], usable: list[Item]):
+    def _inputs(self, texts: list[str], usable: list[Item], template: bool):
         loader, processor = self.loaded.loader, self.loaded.processor
         clips = [item.clip for item in usable]
         if self.kept is None or any(item.clip is not None and item.clip_key is None for item in usable):
-            return loader.inputs(processor, texts, clips)
-        key = ("model batch", tuple(texts), tuple(item.clip_key for item in usable))
+            return loader.inputs(processor, texts, clips, template)
+        key = ("model batch", tuple(texts), tuple(item.clip_key for item in usable), template)
         inputs = self.kept.get(key)
         if inputs is None:
-            inputs = loader.inputs(processor, texts, clips)
+            inputs = loader.inputs(processor, texts, clips, template)
             self.kept.put(key, inputs)
         else:
             COUNTS["batch_reuses"] += 1
@@ -128,16 +145,25 @@ class Collator:
 
     def __call__(self, items: list[Item]) -> dict:
         loader, processor = self.loaded.loader, self.loaded.processor
-        rendered = {item.index: loader.render(processor, item.question.prompt) for item in items}
         usable = [item for item in items if item.error is None]
-        inputs = None
-        if usable:
-            inputs = self._inputs([rendered[item.index] for item in usable], usable)
+        # A benchmark's questions are all templated or all read as is (Question.template).
+        template = all(item.question.template for item in usable)
+        texts = [rendered_prompt(loader, processor, item.question) for item in usable]
+        cloze = None
+        if any(item.question.cloze for item in usable):
+            # the prefill reads each context; the options' tokens continue it (predict.cloze)
+            special = not (template and loader.chat(processor))
+            tokenizer = getattr(processor, "tokenizer", processor)
+            cloze = [cloze_options(tokenizer, text, item.question.continuations, special)
+                     for text, item in zip(texts, usable)]
+            texts = [options.context for options in cloze]
+        inputs = self._inputs(texts, usable, template) if usable else None
         return {
             "inputs": inputs,  # model tensors for the ``usable`` rows, or None when every clip failed
             "usable": usable,
             "failed": [item for item in items if item.error is not None],
-            "prompt_hashes": {index: prompt_hash(text) for index, text in rendered.items()},
+            "prompt_hashes": {item.index: question_hash(loader, processor, item.question) for item in items},
+            "cloze": cloze,  # per usable row: its context and options' tokens (cloze scoring), else None
         }
 
 

@@ -1,7 +1,8 @@
 """The LightningModule that answers one batch of questions, for every benchmark and model.
 
 ``predict_step`` returns one raw record per question (``record``): what the model produced
-(the generated text; with ``scoring=logits`` each option letter's logit), never a judgement
+(the generated text; with ``scoring=logits`` each option letter's logit; with ``scoring=cloze``
+each option's log-likelihood with its token and character counts), never a judgement
 of it: scoring is a separate step over the finished cell (``outro_sweep.scoring.cell``).
 A question whose clip could not be decoded yields an error record, so a corrupt video costs
 one question, never the cell. The prediction writer persists the records as batches finish.
@@ -13,9 +14,10 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from transformers import StoppingCriteriaList
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from outro_sweep.models.base import LoadedModel
+from outro_sweep.predict.cloze import ClozeOptions, option_loglikelihoods
 from outro_sweep.predict.data import Item
 from outro_sweep.predict.decode_timer import DecodeTimer, machine
 from outro_sweep.predict.speed import add_timing
@@ -28,7 +30,7 @@ class Predictor(pl.LightningModule):
         self.model = loaded.model
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
-        self.scoring = scoring  # "generate" | "logits" (mc-only benchmarks)
+        self.scoring = scoring  # "generate" | "logits" | "cloze" (the last two: mc-only benchmarks)
         self.max_new_tokens = max_new_tokens
         self.attached = None  # the attached interventions (InterventionStack.attach), set while predicting
         self._letter_ids: dict[tuple[str, ...], dict[str, list[int]]] = {}
@@ -53,7 +55,9 @@ class Predictor(pl.LightningModule):
         """The device, torch threads and batch size the speed was measured with."""
         return machine(self.model.device, self.batch_size)
 
-    def _generate(self, inputs: dict) -> list[str]:
+    def _generate(self, inputs: dict, stops: list[tuple[str, ...]]) -> list[str]:
+        """Greedy answers; a row's answer ends before the first of its stop strings (generation
+        itself ends once every row has met one of its own)."""
         prompt = inputs["input_ids"]  # (B, S), left-padded
         mask = inputs.get("attention_mask")
         timer = DecodeTimer(prompt.device, prompt.shape[0], int(mask.sum()) if mask is not None else prompt.numel())
@@ -65,11 +69,12 @@ class Predictor(pl.LightningModule):
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([timer]),  # stamps each step; never stops generation
+            stopping_criteria=StoppingCriteriaList([timer, *stop_criteria(self.tokenizer, stops, prompt.shape[1])]),
             **self.loaded.loader.generate_kwargs(),
         )  # (B, S + new): the prompt, then the answer
         add_timing(self.timing, timer.sums())
-        return self.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(output[:, prompt.shape[1]:], skip_special_tokens=True)
+        return [cut_at_stop(text, row_stops) for text, row_stops in zip(texts, stops)]
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
         started = time.perf_counter()
@@ -77,22 +82,60 @@ class Predictor(pl.LightningModule):
         if usable:
             if self.scoring == "logits":
                 logits = self.loaded.loader.answer_logits(self.loaded, batch["inputs"])  # (B, V)
-                answers = [("", letter_logits(logits[row], self._letters(item.question.letters)))
+                answers = [("", {"logits": letter_logits(logits[row], self._letters(item.question.letters))})
                            for row, item in enumerate(usable)]
+            elif self.scoring == "cloze":
+                sums = option_loglikelihoods(self.loaded, batch["inputs"], batch["cloze"])
+                answers = [("", cloze_fields(item.question, options, row_sums))
+                           for item, options, row_sums in zip(usable, batch["cloze"], sums)]
             else:
-                answers = [(text, None) for text in self._generate(batch["inputs"])]
+                stops = [item.question.stop for item in usable]
+                answers = [(text, {}) for text in self._generate(batch["inputs"], stops)]
             # {group: per-sample dict} per row of this prefill; {} per row for the stock model
             diagnostics = self.attached.sample_diagnostics() if self.attached is not None else []
             diagnostics = diagnostics or [{}] * len(usable)
-            for item, (output, letters), diagnostic in zip(usable, answers, diagnostics):
-                records.append(record(item, hashes[item.index], output, letters, diagnostic))
+            for item, (output, scores), diagnostic in zip(usable, answers, diagnostics):
+                records.append(record(item, hashes[item.index], output, scores, diagnostic))
         for item in batch["failed"]:
-            records.append(record(item, hashes[item.index], "", None, {}))
+            records.append(record(item, hashes[item.index], "", {}, {}))
         self.seconds += time.perf_counter() - started
         return records
 
 
-def record(item: Item, prompt_hash: str, output: str, logits: dict | None, diagnostics: dict) -> dict:
+class _AllRowsStopped(StoppingCriteria):
+    """Ends generation once every row's answer holds one of that row's stop strings (what
+    lm-eval's ``until`` does); rows without stop strings never end it early."""
+
+    def __init__(self, tokenizer, stops: list[tuple[str, ...]], prompt_length: int) -> None:
+        self.tokenizer, self.stops, self.prompt_length = tokenizer, stops, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
+        done = [bool(row) and any(stop in text for stop in row) for text, row in zip(texts, self.stops)]
+        return torch.tensor([all(done)] * len(done), device=input_ids.device)
+
+
+def stop_criteria(tokenizer, stops: list[tuple[str, ...]], prompt_length: int) -> list[StoppingCriteria]:
+    return [_AllRowsStopped(tokenizer, stops, prompt_length)] if any(stops) else []
+
+
+def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    """The answer before the first stop string it holds (lm-eval's ``until``)."""
+    for stop in stops:
+        if stop:
+            text = text.split(stop)[0]
+    return text
+
+
+def cloze_fields(question, options: ClozeOptions, sums: list[float]) -> dict:
+    """What cloze scoring records per option, in letter order, so that the scorer needs no model:
+    its summed log-probability, its token count and its character count (the option's text, as
+    lm-eval's acc_norm divides by)."""
+    return {"option_ll": sums, "option_tokens": [len(tokens) for tokens in options.tokens],
+            "option_chars": [len(option) for option in question.options]}
+
+
+def record(item: Item, prompt_hash: str, output: str, scores: dict, diagnostics: dict) -> dict:
     """One raw line of a prediction shard; scoring adds ``prediction``/``valid``/``correct``/``score``."""
     question, clip = item.question, item.clip
     raw = {
@@ -112,8 +155,8 @@ def record(item: Item, prompt_hash: str, output: str, logits: dict | None, diagn
     }
     if question.rotation is not None:  # benchmark.circular=true (outro_sweep.scoring.circular)
         raw.update(rotation=question.rotation, question_id=question.question_id)
-    if logits is not None:
-        raw["logits"] = logits  # option letter -> logit (scoring=logits)
+    # scoring=logits: "logits", option letter -> logit; scoring=cloze: cloze_fields
+    raw.update(scores)
     if question.video is not None:
         raw.update({
             "video": question.video,

@@ -45,7 +45,7 @@ from outro_sweep.interventions.sinks.base import SinkRule
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.media.cache import FrameCache
 from outro_sweep.models.base import ModelLoader
-from outro_sweep.predict.data import ClipSource, QuestionDataModule, QuestionDataset, prompt_hash
+from outro_sweep.predict.data import ClipSource, QuestionDataModule, QuestionDataset, question_hash
 from outro_sweep.predict.distributed import process_rank, trainer_overrides, world_size
 from outro_sweep.predict.module import Predictor
 from outro_sweep.predict.progress import ProgressLog, live_terminal
@@ -100,7 +100,7 @@ def _check_resumable(shard_set: ShardSet, questions: list, loader: ModelLoader, 
         return
     processor = loader.load_processor()
     for record in shard_set.records:
-        expected = prompt_hash(loader.render(processor, questions[record["index"]].prompt))
+        expected = question_hash(loader, processor, questions[record["index"]])
         if record.get("prompt_hash") != expected:
             raise ConfigError(
                 f"cell {cell_dir} holds predictions made from another prompt (question {record['index']}: "

@@ -4,7 +4,9 @@ Works on the raw record alone (``outro_sweep.predict.module.record``: kind, opti
 references, categories, output, logits, error), so a finished cell can be re-scored without
 its model or its benchmark files:
 
-* ``mc``: with ``scoring=logits`` the letter with the highest recorded logit; otherwise the
+* ``mc``: with ``scoring=cloze`` the option with the highest summed log-likelihood (lm-eval's
+  acc; ``correct_norm`` is acc_norm: per character of the option's text); with
+  ``scoring=logits`` the letter with the highest recorded logit; otherwise the
   option letter parsed from the answer (``letters.parse_choice``) and, for benchmarks that
   allow it (``match_option_text``: the video benchmarks), where the answer names no letter
   but quotes exactly one option's text, that option (models often answer "the man opens the
@@ -85,7 +87,9 @@ class Scorer:
         kind, output, references = record["kind"], record["output"], record["references"]
         target = references[0]
         if kind == "mc":
-            if record.get("logits") is not None:
+            if record.get("option_ll") is not None:  # scoring=cloze: acc's choice
+                chosen = best_option(record["option_ll"])
+            elif record.get("logits") is not None:
                 chosen = choose_letter(record["logits"])
             else:
                 options = record["options"]
@@ -107,5 +111,17 @@ class Scorer:
         return Score(text or None, float(hit), hit)
 
     def fields(self, record: Mapping) -> dict:
-        """``prediction``, ``valid``, ``correct``, ``score`` for one raw record."""
-        return self.score(record).fields()
+        """``prediction``, ``valid``, ``correct``, ``score`` for one raw record; a cloze record
+        also gets ``prediction_norm`` and ``correct_norm`` (acc_norm's choice)."""
+        fields = self.score(record).fields()
+        if record.get("option_ll") is not None:
+            chosen = None if record.get("error") is not None else best_option(
+                [ll / max(chars, 1) for ll, chars in zip(record["option_ll"], record["option_chars"])])
+            fields.update(prediction_norm=chosen, correct_norm=chosen == record["references"][0])
+        return fields
+
+
+def best_option(values: Sequence[float]) -> str:
+    """The letter of the highest value (ties: the first, as numpy's argmax in lm-eval)."""
+    best = max(range(len(values)), key=lambda i: (values[i], -i))
+    return option_letters(len(values))[best]

@@ -53,6 +53,9 @@ def summarise(records: list[dict], seconds: float, timed_samples: int, diagnosti
         },
         "diagnostics": diagnostics,
     }
+    if any("correct_norm" in r for r in records):
+        # scoring=cloze: lm-eval's acc_norm beside acc (``accuracy``), over the same questions
+        summary["acc_norm"] = accuracy_summary([bool(r.get("correct_norm")) for r in records])
     if any("video_cache" in r for r in records):
         # Per question: "hit" = frames loaded from the frame cache, "decoded" = decoded now.
         cache = Counter(r.get("video_cache") or "failed" for r in records)
