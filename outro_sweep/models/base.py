@@ -137,6 +137,11 @@ class ModelLoader:
             return None
         return (mask.long().cumsum(-1) - 1).clamp(min=0)
 
+    def continuation_position_ids(self, model: torch.nn.Module, real: torch.Tensor, length: int) -> torch.Tensor:
+        """Positions of ``length`` tokens that continue a prefill whose rows hold ``real`` (B,)
+        real tokens: (B, T), each row counting on from its own last real position."""
+        return real[:, None] + torch.arange(length, device=real.device)
+
     def answer_logits(self, loaded: LoadedModel, inputs: dict) -> torch.Tensor:
         """(B, V) float next-token logits right after each prompt (option-letter scoring)."""
         mask = inputs["attention_mask"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
+import torch
+
 from outro_sweep.config.schema import NonEmpty, Range, check_arguments
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.base import LoadedModel, ModelLoader, ModelPath, left_padding
@@ -186,6 +188,18 @@ class VideoLMLoader(ModelLoader):
 
     def inputs(self, processor, texts: list[str], clips: list[DecodedVideo], template: bool = True) -> dict:
         return self.processor_inputs(processor, texts, clips)  # a video prompt is always templated
+
+    def continuation_position_ids(self, model: torch.nn.Module, real: torch.Tensor, length: int) -> torch.Tensor:
+        """M-RoPE families (``derives_positions``): the text positions shifted by the rope deltas
+        the prefill left on the model, as (3, B, T), what ``generate`` gives a decode step (the
+        model's own derivation from a 2-D mask covers the whole cached sequence, not the new
+        tokens). Other families: as a text model."""
+        text = super().continuation_position_ids(model, real, length)  # (B, T)
+        if not self.derives_positions:
+            return text
+        # Qwen2-VL / 2.5-VL / 3-VL keep the deltas on the inner model, Omni's thinker on itself
+        holder = next(m for m in (model, getattr(model, "model", None)) if getattr(m, "rope_deltas", None) is not None)
+        return (text + holder.rope_deltas.to(text.device))[None].expand(3, -1, -1)
 
     def answer_logits(self, loaded: LoadedModel, inputs: dict):
         """(B, V) raw next-token logits (before any logits processor) from one greedy step:

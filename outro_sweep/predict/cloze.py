@@ -90,9 +90,9 @@ def option_loglikelihoods(loaded: LoadedModel, inputs: dict, options: list[Cloze
             kept[row, :len(tokens)] = 1
         ids, kept = ids.to(mask.device), kept.to(mask.device)  # (B, T) right-padded option k of each row
         cache.layers = _fork(prefill_layers)
-        step = {} if positions is None else {"position_ids": real[:, None] + torch.arange(length, device=mask.device)}
         logits = model(input_ids=ids, attention_mask=torch.cat([mask, kept], dim=1), past_key_values=cache,
-                       use_cache=True, **step).logits  # (B, T, V)
+                       position_ids=loader.continuation_position_ids(model, real, length),
+                       use_cache=True).logits  # (B, T, V)
         # token t is predicted by the prefill's last position (t = 0) or by option token t - 1
         predicted = torch.cat([first[:, None], _log_probs(logits[:, :-1])], dim=1)  # (B, T, V)
         picked = predicted.gather(2, ids[..., None])[..., 0]  # (B, T)

@@ -135,7 +135,7 @@ def cloze_fields(question, options: ClozeOptions, sums: list[float]) -> dict:
             "option_chars": [len(option) for option in question.options]}
 
 
-def record(item: Item, prompt_hash: str, output: str, scores: dict, diagnostics: dict) -> dict:
+def record(item: Item, prompt_hash: str, output: str, scores: dict | None, diagnostics: dict) -> dict:
     """One raw line of a prediction shard; scoring adds ``prediction``/``valid``/``correct``/``score``."""
     question, clip = item.question, item.clip
     raw = {
@@ -156,7 +156,7 @@ def record(item: Item, prompt_hash: str, output: str, scores: dict, diagnostics:
     if question.rotation is not None:  # benchmark.circular=true (outro_sweep.scoring.circular)
         raw.update(rotation=question.rotation, question_id=question.question_id)
     # scoring=logits: "logits", option letter -> logit; scoring=cloze: cloze_fields
-    raw.update(scores)
+    raw.update(scores or {})
     if question.video is not None:
         raw.update({
             "video": question.video,

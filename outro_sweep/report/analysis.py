@@ -4,7 +4,8 @@ Accuracy and its Wilson interval are recomputed from ``predictions.jsonl`` (the 
 of truth, the same numbers as its metrics.json). The comparison with the baseline is paired
 on (id, prompt_hash) (``paired.py``), over each question as the benchmark orders its options
 (rotation 0); a circular cell (``benchmark.circular=true``) is also compared on its questions'
-circular correctness, paired on question_id. Holm's correction, when asked for, runs over
+circular correctness, paired on question_id; a cloze-scored cell (``benchmark.scoring=cloze``)
+also on acc_norm, the same way. Holm's correction, when asked for, runs over
 every cell of this report that has a comparison.
 Each cell's answer-letter statistics and flags (``outro_sweep.scoring.letter_stats``) and each
 comparison's letter-bias decomposition (``letter_bias.py``) come from the same rotation-0 records.
@@ -61,6 +62,10 @@ class CellResult:
     letters: LetterStats | None = None  # answer letters, invalid answers, chance
     flags: list[str] = field(default_factory=list)  # letter_stats' codes: letter_bias, ci_contains_chance
     letter_shift: LetterShift | None = None  # how much of the paired difference is a letter shift
+    # benchmark.scoring=cloze: lm-eval's acc_norm (the option with the highest log-likelihood per
+    # character), {accuracy, ci_low, ci_high, n, correct}, and its paired comparison with the baseline's
+    acc_norm: dict | None = None
+    paired_norm: PairedResult | None = None
 
     @property
     def enabled(self) -> bool:
@@ -123,6 +128,8 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
             every = None
         if every:
             result.circular = accuracy_summary(list(circular_outcomes(every).values()))
+        if records and has_acc_norm(records):
+            result.acc_norm = accuracy_summary([bool(r["correct_norm"]) for r in records])
         if records:
             correct = [bool(r["correct"]) for r in records]
             result.n, result.correct = len(correct), sum(correct)
@@ -152,6 +159,8 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
                 if every and is_circular(base_every):  # the baseline of a circular cell is circular
                     paired_circular = compare_paired(question_records(base_every), question_records(every))
                     result.paired_circular = paired_circular if paired_circular.paired_n else None
+                if has_acc_norm(records) and has_acc_norm(base_records):
+                    result.paired_norm = compare_paired(as_acc_norm(base_records), as_acc_norm(records))
                 result.notes.extend(result.paired.pairing.notes())
                 if result.paired.paired_n == 0:
                     result.notes.append("no question in common with the baseline")
@@ -180,6 +189,16 @@ def analyse(cells: list[ReportCell], store: Store, use_holm: bool = False) -> An
         elif match.note:
             analysis.notes.append(match.note)
     return analysis
+
+
+def has_acc_norm(records: list[dict]) -> bool:
+    """Whether the records are cloze-scored (each carries acc_norm's ``correct_norm``)."""
+    return bool(records) and all("correct_norm" in r for r in records)
+
+
+def as_acc_norm(records: list[dict]) -> list[dict]:
+    """The records with acc_norm's correctness as ``correct``, for the same paired statistics."""
+    return [{**r, "correct": bool(r["correct_norm"])} for r in records]
 
 
 def model_and_benchmark(config: dict) -> tuple[str, str]:

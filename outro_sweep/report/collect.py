@@ -27,7 +27,8 @@ PLAN_FILE = "plan.json"  # outro_sweep.sweep.sweeper.PLAN_FILE: every planned ce
 MULTIRUN_FILE = "multirun.yaml"
 STATES = ("done", "partial", "failed", "missing")
 RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories", "rotation", "question_id",
-               "kind", "options", "target", "prediction", "valid")  # the last five: letter statistics
+               "kind", "options", "target", "prediction", "valid",  # these five: letter statistics
+               "correct_norm", "option_ll", "error")  # cloze scoring: acc_norm, and positions for letter statistics
 
 
 @dataclass

@@ -46,18 +46,29 @@ CIRCULAR_COLUMNS = [
     "circular_diff", "circular_diff_ci_low", "circular_diff_ci_high", "circular_p_mcnemar",
 ]
 
+# benchmark.scoring=cloze: lm-eval's acc_norm beside acc (``accuracy``), in reports with a cloze
+# cell; b/c/diff/p as above, over the same paired questions.
+ACC_NORM_COLUMNS = [
+    "acc_norm", "acc_norm_ci_low", "acc_norm_ci_high", "acc_norm_baseline_accuracy", "acc_norm_b_baseline_only",
+    "acc_norm_c_intervention_only", "acc_norm_diff", "acc_norm_diff_ci_low", "acc_norm_diff_ci_high",
+    "acc_norm_p_mcnemar",
+]
+
 
 def has_circular(analysis: Analysis) -> bool:
     return any(r.circular is not None for r in analysis.results)
 
 
+def has_acc_norm(analysis: Analysis) -> bool:
+    return any(r.acc_norm is not None for r in analysis.results)
+
+
 def columns(analysis: Analysis) -> list[str]:
-    """The table's columns: ``COLUMNS``, with the circular ones after the plain accuracy where
-    some cell is circular."""
-    if not has_circular(analysis):
-        return list(COLUMNS)
+    """The table's columns: ``COLUMNS``, with the circular and acc_norm ones after the plain
+    accuracy where some cell is circular / cloze-scored."""
     at = COLUMNS.index("accuracy_ci_high") + 1
-    return [*COLUMNS[:at], *CIRCULAR_COLUMNS, *COLUMNS[at:]]
+    extra = (CIRCULAR_COLUMNS if has_circular(analysis) else []) + (ACC_NORM_COLUMNS if has_acc_norm(analysis) else [])
+    return [*COLUMNS[:at], *extra, *COLUMNS[at:]]
 
 
 def distribution(counts: dict[str, int] | None) -> str:
@@ -89,7 +100,7 @@ def grid_labels(config: dict) -> tuple[str, str]:
 
 def row(result: CellResult, analysis: Analysis) -> dict:
     cell, labeller = result.cell, analysis.labeller
-    out = dict.fromkeys(COLUMNS + CIRCULAR_COLUMNS, "")
+    out = dict.fromkeys(COLUMNS + CIRCULAR_COLUMNS + ACC_NORM_COLUMNS, "")
     out.update(identity=cell.identity or "", state=cell.state, jobs="; ".join(cell.jobs))
     config = cell.config
     if config is not None:
@@ -131,6 +142,14 @@ def row(result: CellResult, analysis: Analysis) -> dict:
                    circular_b_baseline_only=pc.b, circular_c_intervention_only=pc.c, circular_diff=pc.diff,
                    circular_diff_ci_low=pc.ci_low, circular_diff_ci_high=pc.ci_high,
                    circular_p_mcnemar=pc.p_mcnemar)
+    if result.acc_norm is not None:
+        out.update(acc_norm=result.acc_norm["accuracy"], acc_norm_ci_low=result.acc_norm["ci_low"],
+                   acc_norm_ci_high=result.acc_norm["ci_high"])
+    if result.paired_norm is not None:
+        pn = result.paired_norm
+        out.update(acc_norm_baseline_accuracy=pn.baseline_accuracy, acc_norm_b_baseline_only=pn.b,
+                   acc_norm_c_intervention_only=pn.c, acc_norm_diff=pn.diff, acc_norm_diff_ci_low=pn.ci_low,
+                   acc_norm_diff_ci_high=pn.ci_high, acc_norm_p_mcnemar=pn.p_mcnemar)
     paired = result.paired
     if paired is not None:
         out.update(paired_n=paired.paired_n, baseline_accuracy=paired.baseline_accuracy,
@@ -214,9 +233,10 @@ def _interval(entry: dict, value: str, low: str, high: str, show=pct) -> str:
 
 
 def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid row", "grid column"),
-                   circular: bool = False) -> list[str]:
+                   circular: bool = False, acc_norm: bool = False) -> list[str]:
     """axes: the heatmap axes' names for the row/column headers (``outro.layer``, ``outro.alpha``);
-    circular: add the circular accuracy and its paired Δ (a report with a circular cell)."""
+    circular: add the circular accuracy and its paired Δ (a report with a circular cell);
+    acc_norm: add acc_norm and its paired Δ (a report with a cloze-scored cell)."""
     headers = ["sig", "model", "benchmark", "sink", "intervention", *axes, "settings", "state", "n",
                "accuracy % [95% CI]", "flag", "invalid %", "chance %", "top letter", "targets"]
     if circular:
@@ -224,6 +244,8 @@ def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid
     headers += ["baseline % (paired)", "Δ pp [95% CI]", "b / c", "p (McNemar)"]
     if circular:
         headers += ["circular Δ pp [95% CI]", "circular b / c", "circular p"]
+    if acc_norm:
+        headers += ["acc_norm % [95% CI]", "acc_norm Δ pp [95% CI]", "acc_norm p"]
     if holm:
         headers.append("p (Holm)")
     headers += ["Δ from target-L pp (rest); L answers baseline → cell", "other", "note", "cell"]
@@ -252,6 +274,10 @@ def markdown_table(table: list[dict], holm: bool, axes: tuple[str, str] = ("grid
                       (f"{entry['circular_b_baseline_only']} / {entry['circular_c_intervention_only']}"
                        if entry["circular_b_baseline_only"] != "" else ""),
                       p_text(entry["circular_p_mcnemar"])]
+        if acc_norm:
+            cells += [_interval(entry, "acc_norm", "acc_norm_ci_low", "acc_norm_ci_high"),
+                      _interval(entry, "acc_norm_diff", "acc_norm_diff_ci_low", "acc_norm_diff_ci_high", signed_pp),
+                      p_text(entry["acc_norm_p_mcnemar"])]
         if holm:
             cells.append(p_text(entry["p_holm"]))
         cells += [shift_text(entry), entry["other_settings"], entry["note"], entry["identity"]]
@@ -313,7 +339,16 @@ def write_markdown(path: Path, analysis: Analysis, table: list[dict], title: str
         lines += ["## Notes", ""] + [f"- {md_escape(n)}" for n in notes] + [""]
     axes = {grid_axes(r.cell.config) for r in analysis.results if r.cell.config is not None and r.enabled}
     headers = axes.pop() if len(axes) == 1 else ("grid row", "grid column")
-    lines += ["## Cells", ""] + markdown_table(table, analysis.holm, headers, circular) + [""]
+    acc_norm = has_acc_norm(analysis)
+    if acc_norm:
+        lines[-1:-1] = [
+            ("- **cloze** (`benchmark.scoring=cloze`): each option's text is scored by its log-likelihood as the "
+             "continuation of the prompt (lm-eval's multiple_choice); **accuracy** is lm-eval's acc (the highest "
+             "sum), **acc_norm** the highest sum per character of the option, each with its own paired Δ and p. "
+             "There the **top letter** is the chosen option's position (A = first): a position bias, not a letter "
+             "habit."),
+        ]
+    lines += ["## Cells", ""] + markdown_table(table, analysis.holm, headers, circular, acc_norm) + [""]
     grids = [f for f in figures if not f.name.startswith("sinks_")]
     sinks = [f for f in figures if f.name.startswith("sinks_")]
     if grids:

@@ -12,6 +12,10 @@ target A, not what it understands. These numbers, computed from scored predictio
   the most common predicted letter and its share of the valid mc predictions;
 * ``flags``: ``letter_bias`` when ``top_letter_share > LETTER_BIAS_SHARE``;
   ``ci_contains_chance`` when the accuracy's interval contains ``chance``.
+
+Under cloze scoring (records with ``option_ll``) no letter is ever read: the "letter" is the
+chosen option's position (A = first), and the same share above ``LETTER_BIAS_SHARE`` is the flag
+``position_bias`` (``by_position``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field, replace
 
 LETTER_BIAS_SHARE = 0.6  # a most common letter above this share of the valid mc answers is a bias
 LETTER_BIAS, CI_CONTAINS_CHANCE = "letter_bias", "ci_contains_chance"
+POSITION_BIAS = "position_bias"  # the same share of one option position, under cloze scoring
 # The record fields these statistics read (scored records carry them all).
 LETTER_FIELDS = ("kind", "options", "target", "prediction", "valid")
 YES_NO_CHANCE = 0.5
@@ -36,6 +41,7 @@ class LetterStats:
     predicted_letters: dict[str, int] | None = None
     target_letters: dict[str, int] | None = None
     flags: list[str] = field(default_factory=list)
+    by_position: bool = False  # cloze scoring: the letters are the chosen options' positions
 
     @property
     def invalid_rate(self) -> float | None:
@@ -59,7 +65,7 @@ class LetterStats:
         return {"invalid": self.invalid, "invalid_rate": self.invalid_rate, "chance": self.chance,
                 "predicted_letters": self.predicted_letters, "top_letter": self.top_letter,
                 "top_letter_share": self.top_letter_share, "target_letters": self.target_letters,
-                "flags": list(self.flags)}
+                "flags": list(self.flags), "letters_are": "positions" if self.by_position else "answers"}
 
     @classmethod
     def from_metrics(cls, metrics: dict) -> "LetterStats | None":
@@ -68,7 +74,7 @@ class LetterStats:
             return None
         return cls(n=metrics["n"], invalid=metrics.get("invalid", 0), chance=metrics["chance"],
                    predicted_letters=metrics.get("predicted_letters"), target_letters=metrics.get("target_letters"),
-                   flags=list(metrics.get("flags") or []))
+                   flags=list(metrics.get("flags") or []), by_position=metrics.get("letters_are") == "positions")
 
 
 def _chance_of(record: dict) -> float | None:
@@ -88,10 +94,11 @@ def letter_stats(records: Sequence[dict], ci_low: float, ci_high: float) -> Lett
         n=len(records), invalid=sum(1 for r in records if not r["valid"]), chance=chance,
         predicted_letters=dict(sorted(predicted.items())) if mc else None,
         target_letters=dict(sorted(Counter(str(r["target"]) for r in mc).items())) if mc else None,
+        by_position=bool(mc) and all(r.get("option_ll") is not None or r.get("error") is not None for r in mc),
     )
     flags = []
     if stats.top_letter_share is not None and stats.top_letter_share > LETTER_BIAS_SHARE:
-        flags.append(LETTER_BIAS)
+        flags.append(POSITION_BIAS if stats.by_position else LETTER_BIAS)
     if chance is not None and records and ci_low <= chance <= ci_high:
         flags.append(CI_CONTAINS_CHANCE)
     return replace(stats, flags=flags)
@@ -102,6 +109,8 @@ def flag_words(flags, top_letter: str | None, top_letter_share: float | None) ->
     shown = []
     if LETTER_BIAS in flags:
         shown.append(f"⚠ bias {top_letter} {100 * top_letter_share:.0f}%")
+    if POSITION_BIAS in flags:
+        shown.append(f"⚠ position bias {top_letter} {100 * top_letter_share:.0f}%")
     if CI_CONTAINS_CHANCE in flags:
         shown.append("≈ chance")
     return ", ".join(shown)

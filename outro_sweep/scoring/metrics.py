@@ -7,7 +7,7 @@ import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from outro_sweep.scoring.letter_stats import CI_CONTAINS_CHANCE, LETTER_BIAS, letter_stats
+from outro_sweep.scoring.letter_stats import CI_CONTAINS_CHANCE, LETTER_BIAS, POSITION_BIAS, letter_stats
 from outro_sweep.scoring.stats import accuracy_summary
 
 
@@ -72,13 +72,17 @@ def result_line(metrics: dict, where: Path) -> str:
     extra = ""
     if "video_cache" in metrics:
         extra = f", video errors={metrics['errors']}, skipped missing={metrics.get('skipped_missing', 0)}"
+    if metrics.get("acc_norm") is not None:  # scoring=cloze
+        norm = metrics["acc_norm"]
+        extra += f", acc_norm {norm['accuracy']:.4f} (95% CI {norm['ci_low']:.4f}-{norm['ci_high']:.4f})"
     if metrics.get("top_letter") is not None:
-        extra += f", top letter {metrics['top_letter']} {100 * metrics['top_letter_share']:.0f}%"
+        what = "position" if metrics.get("letters_are") == "positions" else "letter"
+        extra += f", top {what} {metrics['top_letter']} {100 * metrics['top_letter_share']:.0f}%"
     circular = metrics.get("circular")
     if circular:  # benchmark.circular=true: right under every rotation of the options
         extra += (f"; circular accuracy {circular['accuracy']:.4f} (95% CI {circular['ci_low']:.4f}-"
                   f"{circular['ci_high']:.4f}, over {circular['rotations']} rotations)")
-    warnings = {LETTER_BIAS: "letter bias",
+    warnings = {LETTER_BIAS: "letter bias", POSITION_BIAS: "position bias",
                 CI_CONTAINS_CHANCE: f"CI contains chance ({100 * (metrics.get('chance') or 0):.0f}%)"}
     flagged = ", ".join(warnings[flag] for flag in metrics.get("flags", ()))
     return (f"accuracy {metrics['accuracy']:.4f} (95% CI {metrics['ci_low']:.4f}-{metrics['ci_high']:.4f}, "
