@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Annotated, ClassVar, Literal
 
 import torch
 
+from outro_sweep.cell.atomic import write_text_atomic
 from outro_sweep.cell.fingerprint import folder_files
 from outro_sweep.config.schema import Doc, NonEmpty, Range, check_arguments
 
@@ -161,6 +163,19 @@ def local_model_folder(path: str) -> Path | None:
         return Path(snapshot_download(path, local_files_only=True))
     except Exception:  # noqa: BLE001 - not a cached hub id (or not a valid repo id at all)
         return None
+
+
+def without_gguf_quantization(folder: Path) -> Path:
+    """``folder``, a model de-quantised from a GGUF file and saved as plain safetensors, with the
+    ``quantization_config`` its config inherited from the GGUF load removed: the weights are plain,
+    and other loaders (lm-eval's HF model) would otherwise look for the GGUF file. Idempotent; a
+    folder converted before this rule is mended on its next load."""
+    config_file = Path(folder) / "config.json"
+    config = json.loads(config_file.read_text())
+    if "quantization_config" in config:
+        del config["quantization_config"]
+        write_text_atomic(config_file, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return Path(folder)
 
 
 def left_padding(processor):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.models.base import ModelLoader
+from outro_sweep.models.base import ModelLoader, without_gguf_quantization
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Gemma3(ModelLoader):
         """Assemble and convert GGUF -> safetensors once; concurrent cells race safely (atomic rename)."""
         target = self.converted_dir
         if (target / "config.json").exists():
-            return target
+            return without_gguf_quantization(target)
         from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
         log.info("Converting %s to safetensors in %s (once, about 1-2 min on 2 CPU cores)", GGUF_FILE, target)
@@ -119,7 +119,7 @@ class Gemma3(ModelLoader):
         finally:
             shutil.rmtree(source, ignore_errors=True)  # the 250 MB GGUF is not needed once converted
         try:
-            os.rename(staging, target)
+            os.rename(without_gguf_quantization(staging), target)
         except OSError:  # another process won the race; its folder is complete
             shutil.rmtree(staging, ignore_errors=True)
         return target

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.models.base import ModelLoader
+from outro_sweep.models.base import ModelLoader, without_gguf_quantization
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class SmolLM2(ModelLoader):
         """Convert GGUF -> safetensors once; concurrent cells race safely (atomic rename)."""
         target = self.converted_dir
         if (target / "config.json").exists():
-            return target
+            return without_gguf_quantization(target)
         from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
         log.info("Converting %s to safetensors in %s (once, about 30 s on 2 CPU cores)", GGUF_FILE, target)
@@ -89,7 +89,7 @@ class SmolLM2(ModelLoader):
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         try:
-            os.rename(staging, target)
+            os.rename(without_gguf_quantization(staging), target)
         except OSError:  # another process won the race; its folder is complete
             shutil.rmtree(staging, ignore_errors=True)
         return target

@@ -13,8 +13,10 @@ its model or its benchmark files:
   door" instead of "B").
 * ``yesno``: ``open_answers.parse_yes_no``.
 * ``open``: normalised exact match against every reference (``open_metric="exact_match"``,
-  Video-ChatGPT-style benchmarks before any judge), NExT-OE's WUPS (``open_metric="wups"``), or
-  the first number in the answer equal to the reference (``open_metric="number"``: passkey).
+  Video-ChatGPT-style benchmarks before any judge), NExT-OE's WUPS (``open_metric="wups"``),
+  the first number in the answer equal to the reference (``open_metric="number"``: passkey), or
+  an lm-eval task's own filters and exact_match (``open_metric="lm_eval"``,
+  ``outro_sweep.scoring.lm_eval_answers``: it rebuilds the task, so it reads the task's data).
 
 A record whose clip could not be decoded (``error`` set) is wrong: no prediction, score 0.
 """
@@ -71,6 +73,7 @@ class Scorer:
         self.open_metric = open_metric
         self.match_option_text = match_option_text
         self.wups = wups_scorer() if open_metric == "wups" else None
+        self.lm_eval = None  # open_metric="lm_eval": the task's scorer (LmEvalAnswers), set by for_benchmark
 
     @classmethod
     def for_benchmark(cls, node: Mapping) -> "Scorer":
@@ -79,7 +82,12 @@ class Scorer:
         from hydra.utils import get_class
 
         benchmark = get_class(node["_target_"])
-        return cls(node.get("open_metric") or benchmark.open_metric, benchmark.match_option_text)
+        scorer = cls(node.get("open_metric") or benchmark.open_metric, benchmark.match_option_text)
+        if scorer.open_metric == "lm_eval":
+            from outro_sweep.scoring.lm_eval_answers import LmEvalAnswers
+
+            scorer.lm_eval = LmEvalAnswers(node)  # builds its task at the first open record
+        return scorer
 
     def score(self, record: Mapping) -> Score:
         if record.get("error") is not None:
@@ -100,6 +108,8 @@ class Scorer:
         if kind == "yesno":
             said = parse_yes_no(output)
             return Score(said, float(said == target), said == target)
+        if self.open_metric == "lm_eval":
+            return self.lm_eval.score(record)
         text = output.strip()
         if self.open_metric == "wups":
             value = float(self.wups(text, references, record["categories"].get("type", "")))
