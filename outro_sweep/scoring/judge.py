@@ -142,11 +142,16 @@ def _bare_judgement(text: str) -> tuple[str | None, int | None]:
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One answer to judge: duck-types the ``Question`` the predict collator reads (``.prompt``, ``.video``)."""
+    """One answer to judge: duck-types the ``Question`` the predict collator reads (``.prompt``,
+    ``.video``, ``.template``, ``.continuations``, ``.cloze``, ``.stop``)."""
 
     record_index: int  # the record's ``index`` (its position in the cell)
     prompt: str  # the rendered judge prompt, before the chat template
     video: None = None  # the judge reads text only
+    template: bool = True  # through the judge model's chat template
+    continuations: tuple = ()  # the judge generates its verdict, nothing is cloze-scored
+    stop: tuple = ()
+    cloze: bool = False
 
 
 def default_trainer():
