@@ -56,6 +56,10 @@ CASES = {
     "unknown precision": (["trainer.precision=bogus"], ["trainer.precision=bogus", "32-true", "bf16-mixed"]),
     "zero devices": (["trainer.devices=0"], ["trainer.devices=0", "integers >= 1", "auto"]),
     "misspelt outro key": (["outro.alhpa=3"], ["outro.alhpa=3", "did you mean outro.alpha?", "valid keys are"]),
+    "cloze on open questions": (["benchmark=passkey", "benchmark.scoring=cloze"],
+                                ["benchmark.scoring=cloze", "open questions", "benchmark.scoring=generate"]),
+    "lm-eval task unknown": (["benchmark=lm_eval", "benchmark.task=arc_eazy"],
+                             ["benchmark.task=arc_eazy is not an lm-eval task", "did you mean arc_easy"]),
     "misspelt benchmark key": (["benchmark.limt=5"], ["benchmark.limt=5", "benchmark.limit", "valid keys are"]),
     "unknown launcher": (["hydra/launcher=bogus"], ["hydra/launcher=bogus", "basic", "local", "slurm"]),
     "--cfg with -m": (["--cfg", "job", "-m", "outro.alpha=1,2"], ["--cfg", "-m", "+dry_run=true"]),
@@ -80,7 +84,8 @@ CASES = {
 }
 # One case per class of error through the real command: wrong type, unknown key, Hydra group,
 # data fault, library setting.
-SUBPROCESS_CASES = ["alpha true", "misspelt outro key", "unknown launcher", "csv with a NUL byte", "unknown precision"]
+SUBPROCESS_CASES = ["alpha true", "misspelt outro key", "unknown launcher", "csv with a NUL byte", "unknown precision",
+                    "cloze on open questions", "lm-eval task unknown"]
 
 
 class Knobs:

@@ -141,3 +141,19 @@ def test_a_grouped_video_sweep_equals_its_cells_alone_and_runs_the_tower_once_pe
     assert shared["tower_runs"] + shared["tower_reuses"] == 4 * questions
     separate = counters(alone)
     assert separate["model_loads"] == 4 and separate.get("tower_reuses", 0) == 0
+
+
+CLOZE = ["benchmark.limit=6", "predict.batch_size=3", "benchmark.scoring=cloze", "outro=default,off",
+         "outro.alpha=3", "sinkrouter=off,default", "sinkrouter.threshold=0.3"]
+
+
+def test_a_grouped_cloze_sweep_equals_its_cells_alone(tmp_path):
+    """Cloze cells replay each other's prefills and their option forwards (decode forwards of
+    several tokens each, after a prefill that each option continues) and still equal their runs alone."""
+    grouped, alone = tmp_path / "grouped", tmp_path / "alone"
+    sweep(grouped, *CLOZE)
+    sweep(alone, *CLOZE, "group.share=false")
+    assert_same_cells(grouped, alone, expected=4)  # outro x sinkrouter, the baseline among them
+    shared = counters(grouped)
+    assert shared["model_loads"] == 1
+    assert shared.get("prefix_layers_replayed", 0) > 0 and shared.get("decode_layers_replayed", 0) > 0
