@@ -70,7 +70,7 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from outro_sweep.benchmarks.prompting import MC_INSTRUCTION, SHORT_ANSWER_INSTRUCTION, option_letters
+from outro_sweep.benchmarks.prompting import MC_INSTRUCTION, SHORT_ANSWER_INSTRUCTION, format_cloze_prompt, option_letters
 from outro_sweep.benchmarks.base import Question
 from outro_sweep.benchmarks.video_base import VideoBenchmark
 from outro_sweep.config.compose import compose_config, job_config
@@ -303,6 +303,9 @@ def separator(title: str) -> str:
 def golden_text(case: Case, question: Question, rendered: list[tuple[str, str, str]]) -> str:
     parts = [f"===== case: {case.name} | id: {question.id} | kind: {question.kind} =====\n"]
     parts += [separator("prompt (Question.prompt)"), question.prompt + "\n"]
+    if question.cloze:  # what each option is scored as: its continuation of the prompt
+        parts += [separator("continuations (Question.continuations)"),
+                  "".join(repr(continuation) + "\n" for continuation in question.continuations)]
     for family, loader_name, chat in rendered:
         parts += [separator(f"rendered: {family} ({loader_name}.render)"), chat + "\n"]
     parts.append(separator("end"))
@@ -343,6 +346,11 @@ def check_prompt(case: Case, question: Question) -> None:
     prompt = question.prompt
     if question.category_dict.get("task") == "av_captioning":  # asks for a sentence: no short-answer line
         assert prompt == question.question.strip() and SHORT_ANSWER_INSTRUCTION not in prompt
+        return
+    if question.cloze:  # benchmark.scoring=cloze: the question alone, each option its continuation
+        assert prompt.endswith(format_cloze_prompt(question.question.strip())), f"{case.name}: {prompt!r}"
+        assert MC_INSTRUCTION not in prompt
+        assert question.continuations == tuple(" " + option.strip() for option in question.options)
         return
     instruction = INSTRUCTIONS[question.kind]
     assert prompt.endswith("\n" + instruction), f"{case.name}: prompt does not end with {instruction!r}: {prompt!r}"
