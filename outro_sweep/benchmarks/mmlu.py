@@ -59,6 +59,12 @@ class MMLU(Benchmark):
                 f"benchmark.data_dir={str(data_dir)!r} is not an MMLU folder: valid values are a folder "
                 f"holding {'/, '.join(SPLITS)}/ with <subject>_<split>.csv files (the original release's data/)"
             )
+        if self.scoring == "cloze" and num_fewshot > 0:  # its examples are written with lettered options
+            raise ConfigError(
+                f"benchmark.num_fewshot={num_fewshot} shows lettered examples and benchmark.scoring=cloze scores "
+                "option texts: valid values are num_fewshot=0 with cloze, or benchmark=lm_eval benchmark.task=mmlu "
+                "(lm-eval's own few-shot cloze prompts)"
+            )
         if split == "dev" and num_fewshot > 0:
             raise ConfigError(
                 f"benchmark.num_fewshot={num_fewshot} with benchmark.split=dev would show questions their own "

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.benchmarks.base import Benchmark, Question
 from outro_sweep.config.check import check_config
+from outro_sweep.config.compose import build
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.media.decode import missing_videos_message
@@ -40,16 +39,6 @@ class CheckedCell:
     rule: object  # the sink rule (configured for the model where an intervention reads sinks)
     stack: InterventionStack
     judge: object | None  # the LLM judge of judge=llm (its model not loaded), or None
-
-
-def build(node: DictConfig, **kwargs):
-    """``instantiate`` that lets our one-line ConfigError through unwrapped."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
 
 
 def check_cell(cfg: DictConfig, memo: dict | None = None, choices: Mapping[str, str] | None = None) -> CheckedCell:

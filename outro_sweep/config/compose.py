@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from outro_sweep.errors import ConfigError
@@ -94,3 +96,13 @@ def _unknown_key(key: str, overrides: Sequence[str], conf_dir: Path) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" (did you mean {parent}.{close[0]}?)" if close else ""
     return f"{key}={value} is not a setting of {parent or 'the config'}{hint}: valid keys are {', '.join(valid)}"
+
+
+def build(node: DictConfig, **kwargs):
+    """``instantiate`` that lets our one-line ConfigError through unwrapped."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise

@@ -109,7 +109,8 @@ class Scorer:
             said = parse_yes_no(output)
             return Score(said, float(said == target), said == target)
         if self.open_metric == "lm_eval":
-            return self.lm_eval.score(record)
+            said, value = self.lm_eval.score(record)
+            return Score(said, value, value >= 1.0)
         text = output.strip()
         if self.open_metric == "wups":
             value = float(self.wups(text, references, record["categories"].get("type", "")))

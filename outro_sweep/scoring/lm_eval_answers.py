@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from outro_sweep.scoring.answers import Score
+from outro_sweep.config.compose import build
 
 
 class LmEvalAnswers:
@@ -35,13 +35,12 @@ class LmEvalAnswers:
     def benchmark(self):
         """The ``LmEvalTask`` of the node (its tasks are built once per process and shared)."""
         if self._benchmark is None:
-            from outro_sweep.cell.checks import build
-
             self._benchmark = build(OmegaConf.create(self.node))
         return self._benchmark
 
-    def score(self, record: Mapping) -> Score:
-        """The task's verdict on ``record["output"]`` (an open record of this benchmark)."""
+    def score(self, record: Mapping) -> tuple[str | None, float]:
+        """The task's verdict on ``record["output"]`` (an open record of this benchmark): the
+        filtered answer (None where unreadable) and its exact_match."""
         from lm_eval.api.instance import Instance
 
         from outro_sweep.benchmarks.lm_eval import quiet
@@ -64,4 +63,4 @@ class LmEvalAnswers:
         # A filter's fallback (the regex filter's "[invalid]") says it found no answer: unreadable.
         fallbacks = {getattr(step(), "fallback", None) for step in ensemble.filters}
         readable = said.strip() and said not in fallbacks
-        return Score(said if readable else None, value, value >= 1.0)
+        return (said if readable else None), value
