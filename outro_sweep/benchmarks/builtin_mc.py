@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
+from outro_sweep.benchmarks.sampling import balanced_position
 from outro_sweep.config.schema import Range, check_arguments
 
 # A week has seven days: the calendar questions cannot offer more distinct plausible options.
@@ -205,9 +206,7 @@ class BuiltinMC(Benchmark):
         questions: list[Question] = []
         positions: list[int] = []
         for i in range(self.num_questions):
-            if i % self.num_options == 0:
-                positions = list(range(self.num_options))
-                rng.shuffle(positions)
+            position = balanced_position(rng, i, self.num_options, positions)  # drawn first: the rng's order fixes the questions
             category = names[i % len(names)]
             for _ in range(MAX_REDRAWS):
                 question, answer, pool = CATEGORIES[category](rng)
@@ -216,7 +215,6 @@ class BuiltinMC(Benchmark):
                 if key not in seen:
                     break
             seen.add(key)
-            position = positions[i % self.num_options]
             options = tuple(wrong[:position] + [answer] + wrong[position:])
             questions.append(
                 ask(

@@ -64,6 +64,7 @@ import random
 from typing import Annotated, Literal, NamedTuple
 
 from outro_sweep.benchmarks.base import Benchmark, Question, ask
+from outro_sweep.benchmarks.sampling import balanced_position
 from outro_sweep.config.schema import NonEmpty, Range, check_arguments, show
 from outro_sweep.errors import ConfigError
 
@@ -232,9 +233,7 @@ class BuiltinStory(Benchmark):
         questions: list[Question] = []
         positions: list[int] = []
         for i in range(self.num_questions):
-            if i % self.num_options == 0:
-                positions = list(range(self.num_options))
-                rng.shuffle(positions)
+            position = balanced_position(rng, i, self.num_options, positions)  # drawn first: the rng's order fixes the questions
             # Tasks cycle fastest, then named_options, then the side of the first named wrong
             # place: every (task, named_options) pair comes equally often, each with both sides.
             tasks, named = len(self.tasks), len(self.named_options)
@@ -245,7 +244,6 @@ class BuiltinStory(Benchmark):
             # so no kind of wrong place sits at a fixed letter.
             wrong = list(story.wrong)
             rng.shuffle(wrong)
-            position = positions[i % self.num_options]
             options = tuple(f"the {p}" for p in wrong[:position] + [story.answer] + wrong[position:])
             questions.append(
                 ask(

@@ -53,3 +53,14 @@ def stratified_sample(questions: Sequence[T], total: int, seed: int) -> list[T]:
     for members, count in zip(strata.values(), allocate([len(m) for m in strata.values()], total)):
         chosen += rng.sample(members, count)
     return [questions[i] for i in sorted(chosen)]
+
+
+def balanced_position(rng: random.Random, index: int, num_options: int, block: list[int]) -> int:
+    """The answer's option position for question ``index`` of a generated benchmark: a fresh
+    permutation of 0..num_options-1 (drawn from ``rng`` into ``block``, in place) opens each
+    block of ``num_options`` questions, so every position is right equally often (within one)
+    over any prefix of the questions."""
+    if index % num_options == 0:
+        block[:] = range(num_options)
+        rng.shuffle(block)
+    return block[index % num_options]
