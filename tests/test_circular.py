@@ -190,7 +190,7 @@ def test_sample_and_circular_are_part_of_the_identity():
 
 def test_the_baseline_of_a_circular_cell_is_circular():
     from outro_sweep.report.settings import baseline_of
-    from outro_sweep.sweep.baseline import baseline_config, baseline_identity
+    from outro_sweep.cell.baseline import baseline_config, baseline_identity
 
     on = OmegaConf.to_container(composed("benchmark.circular=true", "outro.alpha=0.3"), resolve=True)
     base = OmegaConf.to_container(composed("benchmark.circular=true", "outro.enabled=false"), resolve=True)

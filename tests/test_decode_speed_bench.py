@@ -1,4 +1,4 @@
-"""``python -m outro_sweep.bench.sinkrouter``: its arguments, its prompts and its decode timing
+"""``python -m outro_sweep.perf.sinkrouter``: its arguments, its prompts and its decode timing
 on the real SmolLM2-135M, stock and SinkRouter side by side."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from outro_sweep.bench import sinkrouter as bench
+from outro_sweep.perf import sinkrouter as bench
 
 
 def test_contexts_take_token_counts_or_max_and_refuse_the_rest(capsys):

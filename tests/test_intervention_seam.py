@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.stack import InterventionStack
-from outro_sweep.sweep.baseline import baseline_config, baseline_identity, baseline_overrides, is_baseline
+from outro_sweep.cell.baseline import baseline_config, baseline_identity, baseline_overrides, is_baseline
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from outro_sweep.errors import RunError
 from outro_sweep.group.counters import COUNTS, SHARING_FILE
 from outro_sweep.predict.distributed import launch_id, process_rank
 from outro_sweep.scoring.metrics import result_line
-from outro_sweep.sweep.baseline import baseline_identity
+from outro_sweep.cell.baseline import baseline_identity
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ decoded clips and everything computed below the first layer any intervention can
 
 from __future__ import annotations
 
-from outro_sweep.sweep.baseline import baseline_identity
+from outro_sweep.cell.baseline import baseline_identity
 
 
 def group_key(config: dict) -> str:

@@ -30,7 +30,7 @@ tokens differ ends the replay for that generation; a cell that kept its own pref
 own steps as it goes. Each decode step's key costs one copy of its small input tensors to the
 host. Replay is the cell-after-cell form of sharing. The other form, the K cells as K batch
 slices of one forward, would need every intervention to act on its own rows of a shared batch;
-``python -m outro_sweep.bench_sweep`` measures what it would save (stacking K cells' stock
+``python -m outro_sweep.perf.sweep`` measures what it would save (stacking K cells' stock
 ``generate()`` into one call against K calls).
 """
 

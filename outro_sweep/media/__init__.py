@@ -5,7 +5,7 @@
   checks for a benchmark's clip list.
 - ``audio``: an audio track -> mono float32 at a fixed rate.
 - ``cache``: ``FrameCache``, decode each (file, settings) once, then load ``.npz``.
-- ``bench_decode``: ``python -m outro_sweep.bench.decode``, cached vs fresh decode time.
+- ``bench_decode``: ``python -m outro_sweep.perf.decode``, cached vs fresh decode time.
 
 Importing this package loads neither PyAV nor any file; FFmpeg loads on the first decode.
 """

@@ -1,5 +1,5 @@
 """Each cell's baseline: the cell whose identity is the one ``baseline_of`` names (every
-intervention off, everything else the same; ``outro_sweep.sweep.baseline``).
+intervention off, everything else the same; ``outro_sweep.cell.baseline``).
 
 Looked for first among the report's own cells, then (for keys still without a done
 baseline) among the DONE cells of the shared store ``<output_dir>/cells/*/`` of every

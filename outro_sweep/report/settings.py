@@ -1,7 +1,7 @@
 """What a cell's resolved config says about it: its settings as labels, its interventions,
 the axes of its heatmap, and the identity of its baseline.
 
-The baseline of a cell with an intervention on is the cell ``outro_sweep.sweep.baseline``
+The baseline of a cell with an intervention on is the cell ``outro_sweep.cell.baseline``
 defines: the same config with every intervention off (the sink rule then does not count; the
 judge does: a different judge grades the same answers differently, so such cells are not paired).
 """
@@ -14,7 +14,7 @@ from collections import defaultdict
 
 from outro_sweep.cell.identity import defines_cell, identity_config  # noqa: F401 (defines_cell: re-exported)
 from outro_sweep.interventions.stack import intervention_groups, is_active
-from outro_sweep.sweep.baseline import baseline_identity, is_baseline
+from outro_sweep.cell.baseline import baseline_identity, is_baseline
 
 # Keys of config.yaml that are bookkeeping, not settings.
 BOOKKEEPING = ("identity", "baseline_identity", "judge_identity")

@@ -16,7 +16,7 @@ benchmark shared by 50 cells is read once; ``+dry_run=true``: the schemas only).
 folder is created.
 
 With ``baseline=true`` (the default) each cell with an intervention on brings its stock-model
-baseline (``outro_sweep.sweep.baseline``: same model, benchmark and settings, every intervention
+baseline (``outro_sweep.cell.baseline``: same model, benchmark and settings, every intervention
 off): since a baseline's identity ignores the interventions' knobs and the sink rule, the grid's
 cells share ONE baseline, launched once.
 
@@ -47,7 +47,7 @@ from outro_sweep.config.compose import composition_error, job_config
 from outro_sweep.errors import ConfigError
 from outro_sweep.group.key import group_key
 from outro_sweep.predict.distributed import launch_id
-from outro_sweep.sweep.baseline import baseline_identity, baseline_overrides, is_baseline
+from outro_sweep.cell.baseline import baseline_identity, baseline_overrides, is_baseline
 from outro_sweep.sweep.job_names import swept_keys
 
 # Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper

@@ -1,6 +1,6 @@
 """Benchmark: OutRo's generate() time as a ratio to the stock model, measured side by side.
 
-    python -m outro_sweep.bench.overhead [--batch-sizes 1 8] [--repeats 7] [--new-tokens 16]
+    python -m outro_sweep.perf.overhead [--batch-sizes 1 8] [--repeats 7] [--new-tokens 16]
 
 Stock and OutRo runs alternate within each repeat (order flipped every repeat), so machine
 noise hits both alike; the reported figure is the median of the per-repeat ratios. Both

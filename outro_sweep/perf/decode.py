@@ -1,6 +1,6 @@
 """Benchmark: loading a clip from the FrameCache as a ratio to decoding it fresh, per video.
 
-    python -m outro_sweep.bench.decode [--video-dir ../shared/data/videos]
+    python -m outro_sweep.perf.decode [--video-dir ../shared/data/videos]
         [--mode uniform --num-frames 16 | --mode fps --fps 2 --max-frames 32]
         [--max-side 448] [--audio] [--compress] [--repeats 3]
 

@@ -1,7 +1,7 @@
 """Benchmark: one cell on N processes (DDP) as a ratio to the same cell on one, side by side.
 
-    python -m outro_sweep.bench.scale [--processes 2] [--repeats 3] [overrides ...]
-    e.g. python -m outro_sweep.bench.scale --processes 4 model=qwen2_5_vl_7b model.path=... benchmark=nextqa_mc ...
+    python -m outro_sweep.perf.scale [--processes 2] [--repeats 3] [overrides ...]
+    e.g. python -m outro_sweep.perf.scale --processes 4 model=qwen2_5_vl_7b model.path=... benchmark=nextqa_mc ...
 
 Each repeat runs the cell twice from scratch, once as a single process and once under
 ``torchrun --nproc_per_node=N`` (the order flipped every repeat), each into a fresh output

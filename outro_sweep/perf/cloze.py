@@ -1,6 +1,6 @@
 """Benchmark: a cloze-scored cell against lm-eval's own HF model, same task, docs and model.
 
-    python -m outro_sweep.bench.cloze [--limit 300] [--repeats 3] [--batch-size 8] [--jsonl PATH]
+    python -m outro_sweep.perf.cloze [--limit 300] [--repeats 3] [--batch-size 8] [--jsonl PATH]
 
 The task is 4-option ARC-Easy (the test split as a local jsonl, by default the one beside the
 repository in ``../shared/data/text_mc/arc_easy``) through a task YAML of lm-eval's format,
@@ -131,7 +131,7 @@ def compute_only(loaded, tasks: Path, limit: int, batch_size: int) -> tuple[floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m outro_sweep.bench.cloze", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m outro_sweep.perf.cloze", description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=300, help="ARC-Easy docs (default 300)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)

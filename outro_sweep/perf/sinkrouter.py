@@ -1,6 +1,6 @@
 """Benchmark: SinkRouter's decode time as a ratio to the stock model, measured side by side.
 
-    python -m outro_sweep.bench.sinkrouter [--contexts 1024 4096 max] [--threshold 0.5]
+    python -m outro_sweep.perf.sinkrouter [--contexts 1024 4096 max] [--threshold 0.5]
         [--new-tokens 32] [--repeats 5] [--batch-size 1]
 
 On SmolLM2-135M-Instruct, per context length (``max``: the model's own limit,
@@ -22,7 +22,7 @@ import statistics
 
 import torch
 
-from outro_sweep.bench.overhead import paired_ratio
+from outro_sweep.perf.overhead import paired_ratio
 
 FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
 

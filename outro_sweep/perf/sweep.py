@@ -1,6 +1,6 @@
 """Benchmark: a sweep run as cell groups, as a ratio to the same cells run one by one.
 
-    python -m outro_sweep.bench_sweep [--limit 24] [--video-limit 9] [--repeats 3] [--skip-video]
+    python -m outro_sweep.perf.sweep [--limit 24] [--video-limit 9] [--repeats 3] [--skip-video]
 
 The user's sweep, ``python -m outro_sweep -m outro.layer=1,2,4 outro.alpha=0.1,0.3`` (6 OutRo
 cells and their shared baseline: 7 cells), is run twice per repeat, each time as a whole command
@@ -18,7 +18,7 @@ cells' own seconds (each job's ``status.json``; the command's start-up, sweep-wi
 report are the same work in both modes). Two models:
 
 - SmolLM2-135M (real, offline) on the built-in questions (``--limit`` of them, generated answers);
-- a small random Qwen2.5-VL behind the real Qwen2.5-VL processor (``outro_sweep.bench.tiny_video_lm``)
+- a small random Qwen2.5-VL behind the real Qwen2.5-VL processor (``outro_sweep.perf.tiny_video_lm``)
   on the three real Daily-Omni example clips and their 9 questions (``--video-limit``), with the
   frame cache starting empty in both runs.
 
@@ -96,7 +96,7 @@ def continuation_ratio(cells: int = 6, repeats: int = 5, new_tokens: int = 8) ->
     running them one after another."""
     import torch
 
-    from outro_sweep.bench.overhead import _prompts, _timed_generate
+    from outro_sweep.perf.overhead import _prompts, _timed_generate
     from outro_sweep.models.smollm2 import SmolLM2
 
     loaded = SmolLM2(cache_dir=os.environ.get("OUTRO_SWEEP_CACHE",
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="the Daily-Omni example clips with qa_for_these_3_videos.json")
     args = parser.parse_args(argv)
     torch_threads = os.environ.get("OMP_NUM_THREADS", "default")
-    print(f"outro_sweep.bench_sweep: the 7-cell sweep {' '.join(USER_SWEEP)} (+ baseline), {args.repeats} repeats, "
+    print(f"outro_sweep.perf.sweep: the 7-cell sweep {' '.join(USER_SWEEP)} (+ baseline), {args.repeats} repeats, "
           f"torch threads {torch_threads}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as scratch:
         scratch = Path(scratch)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         report(f"SmolLM2-135M, builtin_mc limit {args.limit}, generated answers:",
                paired(text, args.repeats, fresh_cache=False, scratch=scratch / "text"))
         if not args.skip_video:
-            from outro_sweep.bench.tiny_video_lm import save_tiny_qwen2_5_vl
+            from outro_sweep.perf.tiny_video_lm import save_tiny_qwen2_5_vl
 
             model = save_tiny_qwen2_5_vl(args.hf_config, scratch / "tiny_qwen2_5_vl")
             video = ["model=qwen2_5_vl_7b", f"model.path={model}", "model.dtype=float32", "model.num_frames=8",
@@ -158,3 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ratio = continuation_ratio()
     print(f"6 cells' generate() (SmolLM2, 8 prompts, 8 new tokens): one call over the 6 batches stacked / "
           f"6 calls one after another = {ratio:.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()

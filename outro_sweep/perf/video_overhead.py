@@ -1,6 +1,6 @@
 """Benchmark: OutRo's cost on a video LLM, as a ratio to the stock model, measured side by side.
 
-    python -m outro_sweep.bench.video_overhead model=qwen2_5_vl_7b model.path=/data/Qwen2.5-VL-7B-Instruct [sink=first_k] \
+    python -m outro_sweep.perf.video_overhead model=qwen2_5_vl_7b model.path=/data/Qwen2.5-VL-7B-Instruct [sink=first_k] \
         [--videos a.mp4 b.mp4] [--batch-sizes 1 4] [--repeats 7] [--new-tokens 16] [--alpha 3] [--layer auto]
 
 The model is any video ``model=`` config and the sink rule any ``sink=`` config (Hydra overrides
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from outro_sweep.bench.overhead import add_timing_arguments, paired_ratio, parse_layer
+from outro_sweep.perf.overhead import add_timing_arguments, paired_ratio, parse_layer
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 PROMPT = "Describe what happens in this video, step by step."
