@@ -1,13 +1,13 @@
-"""The README's "Adding a benchmark" example, followed literally: nothing here but what it says.
+"""The "Adding a benchmark" example of docs/extending.md, followed literally: nothing here but what it says.
 
 Its files (each code block of that section preceded by a line "`<path>`:") are written into a
 project folder in tmp_path, with the empty ``mybench/__init__.py`` it names, and its two
 commands (the run and the golden-prompt step) are read from its bash blocks, ``$PWD`` being
-that folder and ``$OUTRO`` this checkout. So the README cannot drift from what works.
+that folder and ``$OUTRO`` this checkout. So the page cannot drift from what works.
 
 In-process: the benchmark composes through the user's ``hydra.searchpath`` as the command
 composes it, loads, and refuses a bad ``data_dir`` in one line. Subprocesses (slow): the
-README's run command on the real SmolLM2 finishes its cell with two records, and its golden
+page's run command on the real SmolLM2 finishes its cell with two records, and its golden
 step writes and then checks the golden prompt.
 """
 
@@ -25,26 +25,27 @@ import pytest
 
 from outro_sweep.benchmarks.base import ask
 from outro_sweep.benchmarks.prompting import MAX_OPTIONS, option_letters
-from outro_sweep.cell.checks import build
+from outro_sweep.config.command_line import check_group_choices
 from outro_sweep.config.compose import compose_config, job_config
 from outro_sweep.errors import ConfigError
-from outro_sweep.scoring.letters import letter_token_ids, parse_choice
-from outro_sweep.sweep.cli import check_group_choices
+from outro_sweep.predict.letter_logits import letter_token_ids
+from outro_sweep.preflight.checks import build
+from outro_sweep.scoring.letters import parse_choice
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
-SECTION_START, SECTION_END = "### Adding a benchmark", "### Adding a model"
+PAGE = REPO / "docs" / "extending.md"
+SECTION_START, SECTION_END = "\n## Adding a benchmark\n", "\n## Benchmark data that needs care\n"
 FILE_BLOCK = re.compile(r"^`([\w./]+)`:\n\n```\w*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
 def section() -> str:
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     return text[text.index(SECTION_START):text.index(SECTION_END)]
 
 
 def write_project(root: Path) -> Path:
-    """The README's example project: its file blocks, and the empty package marker it names."""
+    """The page's example project: its file blocks, and the empty package marker it names."""
     files = dict(FILE_BLOCK.findall(section()))
     assert {"mybench/tiny.py", "conf/benchmark/tiny.yaml", "tiny_data/questions.jsonl"} <= set(files), sorted(files)
     assert "empty `mybench/__init__.py`" in section()
@@ -56,10 +57,10 @@ def write_project(root: Path) -> Path:
 
 
 def command(marker: str, project: Path) -> tuple[dict[str, str], list[str]]:
-    """The README bash block containing ``marker``, as (environment assignments, arguments after
+    """The page's bash block containing ``marker``, as (environment assignments, arguments after
     ``python``), with ``$PWD`` the project folder and ``$OUTRO`` this checkout."""
     blocks = [b for b in BASH_BLOCK.findall(section()) if marker in b]
-    assert len(blocks) == 1, f"{len(blocks)} bash blocks of the README section hold {marker!r}"
+    assert len(blocks) == 1, f"{len(blocks)} bash blocks of the page's section hold {marker!r}"
     text = blocks[0].replace("\\\n", " ").replace("$PWD", str(project)).replace("$OUTRO", str(REPO))
     words = shlex.split(text, comments=True)
     env = {}
@@ -73,7 +74,7 @@ def command(marker: str, project: Path) -> tuple[dict[str, str], list[str]]:
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     root = write_project(tmp_path / "myproject")
-    monkeypatch.syspath_prepend(str(root))  # the README's PYTHONPATH=$PWD
+    monkeypatch.syspath_prepend(str(root))  # the page's PYTHONPATH=$PWD
     yield root
     sys.modules.pop("mybench.tiny", None)
     sys.modules.pop("mybench", None)
@@ -118,7 +119,7 @@ def test_an_unknown_choice_lists_the_users_benchmarks_too(project):
 
 
 def test_an_mc_question_takes_2_to_26_options(smollm2):
-    """The README's bound: letters A..Z, each one the parser reads and one SmolLM2 token."""
+    """The page's bound: letters A..Z, each one the parser reads and one SmolLM2 token."""
     assert MAX_OPTIONS == 26 and "2 to 26 of them" in section()
     texts = tuple(f"option {i}" for i in range(MAX_OPTIONS + 1))
     question = ask("q/26", "Which?", texts[:MAX_OPTIONS], answer="Z")
@@ -141,7 +142,7 @@ def run(env: dict[str, str], args: list[str], cwd: Path) -> subprocess.Completed
 
 
 @pytest.mark.slow
-def test_the_readme_run_and_golden_step(project, tmp_path):
+def test_the_pages_run_and_golden_step(project, tmp_path):
     env, args = command("-m outro_sweep benchmark=tiny", project)
     out = tmp_path / "out"
     result = run(env, [*args, f"paths.output_dir={out}", "logger.mode=disabled"], project)
@@ -151,11 +152,11 @@ def test_the_readme_run_and_golden_step(project, tmp_path):
     records = [json.loads(line) for line in (cell / "predictions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["tiny/q1", "tiny/q2"]
     assert json.loads((cell / "metrics.json").read_text())["n"] == 2
-    # The README's sample output is this run's: the same accuracy line, up to the cell's folder.
+    # The page's sample output is this run's: the same accuracy line, up to the cell's folder.
     (printed,) = [line for line in result.stdout.splitlines() if line.startswith("accuracy ")]
     assert printed.endswith(f" -> {cell}")
     (sample,) = [line for line in section().splitlines() if line.startswith("accuracy ")]
-    assert sample.split(" -> ")[0] == printed.split(" -> ")[0], "refresh the README's sample output"
+    assert sample.split(" -> ")[0] == printed.split(" -> ")[0], "refresh the sample output in docs/extending.md"
 
     env, args = command("OUTRO_GOLDEN_RUN=", project)
     golden = Path(env["OUTRO_GOLDEN_DIR"]) / "tiny.txt"
