@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from outro_sweep.cell import masked_output
+    from outro_sweep.files import masked_output
 
     masked_output.install()  # the console is an output: credentials masked, as in every command
     sys.exit(main())

@@ -18,6 +18,11 @@ class RunError(RuntimeError):
     with a non-zero exit; the cell's finished shards are kept for the next run."""
 
 
+def one_line_error(err: BaseException) -> str:
+    """The first line of an error's message (its type where it has none), for status files."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 @contextmanager
 def exit_on_config_error():
     """For a command's entry point: a ConfigError inside becomes its one line on stderr and exit

@@ -17,7 +17,11 @@ import json
 import sys
 from pathlib import Path
 
+from outro_sweep.cell.store import CellStore
+from outro_sweep.cell.tracking import update_summary
 from outro_sweep.errors import ConfigError, RunError
+from outro_sweep.predict.shards import check_complete, read_shard_set
+from outro_sweep.scoring.cell import score_cell
 
 
 def find_cells(paths: list[Path]) -> list[Path]:
@@ -45,9 +49,6 @@ def rescore_cell(cell_dir: Path) -> tuple[dict, dict, bool]:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from outro_sweep.cell.tracking import update_summary
-    from outro_sweep.predict.shards import check_complete, read_shard_set
-    from outro_sweep.scoring.cell import score_cell
 
     config = OmegaConf.to_container(OmegaConf.load(cell_dir / "config.yaml"))
     old_text = (cell_dir / "metrics.json").read_text()
@@ -97,15 +98,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def store_of(cell_dir: Path):
-    from outro_sweep.cell.store import CellStore
-
     store = CellStore(cell_dir.parent.parent, cell_dir.name)
     store.dir = cell_dir  # the folder as found, wherever it is
     return store
 
 
 if __name__ == "__main__":
-    from outro_sweep.cell import masked_output
+    from outro_sweep.files import masked_output
 
     masked_output.install()  # the console is an output: credentials masked, as in every command
     sys.exit(main())

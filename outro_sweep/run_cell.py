@@ -1,7 +1,8 @@
-"""One sweep cell, start to finish: check, predict, score, log.
+"""One sweep cell, start to finish: check, lock, predict, score, log, mark done.
 
-Everything that can be checked without the model is checked before it loads
-(``outro_sweep.cell.checks``), and before the cell's folder exists. A cell that raises is
+The recipe every cell follows, whatever its model, benchmark or interventions; each step is one
+call into the layer that owns it (``preflight``, ``cell``, ``predict``, ``scoring``). Everything that can be checked without the model is checked before it loads
+(``outro_sweep.preflight.checks``), and before the cell's folder exists. A cell that raises is
 marked failed in one place (``run_cell``); an interrupted one (requeue, preemption, time
 limit) is not, nor one stopped by a full or read-only disk: its shards resume it.
 """
@@ -16,19 +17,20 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from outro_sweep.cell.atomic import write_json_atomic, write_text_atomic
-from outro_sweep.cell.checks import check_cell
+from outro_sweep.atlas.hint import sinkless_layers_line
+from outro_sweep.cell.baseline import baseline_identity
 from outro_sweep.cell.identity import hash_inputs, identity_inputs
-from outro_sweep.cell.interruption import interrupted
-from outro_sweep.cell.interruption import watch as watch_for_interruption
-from outro_sweep.cell.masking import mask
 from outro_sweep.cell.store import CellBusy, CellStore, disk_fault_line
 from outro_sweep.cell.tracking import open_cell_run
-from outro_sweep.errors import RunError
+from outro_sweep.errors import RunError, one_line_error
+from outro_sweep.files.atomic import write_json_atomic, write_text_atomic
+from outro_sweep.files.masking import mask
 from outro_sweep.group.counters import COUNTS, SHARING_FILE
 from outro_sweep.predict.distributed import launch_id, process_rank
+from outro_sweep.predict.interruption import interrupted, watch as watch_for_interruption
+from outro_sweep.preflight.checks import check_cell
+from outro_sweep.scoring.cell import score_cell
 from outro_sweep.scoring.metrics import result_line
-from outro_sweep.cell.baseline import baseline_identity
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,6 @@ def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: 
             tracker = open_cell_run(cfg.logger, config, store.dir)
         # Imported after every check: torch/transformers/lightning take seconds to import.
         from outro_sweep.predict.run import predict_cell
-        from outro_sweep.scoring.cell import score_cell
 
         shards = predict_cell(cfg, cell.questions, cell.benchmark, cell.loader, cell.rule, cell.stack, store.dir)
         if shards is None:  # not rank 0 of a multi-process cell: rank 0 scores and logs
@@ -142,16 +143,10 @@ def _run_locked(cfg: DictConfig, config: dict, store: CellStore, cell, job_dir: 
 def _log_sinkless_layers(cfg: DictConfig, cell) -> None:
     """Where an atlas of the model exists: the layers an intervention acts on sinks at that the
     atlas found none at (``outro_sweep.atlas.hint``), as a warning; the cell runs regardless."""
-    from outro_sweep.atlas.hint import sinkless_layers_line
-
     line = sinkless_layers_line(cfg.paths.output_dir, cfg.model.name, cell.rule.name,
                                 cell.stack.layers_reading_sinks(cell.loader.num_layers()))
     if line:
         log.warning(line)
-
-
-def one_line_error(err: BaseException) -> str:
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def dry_run_line(store: CellStore, job_dir: Path) -> dict:

@@ -10,8 +10,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from outro_sweep.atlas import run
+from outro_sweep.config.command_line import CONF_DIR
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
-from outro_sweep.sweep.cli import CONF_DIR
 from tests import tiny_vlms
 
 LIMIT = 2

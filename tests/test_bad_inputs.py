@@ -17,7 +17,7 @@ import pytest
 
 from outro_sweep.config.schema import Range, check_node
 from outro_sweep.errors import ConfigError
-from outro_sweep.sweep.cli import preflight
+from outro_sweep.preflight.command_line import preflight
 from outro_sweep.sweep.sweeper import refusal_lines
 from tests.test_sweep_e2e import run_cli
 

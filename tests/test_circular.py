@@ -23,6 +23,7 @@ from outro_sweep.benchmarks.nextqa import NExTQAMC
 from outro_sweep.benchmarks.prompting import MC_INSTRUCTION
 from outro_sweep.benchmarks.sampling import allocate
 from outro_sweep.cell.identity import cell_identity, identity_of
+from outro_sweep.config.command_line import CONF_DIR
 from outro_sweep.errors import ConfigError
 from outro_sweep.predict.data import Item
 from outro_sweep.predict.module import record
@@ -31,7 +32,6 @@ from outro_sweep.report.paired import compare_paired
 from outro_sweep.scoring.cell import score_cell
 from outro_sweep.scoring.circular import circular_outcomes, plain_records, question_records
 from outro_sweep.scoring.metrics import result_line
-from outro_sweep.sweep.cli import CONF_DIR
 
 SUBJECTS = ["abstract_algebra", "anatomy", "astronomy", "college_biology"]  # 100, 135, 152, 144 test rows
 

@@ -15,9 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from outro_sweep.cell.checks import check_cell
+from outro_sweep.config.command_line import CONF_DIR, check_group_choices
 from outro_sweep.errors import ConfigError
-from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
+from outro_sweep.preflight.checks import check_cell
 from tests.conftest import SHARED_DATA
 from tests.test_sweep_e2e import run_cli
 

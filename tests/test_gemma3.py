@@ -16,8 +16,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from outro_sweep.config.command_line import CONF_DIR
 from outro_sweep.models.gemma3 import Gemma3
-from outro_sweep.sweep.cli import CONF_DIR
 from tests.cell_runs import run_cli
 
 PROMPTS = [

@@ -29,7 +29,8 @@ from outro_sweep.benchmarks.builtin_mc import BuiltinMC  # noqa: E402
 from outro_sweep.interventions.outro import OutRo  # noqa: E402
 from outro_sweep.interventions.sinks.first_k import FirstK  # noqa: E402
 from outro_sweep.interventions.sinks.massive_activation import MassiveActivation  # noqa: E402
-from outro_sweep.scoring.letters import choose_letter, letter_logits, letter_token_ids  # noqa: E402
+from outro_sweep.predict.letter_logits import letter_logits, letter_token_ids  # noqa: E402
+from outro_sweep.scoring.letters import choose_letter  # noqa: E402
 from tests.test_outro_host_sync import builtin_batch  # noqa: E402
 
 pytestmark = pytest.mark.gpu

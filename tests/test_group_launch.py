@@ -22,10 +22,10 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from outro_sweep.cell.baseline import baseline_identity, is_baseline
+from outro_sweep.config.command_line import CONF_DIR
 from outro_sweep.errors import ConfigError
 from outro_sweep.group.key import group_key
-from outro_sweep.cell.baseline import baseline_identity, is_baseline
-from outro_sweep.sweep.cli import CONF_DIR
 from outro_sweep.sweep.group_task import CellsPerTask, task_slices
 from outro_sweep.sweep.sweeper import by_group
 from tests.cell_runs import cli_command, cli_env, free_port, run_cli

@@ -3,6 +3,7 @@
 - a replayed stock prefix gives the same logits and the same generated tokens, bit for bit, as
   running every layer, and the replayed layers' attention does not run; decode steps replay too
   while the cell's tokens are the recorded ones, and only where its editors declare it;
+- a layer with a hook on a module inside it is never replayed;
 - a cell that changes layer L continues from the replayed prefix exactly as from its own;
 - a prefill with other inputs never replays a kept prefix;
 - a vision tower's output is computed once per input and reused after (the tiny Qwen2.5-VL of
@@ -12,6 +13,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -19,6 +23,7 @@ from outro_sweep.group.counters import COUNTS
 from outro_sweep.group.memory import BoundedCache
 from outro_sweep.group.prefix import PrefixReplay
 from outro_sweep.group.towers import TowerCache
+from outro_sweep.interventions.base import Editor
 from outro_sweep.interventions.decoder import find_decoder
 from outro_sweep.interventions.stack import Attached
 from tests import tiny_vlms
@@ -28,8 +33,9 @@ PROMPTS = ["The capital of France is", "Two plus two equals four, and three plus
 STOCK_DEPTH = 12  # a stand-in intervention that leaves layers 0..11 of SmolLM2's 30 stock
 
 
-class StockBelow:
-    """An attached editor's stand-in: leaves the first ``depth`` layers stock."""
+class StockBelow(Editor):
+    """An attached editor's stand-in: leaves the first ``depth`` layers stock. Only its answers to
+    the replay are read (it is never attached), so it needs no model."""
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
@@ -54,10 +60,22 @@ def batch(smollm2, prompts=PROMPTS) -> dict:
     return dict(smollm2.tokenizer(prompts, return_tensors="pt", padding=True))
 
 
-def attention_calls(model, layer: int) -> list[int]:
-    calls = []
-    find_decoder(model).layers[layer].self_attn.register_forward_hook(lambda *a: calls.append(1))
-    return calls
+@contextmanager
+def attention_calls(model):
+    """Counter: decoder layer -> calls of its attention module while inside ``with``. Counted on
+    the attention class, not by a hook on the module: a hook inside a layer keeps it from replay."""
+    attention = type(find_decoder(model).layers[0].self_attn)
+    calls, forward = Counter(), attention.forward
+
+    def counted(module, *args, **kwargs):
+        calls[module.layer_idx] += 1
+        return forward(module, *args, **kwargs)
+
+    attention.forward = counted
+    try:
+        yield calls
+    finally:
+        attention.forward = forward
 
 
 @torch.no_grad()
@@ -68,16 +86,34 @@ def test_a_replayed_prefix_gives_the_stock_logits_bit_for_bit_without_running_it
     before = COUNTS.copy()
     with PrefixReplay(model, attached(), store):
         recorded = model(**inputs).logits
-        calls = attention_calls(model, 0)
-        deep = attention_calls(model, STOCK_DEPTH)
-        replayed = model(**inputs).logits
+        with attention_calls(model) as calls:
+            replayed = model(**inputs).logits
     assert torch.equal(recorded, stock) and torch.equal(replayed, stock)
     assert COUNTS["prefill_records"] - before["prefill_records"] == 1
     assert COUNTS["prefix_layers_replayed"] - before["prefix_layers_replayed"] == STOCK_DEPTH
-    assert calls == [] and deep == [1]  # layer 0 replayed, layer 12 computed
-    find_decoder(model).layers[0].self_attn._forward_hooks.clear()
-    find_decoder(model).layers[STOCK_DEPTH].self_attn._forward_hooks.clear()
+    assert calls[0] == 0 and calls[STOCK_DEPTH] == 1  # layer 0 replayed, layer 12 computed
     assert all("forward" not in layer.__dict__ for layer in find_decoder(model).layers)  # restored
+
+
+@torch.no_grad()
+def test_a_layer_with_a_hook_inside_it_is_never_replayed(smollm2):
+    """A forward hook on a module inside layer 5 (its attention) would not fire if the layer were
+    replayed: the replay stops below it, and the hook sees the layer run."""
+    model, inputs = smollm2.model, batch(smollm2)
+    store = BoundedCache(2 ** 30)
+    with PrefixReplay(model, attached(), store):
+        model(**inputs)  # records layers 0..11
+    seen = []
+    handle = find_decoder(model).layers[5].self_attn.register_forward_hook(lambda *args: seen.append(1))
+    before = COUNTS.copy()
+    try:
+        with PrefixReplay(model, attached(), store):
+            replayed = model(**inputs).logits
+    finally:
+        handle.remove()
+    assert COUNTS["prefix_layers_replayed"] - before["prefix_layers_replayed"] == 5  # layers 0..4
+    assert seen == [1]
+    assert torch.equal(replayed, model(**inputs).logits)
 
 
 GENERATE = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, output_logits=True,
@@ -118,17 +154,13 @@ def test_decode_steps_with_the_recorded_tokens_replay_their_stock_layers_bit_for
     with PrefixReplay(model, attached(decode=True), store):
         generate(smollm2, inputs)  # records the prefill and its 7 decode steps
     before = COUNTS.copy()
-    with PrefixReplay(model, attached(decode=True), store):
-        calls = attention_calls(model, 0)
-        deep = attention_calls(model, STOCK_DEPTH)
+    with PrefixReplay(model, attached(decode=True), store), attention_calls(model) as calls:
         replayed = generate(smollm2, inputs)
-    find_decoder(model).layers[0].self_attn._forward_hooks.clear()
-    find_decoder(model).layers[STOCK_DEPTH].self_attn._forward_hooks.clear()
     assert torch.equal(replayed[0], stock[0]) and torch.equal(replayed[1], stock[1])
     steps = GENERATE["max_new_tokens"] - 1
     assert COUNTS["decode_steps_replayed"] - before["decode_steps_replayed"] == steps
     assert COUNTS["decode_layers_replayed"] - before["decode_layers_replayed"] == steps * STOCK_DEPTH
-    assert calls == [] and len(deep) == steps + 1  # layer 0 never ran; layer 12 ran every forward
+    assert calls[0] == 0 and calls[STOCK_DEPTH] == steps + 1  # layer 0 never ran; layer 12 ran every forward
 
 
 @pytest.mark.parametrize("shift", [1e-2, 30.0], ids=["same_tokens_for_a_while", "other_tokens"])
@@ -195,7 +227,11 @@ class MeasuredStockBelow(StockBelow):
 
     def __init__(self, depth: int, signature: str, calls: list) -> None:
         super().__init__(depth)
-        self.prefix_signature, self.calls = signature, calls
+        self.signature, self.calls = signature, calls
+
+    @property
+    def prefix_signature(self) -> str:
+        return self.signature
 
     def unchanged_prefix(self, hidden, real) -> int:
         self.calls.append(self.prefix_signature)
@@ -227,19 +263,15 @@ def outro_generation(smollm2, inputs: dict, store: BoundedCache | None = None, *
 
     model = smollm2.model
     layers = find_decoder(model).layers
-    calls = [attention_calls(model, index) for index in range(len(layers))]
-    try:
-        with ExitStack() as stack:
-            outro = stack.enter_context(OutRo(model, MassiveActivation(), **settings))
-            if store is not None:
-                stack.enter_context(PrefixReplay(model, Attached([("outro", outro)]), store))
-            sequences, logits = generate(smollm2, inputs)
-            diagnostics, sums = outro.take_sample_diagnostics(), outro.running_sums()
-    finally:
-        for layer in layers:
-            layer.self_attn._forward_hooks.clear()
+    with ExitStack() as stack:
+        calls = stack.enter_context(attention_calls(model))
+        outro = stack.enter_context(OutRo(model, MassiveActivation(), **settings))
+        if store is not None:
+            stack.enter_context(PrefixReplay(model, Attached([("outro", outro)]), store))
+        sequences, logits = generate(smollm2, inputs)
+        diagnostics, sums = outro.take_sample_diagnostics(), outro.running_sums()
     return {"sequences": sequences, "logits": logits, "diagnostics": diagnostics, "sums": sums,
-            "attention_calls": [len(c) for c in calls]}
+            "attention_calls": [calls[index] for index in range(len(layers))]}
 
 
 def assert_same_generation(a: dict, b: dict) -> None:
@@ -321,8 +353,8 @@ def test_other_inputs_or_a_cell_that_changes_layer_0_never_replay(smollm2):
         model(**batch(smollm2, PROMPTS[:2]))  # a different batch: a new key
     with PrefixReplay(model, attached(0), store):
         model(**batch(smollm2))  # the same batch, but this cell may change layer 0
-    with PrefixReplay(model, Attached([("no_declaration", object())]), store):
-        model(**batch(smollm2))  # an editor that declares nothing may change anything
+    with PrefixReplay(model, Attached([("no_declaration", Editor(model))]), store):
+        model(**batch(smollm2))  # an editor that declares nothing (the defaults) may change anything
     assert COUNTS["prefill_replays"] == before
 
 

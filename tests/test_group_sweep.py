@@ -8,7 +8,8 @@ sweep), real models.
   NExT-QA annotations with generated clips, OutRo and LSG's oracle gate (which reads the tower's
   V-sinks) in one group;
 - "alone" is the same sweep with ``group.share=false``: every cell loads its own model and
-  computes everything itself;
+  computes everything itself; the grouped sweep runs with ``group.verify=1`` (each cell's first
+  batch that would replay is run and compared with the replay instead, bit for bit);
 - predictions.jsonl and metrics.json are compared cell by cell: every field but the measured
   times (``seconds_per_sample``, ``speed``); answers token for token, logits and diagnostics
   within 1e-5; where the frames came from (``video_cache``) alike too (a clip kept in memory is a
@@ -91,11 +92,12 @@ TEXT = ["benchmark.limit=6", "predict.batch_size=3", "benchmark.max_new_tokens=4
 
 def test_a_grouped_text_sweep_equals_its_cells_alone_with_one_model_load(tmp_path):
     grouped, alone = tmp_path / "grouped", tmp_path / "alone"
-    sweep(grouped, *TEXT)
+    sweep(grouped, *TEXT, "group.verify=1")
     sweep(alone, *TEXT, "group.share=false")
     assert_same_cells(grouped, alone, expected=5)  # 2 rules x 2 layers + the shared baseline
     shared, separate = counters(grouped), counters(alone)
     assert shared["model_loads"] == 1 and separate["model_loads"] == 5
+    assert shared["verified_prefills"] > 0  # the replay was checked, and found right
     # No two of the 5 cells compute a batch alike throughout, so each keeps each of the 2 batches;
     # the massive_activation cells replay up to their first sink layer (the baseline's, then each
     # other's), the first_k ones (sinks at layer 0) only from each other, up to the first layer
@@ -128,7 +130,7 @@ def video_setup(shared_data, tmp_path_factory) -> dict:
 def test_a_grouped_video_sweep_equals_its_cells_alone_and_runs_the_tower_once_per_clip(video_setup):
     tmp, args = video_setup["tmp"], video_setup["args"]
     grouped, alone = tmp / "grouped", tmp / "alone"
-    sweep(grouped, *args, f"paths.cache_dir={tmp / 'cache_grouped'}")
+    sweep(grouped, *args, f"paths.cache_dir={tmp / 'cache_grouped'}", "group.verify=1")
     sweep(alone, *args, "group.share=false", f"paths.cache_dir={tmp / 'cache_alone'}")
     assert_same_cells(grouped, alone, expected=4)  # outro x lsg, the baseline among them
     shared = counters(grouped)
@@ -151,7 +153,7 @@ def test_a_grouped_cloze_sweep_equals_its_cells_alone(tmp_path):
     """Cloze cells replay each other's prefills and their option forwards (decode forwards of
     several tokens each, after a prefill that each option continues) and still equal their runs alone."""
     grouped, alone = tmp_path / "grouped", tmp_path / "alone"
-    sweep(grouped, *CLOZE)
+    sweep(grouped, *CLOZE, "group.verify=1")
     sweep(alone, *CLOZE, "group.share=false")
     assert_same_cells(grouped, alone, expected=4)  # outro x sinkrouter, the baseline among them
     shared = counters(grouped)

@@ -24,10 +24,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import outro_sweep
-from outro_sweep.cell import fingerprint
+
 from outro_sweep.cell.identity import identity_inputs, identity_of
 from outro_sweep.cells import main as cells_main
-from outro_sweep.sweep.cli import CONF_DIR
+from outro_sweep.config.command_line import CONF_DIR
+from outro_sweep.files import fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = "model.safetensors"

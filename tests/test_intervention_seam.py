@@ -26,11 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 # The toy: multiply the first token's value vector by ``factor`` at one decoder layer, through a
 # forward hook on that layer's v_proj. Batch size 1 keeps "the first token" the first real one.
 TOY_PY = '''
-from contextlib import contextmanager
-
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.base import Intervention
-from outro_sweep.interventions.decoder import attention_module, find_decoder
+from outro_sweep.interventions.base import Editor, Intervention
+from outro_sweep.interventions.decoder import attention_modules
 
 
 class SinkValueScale(Intervention):
@@ -54,24 +52,21 @@ class SinkValueScale(Intervention):
         return {"samples": sum(1 for s in samples if s), "scaled_rows": sums.get("scaled_rows", 0.0)}
 
 
-class _Scaler:
+class _Scaler(Editor):
     def __init__(self, model, layer, factor):
-        self.projection = attention_module(find_decoder(model).layers[layer]).v_proj
+        super().__init__(model)
+        self.projection = attention_modules(model)[layer].v_proj
         self.factor, self.rows, self.batch = factor, 0.0, 0
 
+    def start(self, edits):
+        edits.hook(self.projection.register_forward_hook(self._hook))
+
     def _hook(self, module, args, output):  # output: (B, S, H_kv * d)
-        if output.shape[1] > 1:  # prefill only
+        if self.prefill:
             self.batch, self.rows = output.shape[0], self.rows + output.shape[0]
             output = output.clone()
             output[:, 0] *= self.factor
         return output
-
-    def __enter__(self):
-        self.handle = self.projection.register_forward_hook(self._hook)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
     def take_sample_diagnostics(self):
         return [{"factor": self.factor}] * self.batch

@@ -115,7 +115,7 @@ def test_a_shift_toward_a_is_decomposed_in_the_table_and_the_verdict(tmp_path):
     # targets other than A; c = intervention-only right = the 40 target-A questions the baseline
     # answered D. Δ = (40 - 10)/200 = +0.15; L = A (answers 100 -> 180, the only rise);
     # Δ_A = (40 - 0)/200 = +0.20, the rest +0.15 - 0.20 = -0.05: same sign, 0.20 >= 0.5 * 0.15.
-    from outro_sweep.report import write_report
+    from outro_sweep.report.build import write_report
 
     baseline, treatment = shifted_pair()
     out = tmp_path / "outputs"

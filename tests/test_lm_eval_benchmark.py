@@ -370,7 +370,7 @@ def bad_folders(arc_tasks, arith_tasks, tmp_path_factory) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_is_one_line_before_the_model(name, bad_folders, tmp_path):
-    from outro_sweep.sweep.cli import preflight
+    from outro_sweep.preflight.command_line import preflight
 
     overrides = [o.format(**bad_folders) for o in BAD[name][0]]
     out = tmp_path / "outputs"
@@ -386,7 +386,7 @@ def test_bad_input_is_one_line_before_the_model(name, bad_folders, tmp_path):
 def test_good_task_passes_the_cell_checks(arc_tasks, tmp_path):
     from omegaconf import OmegaConf
 
-    from outro_sweep.cell.checks import check_cell
+    from outro_sweep.preflight.checks import check_cell
     from outro_sweep.cell.identity import identity_inputs
     from outro_sweep.config.compose import compose_config, job_config
 

@@ -123,7 +123,7 @@ def test_lsink_layers_out_of_range_and_attention_rules_are_refused():
 
 def test_lsg_on_a_text_model_is_refused_in_one_line_before_loading(tmp_path, monkeypatch, capsys):
     """Through the CLI: exit 2, one line on stderr, no output folder (no cell was made)."""
-    from outro_sweep.sweep.cli import main
+    from outro_sweep.__main__ import main
 
     out = tmp_path / "out"
     monkeypatch.setattr(sys, "argv", ["outro_sweep", "model=smollm2_135m", "lsg=oracle", "lsg.layer=2",
@@ -231,7 +231,7 @@ def test_the_sink_rule_defines_an_lsg_cell_and_not_its_baseline():
 
     from outro_sweep.cell.identity import identity_config
     from outro_sweep.config.compose import compose_config
-    from outro_sweep.sweep.cli import CONF_DIR
+    from outro_sweep.config.command_line import CONF_DIR
 
     def hashed(*overrides):
         config = compose_config(["model=qwen2_5_vl_7b", "benchmark=videomme", "outro=off", *overrides], CONF_DIR)

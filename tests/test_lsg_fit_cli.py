@@ -79,7 +79,7 @@ def test_a_fit_trains_the_gate_and_records_its_data(setup, uninterrupted):
     record = json.loads((uninterrupted / "gate.json").read_text())
     assert saved["record"] == record and record["identity"] == uninterrupted.name
     assert record["layer"] == 1 and record["scale"] == "two_rho" and len(record["losses"]) == STEPS
-    from outro_sweep.cell.fingerprint import sha256_file
+    from outro_sweep.files.fingerprint import sha256_file
 
     assert record["data_files"] == {name: sha256_file(setup["data_dir"] / name)
                                     for name in ("val.csv", "map_vid_vidorID.json")}
@@ -146,7 +146,7 @@ def test_a_cell_on_the_gate_s_training_files_is_refused_in_one_line(setup, unint
 
 
 def test_a_forced_cell_runs_with_the_gate_and_its_identity_holds_the_gate_s_hash(setup, uninterrupted):
-    from outro_sweep.cell.fingerprint import sha256_file
+    from outro_sweep.files.fingerprint import sha256_file
 
     out = uninterrupted.parent.parent
     result = cell(setup, out, f"lsg.gates=[{uninterrupted / 'gate.pt'}]", "lsg.force_overlap=true")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outro_sweep.errors import ConfigError  # noqa: E402
 from outro_sweep.interventions.decoder import find_decoder  # noqa: E402
 from outro_sweep.interventions.lsg import LayerSinkGate, group_scale  # noqa: E402
-from outro_sweep.sweep.cli import preflight  # noqa: E402
+from outro_sweep.preflight.command_line import preflight  # noqa: E402
 from tests.reference_ops import linear, rotate_half  # noqa: E402
 
 TOL = 1e-5

@@ -33,7 +33,7 @@ SMALL = ["model.num_frames=4", "model.fps=null", "model.min_pixels=784", "model.
 ENTRY = textwrap.dedent("""\
     import sys
     sys.path.insert(0, {tests!r})
-    from outro_sweep.sweep.cli import main
+    from outro_sweep.__main__ import main
     sys.argv = ["outro_sweep", *sys.argv[1:]]
     main()
 """)

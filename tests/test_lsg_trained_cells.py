@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from test_lsg_gate import PROMPTS, chosen_positions  # noqa: E402
 
-from outro_sweep.cell.fingerprint import sha256_file  # noqa: E402
 from outro_sweep.errors import ConfigError  # noqa: E402
+from outro_sweep.files.fingerprint import sha256_file  # noqa: E402
 from outro_sweep.fit.gate import SinkGate  # noqa: E402
 from outro_sweep.fit.store import GateStore  # noqa: E402
 from outro_sweep.fit.trained import TrainedLSG  # noqa: E402

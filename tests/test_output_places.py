@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from outro_sweep.cell.job_names import HARD_LIMIT, ITEM_LIMIT, NAME_LIMIT, cell_dirname, swept_keys
 from outro_sweep.cell.tracking import keep_wandb_files_under
 from outro_sweep.report.collect import collect_sweep
-from outro_sweep.sweep.job_names import HARD_LIMIT, ITEM_LIMIT, NAME_LIMIT, cell_dirname, swept_keys
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["benchmark.limit=2", "benchmark.scoring=logits", "predict.batch_size=2", "trainer.enable_progress_bar=false"]

@@ -1,6 +1,8 @@
 """OutRo never makes the device wait for the host while decoding, and only a stated constant
 number of times per prefill; a prefill whose sinkless leading layers skip ``edit`` (as a replay
-of a shared stock prefix does) gives the same diagnostics, sums, tokens and logits.
+of a shared stock prefix does) gives the same diagnostics, sums, tokens and logits. The group
+replay adds no host sync to a decode step either, recording or replaying: its step keys reach the
+host with generate's own per-step check (``group.prefix.StepTokens``).
 
 The host syncs are counted on the real SmolLM2 on the CPU: every Python-level way a tensor's
 value reaches the host (``item``, ``tolist``, ``bool()``, ``int()``, ``float()``, ``nonzero``,
@@ -9,7 +11,7 @@ value reaches the host (``item``, ``tolist``, ``bool()``, ``int()``, ``float()``
 it raises rather than waits, and on a CPU tensor it moves nothing (the massive-activation rule
 selects its median with numpy there). The CUDA-side check of the same
 path (a sync the wrappers cannot see, such as boolean-mask indexing) is ``test_gpu.py``'s
-``set_sync_debug_mode("error")`` test.
+``set_sync_debug_mode("error")`` test, and for the replay this file's ``gpu`` test.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from outro_sweep import group as group_package
 from outro_sweep.interventions import outro as outro_module
 from outro_sweep.interventions.outro import PREFILL_HOST_SYNCS, OutRo
 from outro_sweep.interventions.sinks.attention_mass import AttentionMass
@@ -29,7 +32,9 @@ from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
 from outro_sweep.interventions.sinks.sink_dims import SinkDims
 
 INTERVENTIONS = str(Path(outro_module.__file__).parent)
+GROUP = str(Path(group_package.__file__).parent)
 SYNC_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu")
+SYNC_FUNCTIONS = ("equal",)  # torch functions that answer on the host
 NEW_TOKENS = 4  # one prefill and three decode forwards
 
 
@@ -44,30 +49,32 @@ def builtin_batch(loaded, size: int) -> dict:
     return dict(inputs)
 
 
-def from_interventions() -> bool:
+def called_from(roots: tuple[str, ...]) -> bool:
     frame = sys._getframe(2)
     while frame is not None:
-        if frame.f_code.co_filename.startswith(INTERVENTIONS):
+        if frame.f_code.co_filename.startswith(roots):
             return True
         frame = frame.f_back
     return False
 
 
 class SyncCounter:
-    """Counts the host syncs made from intervention code, per decoder forward (0 = prefill)."""
+    """Counts the host syncs made from code under ``roots`` (the interventions by default), per
+    decoder forward (0 = prefill). Setting ``forward`` by hand attributes later syncs to it."""
 
-    def __init__(self, decoder: torch.nn.Module) -> None:
+    def __init__(self, decoder: torch.nn.Module, roots: tuple[str, ...] = (INTERVENTIONS,)) -> None:
         self.decoder = decoder
+        self.roots = roots
         self.forward = -1
         self.counts: Counter = Counter()  # forward index -> syncs
         self.where: Counter = Counter()  # (forward index, method) -> syncs
 
     def _count(self, name: str, original):
-        def wrapper(tensor, *args, **kwargs):
-            if self.forward >= 0 and from_interventions():
+        def wrapper(*args, **kwargs):
+            if self.forward >= 0 and called_from(self.roots):
                 self.counts[self.forward] += 1
                 self.where[(self.forward, name)] += 1
-            return original(tensor, *args, **kwargs)
+            return original(*args, **kwargs)
 
         return wrapper
 
@@ -75,21 +82,27 @@ class SyncCounter:
         def next_forward(module, args):
             self.forward += 1
 
-        self.handle = self.decoder.register_forward_pre_hook(next_forward)
+        # first among the decoder's pre-hooks: what the others do at a forward's start is counted as its own
+        self.handle = self.decoder.register_forward_pre_hook(next_forward, prepend=True)
         self.saved = {name: getattr(torch.Tensor, name) for name in SYNC_METHODS}
         for name, original in self.saved.items():
             setattr(torch.Tensor, name, self._count(name, original))
+        self.saved_functions = {name: getattr(torch, name) for name in SYNC_FUNCTIONS}
+        for name, original in self.saved_functions.items():
+            setattr(torch, name, self._count(f"torch.{name}", original))
         return self
 
     def __exit__(self, *exc) -> None:
         for name, original in self.saved.items():
             setattr(torch.Tensor, name, original)
+        for name, original in self.saved_functions.items():
+            setattr(torch, name, original)
         self.handle.remove()
 
 
-def greedy(model, inputs: dict) -> torch.Tensor:
+def greedy(model, inputs: dict, **kwargs) -> torch.Tensor:
     return model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
-                          temperature=None, top_p=None, top_k=None, pad_token_id=0)
+                          temperature=None, top_p=None, top_k=None, pad_token_id=0, **kwargs)
 
 
 RULES = {
@@ -262,3 +275,132 @@ def test_prefix_signature_is_the_sink_rule_not_alpha_or_the_relaxation_layers(sm
     assert OutRo(model, MassiveActivation(median_ratio=100.0)).prefix_signature != signature
     assert OutRo(model, FirstK(1)).prefix_signature != signature
     hash(signature)  # a key of the kept prefix's answers
+
+
+# ---- the group replay's decode steps -------------------------------------------------------------
+
+
+def replayed_generation(smollm2, store, inputs: dict, announce: bool = True, **settings):
+    """Greedy generate under OutRo (massive_activation, ``settings``) and a group replay over
+    ``store``, host syncs counted from the interventions' and the group's code. ``announce``: give
+    generate the replay's ``StepTokens`` as a cell's predictor does. Returns (tokens, counter)."""
+    from outro_sweep.group.prefix import PrefixReplay, check_steps, step_criteria
+    from outro_sweep.interventions.stack import Attached
+
+    model = smollm2.model
+    outro = OutRo(model, MassiveActivation(), **settings)
+    with outro, PrefixReplay(model, Attached([("outro", outro)]), store):
+        criteria = {"stopping_criteria": step_criteria(model)} if announce else {}
+        with SyncCounter(outro.parts.decoder, roots=(INTERVENTIONS, GROUP)) as counter:
+            tokens = greedy(model, inputs, **criteria)
+            counter.forward = AFTER  # the batch's one read of the step keys' check
+            check_steps(model)
+    return tokens, counter
+
+
+AFTER = 1000  # SyncCounter's index for what runs after the generation
+
+
+@pytest.mark.parametrize("second", [dict(alpha=0.3, layer=2), dict(alpha=3.0, layer=1)],
+                         ids=["replays_every_layer", "replays_below_the_first_sink"])
+@torch.no_grad()
+def test_the_group_replay_adds_no_host_sync_to_a_decode_step(smollm2, second):
+    """One cell records its prefill and decode steps, the next replays them (every layer, or those
+    below the first sink): no decode forward of either makes a host sync from the replay's code or
+    OutRo's, and the step keys' check is read once after the generation."""
+    from outro_sweep.group.counters import COUNTS
+    from outro_sweep.group.memory import BoundedCache
+
+    inputs = builtin_batch(smollm2, 3)
+    store = BoundedCache(2 ** 31)
+    before = COUNTS.copy()
+    tokens, recording = replayed_generation(smollm2, store, inputs, alpha=0.3, layer=1)
+    assert COUNTS["decode_records"] - before["decode_records"] == NEW_TOKENS - 1
+    before = COUNTS.copy()
+    again, replaying = replayed_generation(smollm2, store, inputs, **second)
+    replayed = COUNTS["decode_steps_replayed"] - before["decode_steps_replayed"]
+    assert replayed == NEW_TOKENS - 1 if second["alpha"] == 0.3 else replayed > 0, "no decode step was replayed"
+    for counter in (recording, replaying):
+        decode = {forward: n for forward, n in counter.counts.items() if 0 < forward < AFTER}
+        assert decode == {}, f"host syncs in a decode step: {dict(counter.where)}"
+        assert counter.counts[AFTER] <= 1, dict(counter.where)
+    assert torch.equal(again, greedy_alone(smollm2, inputs, **second))  # the replay changed nothing
+
+
+def greedy_alone(smollm2, inputs: dict, **settings) -> torch.Tensor:
+    with OutRo(smollm2.model, MassiveActivation(), **settings):
+        return greedy(smollm2.model, inputs)
+
+
+@torch.no_grad()
+def test_the_counter_sees_the_replay_s_sync_where_no_step_is_announced(smollm2):
+    """Without ``StepTokens`` a decode step is keyed on its input tensors, copied to the host: the
+    counter sees those copies in every decode forward (so the test above is not vacuous)."""
+    from outro_sweep.group.memory import BoundedCache
+
+    inputs = builtin_batch(smollm2, 3)
+    store = BoundedCache(2 ** 31)
+    replayed_generation(smollm2, store, inputs, announce=False, alpha=0.3, layer=1)
+    _, counter = replayed_generation(smollm2, store, inputs, announce=False, alpha=0.3, layer=2)
+    assert all(counter.where[(forward, "cpu")] > 0 for forward in range(1, NEW_TOKENS)), dict(counter.where)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@torch.no_grad()
+def test_the_group_replay_s_decode_steps_make_no_cuda_sync(smollm2, monkeypatch):
+    """On a GPU, with ``torch.cuda.set_sync_debug_mode("error")`` around the replay's own work in
+    every decode forward (reading the step key, swapping and running the replayed layers): the
+    recording cell and the replaying one decode with no sync, and replay steps."""
+    import copy
+
+    from outro_sweep.group import prefix
+    from outro_sweep.group.counters import COUNTS
+    from outro_sweep.group.memory import BoundedCache
+    from outro_sweep.interventions.stack import Attached
+
+    model = copy.deepcopy(smollm2.model).to("cuda").eval()
+    inputs = {key: value.to("cuda") for key, value in builtin_batch(smollm2, 3).items()}
+    watched = []
+
+    def strict(method):
+        def run(self, *args, **kwargs):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+                watched.append(method.__name__)
+
+        return run
+
+    monkeypatch.setattr(prefix.PrefixReplay, "_on_decode_step", strict(prefix.PrefixReplay._on_decode_step))
+    original_swap = prefix.PrefixReplay._swap_forward
+
+    def strict_swap(self, index, kept):
+        """The replayed layer's forward (the kept writes and output) under the debug mode in decode."""
+        original_swap(self, index, kept)
+        layer = self.parts.layers[index]
+        replay = layer.forward
+
+        def checked(*args, **kwargs):
+            if self.steps == 0:  # the prefill may sync
+                return replay(*args, **kwargs)
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                return replay(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+
+        layer.forward = checked
+
+    monkeypatch.setattr(prefix.PrefixReplay, "_swap_forward", strict_swap)
+    store = BoundedCache(2 ** 31)
+    before = COUNTS.copy()
+    for settings in (dict(alpha=0.3, layer=1), dict(alpha=0.3, layer=2)):
+        with OutRo(model, MassiveActivation(), **settings) as outro:
+            with prefix.PrefixReplay(model, Attached([("outro", outro)]), store):
+                greedy(model, inputs, stopping_criteria=prefix.step_criteria(model))
+                torch.cuda.synchronize()
+    assert COUNTS["decode_steps_replayed"] - before["decode_steps_replayed"] == NEW_TOKENS - 1
+    assert watched.count("_on_decode_step") == 2 * (NEW_TOKENS - 1)

@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 
 from outro_sweep.benchmarks.passkey import FILLER, Passkey, estimate_tokens
 from outro_sweep.benchmarks.prompting import MC_INSTRUCTION, SHORT_ANSWER_INSTRUCTION
-from outro_sweep.cell.checks import check_cell
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.smollm2 import SmolLM2
+from outro_sweep.preflight.checks import check_cell
 from outro_sweep.scoring.answers import Scorer
 from tests.conftest import REPO_ROOT
 

@@ -333,7 +333,7 @@ def test_write_report_pairs_what_it_can_and_never_raises(tmp_path):
     """In-process, no model: the baseline only in the cell store, a cell whose question set
     differs (one id with another prompt_hash, one question missing), a cell with corrupt
     predictions, a job folder with a corrupt status.json, no multirun.yaml."""
-    from outro_sweep.report import write_report
+    from outro_sweep.report.build import write_report
 
     out = tmp_path / "outputs"
     sweep = out / "multirun" / "2026-03-03" / "09-00-00"

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from outro_sweep.predict import distributed
-from outro_sweep.predict import shards
+from outro_sweep.predict import distributed, shards
 from outro_sweep.predict.run import share_of
 from outro_sweep.predict.writer import ShardPredictionWriter
 from tests.cell_runs import free_port
@@ -63,7 +62,7 @@ def test_a_write_that_dies_before_the_rename_leaves_no_shard(tmp_path, monkeypat
     def crash(*args):
         raise KeyboardInterrupt  # the process dies between fsync and rename
 
-    from outro_sweep.cell import atomic
+    from outro_sweep.files import atomic
 
     monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):

@@ -7,7 +7,8 @@ import torch
 
 from outro_sweep.benchmarks.builtin_mc import BuiltinMC
 from outro_sweep.errors import ConfigError
-from outro_sweep.scoring.letters import choose_letter, letter_logits, letter_token_ids, parse_choice
+from outro_sweep.predict.letter_logits import letter_logits, letter_token_ids
+from outro_sweep.scoring.letters import choose_letter, parse_choice
 
 ABCD = ("A", "B", "C", "D")
 

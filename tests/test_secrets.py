@@ -1,6 +1,6 @@
 """No credential in any file, folder name, log or console line.
 
-The rules (``outro_sweep.cell.masking``) are checked in process; then the real command runs
+The rules (``outro_sweep.files.masking``) are checked in process; then the real command runs
 in a subprocess for each kind of secret (a key given on the command line, environment names
 that only the word rule catches, a short value, an error path), with the basic launcher and
 with ``hydra/launcher=local``, and every byte under the outputs folder (``.wandb`` files, W&B
@@ -22,12 +22,13 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.identity import identity_of
-from outro_sweep.cell.masked_output import MaskingStream, masking_record_factory
-from outro_sweep.cell.masking import MASK, is_secret_name, mask, mask_override, mask_text, secret_values
+from outro_sweep.cell.job_names import cell_dirname
+from outro_sweep.config.command_line import CONF_DIR
 from outro_sweep.errors import ConfigError
-from outro_sweep.sweep.cli import CONF_DIR, cell_dirname
+from outro_sweep.files.atomic import write_json_atomic
+from outro_sweep.files.masked_output import MaskingStream, masking_record_factory
+from outro_sweep.files.masking import MASK, is_secret_name, mask, mask_override, mask_text, secret_values
 from outro_sweep.sweep.secret_overrides import ENV_PREFIX, move_secrets_to_environment
 from tests.test_sweep_e2e import run_cli
 from tests.wandb_offline import find_runs, read_run

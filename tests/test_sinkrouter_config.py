@@ -21,9 +21,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from outro_sweep.cell.identity import identity_of
+from outro_sweep.config.command_line import CONF_DIR
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.stack import InterventionStack
-from outro_sweep.sweep.cli import CONF_DIR, preflight
+from outro_sweep.preflight.command_line import preflight
 from tests.cell_runs import run_cli
 
 PROMPTS = ["The capital of France is a large old city on the river called", "Two plus two equals, said the"]

@@ -20,7 +20,7 @@ from outro_sweep.models.base import LoadedModel
 from outro_sweep.models.llava_onevision import LlavaOnevision
 from outro_sweep.models.qwen2_5_vl import Qwen2_5VL
 from outro_sweep.models.video_lm import AutoVideoLM
-from outro_sweep.sweep.cli import preflight
+from outro_sweep.preflight.command_line import preflight
 from tests import tiny_vlms
 
 SPIKE = 1e4
@@ -286,7 +286,7 @@ def test_vsink_settings_do_not_define_a_cell_that_reads_no_vsinks():
 
     from outro_sweep.cell.identity import identity_config
     from outro_sweep.config.compose import compose_config
-    from outro_sweep.sweep.cli import CONF_DIR
+    from outro_sweep.config.command_line import CONF_DIR
 
     def hashed(*overrides):
         config = compose_config(["model=qwen2_5_vl_7b", "benchmark=videomme", *overrides], CONF_DIR)

@@ -8,14 +8,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from outro_sweep.atlas.suggest import lines
+from outro_sweep.config.command_line import CONF_DIR, check_group_choices
 from outro_sweep.errors import exit_on_config_error
-from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="atlas")
 def _run(cfg: DictConfig) -> None:
+    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.atlas.run import run_atlas
-    from outro_sweep.atlas.suggest import lines
 
     with exit_on_config_error():
         result = run_atlas(cfg)

@@ -27,6 +27,7 @@ def probe_for(loaded):
     """A ``VisionSinkProbe`` over a video model, None for a text model."""
     if not hasattr(loaded.loader, "vsink_dims"):
         return None
+    # Deferred on purpose: it imports torch.
     from outro_sweep.interventions.vision_sinks import VisionSinkProbe
 
     return VisionSinkProbe(loaded)

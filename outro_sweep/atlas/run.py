@@ -15,14 +15,18 @@ from outro_sweep.atlas import store
 from outro_sweep.atlas.attention import FirstTokenAttention
 from outro_sweep.atlas.capture import capture
 from outro_sweep.atlas.dims import SinkDimensions
+from outro_sweep.atlas.figures import draw_all
 from outro_sweep.atlas.massive import MassiveActivations
 from outro_sweep.atlas.modality import ByModality, describe, probe_for
 from outro_sweep.atlas.rules import RuleSinks, rule_configs
 from outro_sweep.atlas.suggest import lines, suggest
+from outro_sweep.atlas.tracking import log_atlas
 from outro_sweep.atlas.value_share import ValueShare
-from outro_sweep.cell.atomic import write_lines_atomic
-from outro_sweep.cell.checks import build
-from outro_sweep.config.check import check_config
+from outro_sweep.config.command_line import CONF_DIR
+from outro_sweep.files.atomic import write_lines_atomic
+from outro_sweep.media.cache import FrameCache
+from outro_sweep.preflight.checks import build
+from outro_sweep.preflight.schemas import check_config
 
 log = logging.getLogger(__name__)
 LOADS = 0  # model loads by ``compute`` in this process: a cached atlas loads nothing
@@ -48,7 +52,7 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
     questions = benchmark.load()
     clips = None
     if any(q.video is not None for q in questions):  # a video benchmark: clips decoded through the frame cache
-        from outro_sweep.media.cache import FrameCache
+        # Deferred on purpose: it imports torch and transformers.
         from outro_sweep.predict.data import ClipSource
 
         clips = ClipSource(benchmark, loader.sampling, FrameCache(Path(cfg.paths.cache_dir) / "frames"))
@@ -98,8 +102,6 @@ def compute(cfg: DictConfig, rules: dict[str, dict]) -> dict:
 
 def run_atlas(cfg: DictConfig) -> AtlasResult:
     """The atlas of ``cfg`` (conf/atlas.yaml): from the cache when its identity has one."""
-    from outro_sweep.sweep.cli import CONF_DIR
-
     config = OmegaConf.to_container(cfg, resolve=True)
     check_config(cfg)  # every group's keys (atlas.* included) against its class: one line, before anything loads
     rules = rule_configs(CONF_DIR)
@@ -114,8 +116,6 @@ def run_atlas(cfg: DictConfig) -> AtlasResult:
                                     settings.suggest_layers, settings.suggest_step)
     results["identity"] = identity
     results["model"] = cfg.model.name
-    from outro_sweep.atlas.figures import draw_all
-    from outro_sweep.atlas.tracking import log_atlas
 
     directory.mkdir(parents=True, exist_ok=True)
     results["figures"] = [path.name for path in draw_all(results, directory)]

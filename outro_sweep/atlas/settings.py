@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from outro_sweep.config.schema import Range, check_arguments
+from outro_sweep.errors import ConfigError
 
 
 class AtlasSettings:
@@ -33,7 +34,5 @@ class AtlasSettings:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cuda" and not torch.cuda.is_available():
-            from outro_sweep.errors import ConfigError
-
             raise ConfigError("atlas.device=cuda but no CUDA device is visible: valid values are auto, cpu, cuda")
         return self.device

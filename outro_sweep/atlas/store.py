@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.cell.identity import canonical_numbers, hash_inputs, identity_inputs
+from outro_sweep.files.atomic import write_json_atomic
 
 ATLAS_VERSION = 1  # the version of what the atlas computes: a change re-computes every atlas
 ATLAS_FILE = "atlas.json"

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from outro_sweep.cell.masking import mask
 from outro_sweep.cell.tracking import keep_wandb_files_under, run_settings, use_own_wandb_service
+from outro_sweep.files.masking import mask
 
 
 def per_layer_rows(atlas: dict) -> list[dict]:

@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
-from outro_sweep.benchmarks.base import OPEN_METRICS, YES_NO, Benchmark, Question, ask  # noqa: F401 (re-exported)
-from outro_sweep.cell.fingerprint import file_listing
+from outro_sweep.benchmarks.base import Benchmark, OPEN_METRICS, Question, YES_NO, ask  # noqa: F401 (re-exported)
 from outro_sweep.config.schema import Doc, check_arguments
 from outro_sweep.errors import ConfigError
+from outro_sweep.files.fingerprint import file_listing
 
 _EXT = re.compile(r"\.[A-Za-z0-9]+")
 _LETTER_PREFIX = re.compile(r"\(?([A-Z])[.):]\s*")

@@ -12,7 +12,7 @@ run id stays the same. And a cell whose results could differ gets a new identity
   OutRo's ``layer: auto`` as the layers it resolves to);
 - ``RESULTS_VERSION``, the version of what the package predicts;
 - the content of the model's files (``ModelLoader.model_files``) and of the benchmark's
-  annotation files (``Benchmark.data_files``), fingerprinted by ``outro_sweep.cell.fingerprint``,
+  annotation files (``Benchmark.data_files``), fingerprinted by ``outro_sweep.files.fingerprint``,
   and the names and sizes of its media files (``Benchmark.media_listing``).
 
 It is computed from the config as composed, never from a masked copy (masking depends on the
@@ -27,6 +27,11 @@ import hashlib
 import json
 from fnmatch import fnmatchcase
 from typing import Any
+
+import outro_sweep
+from outro_sweep.errors import ConfigError
+from outro_sweep.files.fingerprint import fingerprint_files
+from outro_sweep.interventions.stack import intervention_groups, is_active
 
 # The ONE list of keys that do not define a cell (dotted; ``*`` matches one key at any level):
 # where files and caches go, how runs are logged, how many loader workers decode, progress bars,
@@ -83,8 +88,6 @@ def identity_config(config: dict) -> dict:
     ONE baseline. Likewise ``benchmark.sample`` (with its seed) and ``benchmark.circular`` are
     left out while off.
     """
-    from outro_sweep.interventions.stack import intervention_groups, is_active
-
     kept = _drop_non_defining(copy.deepcopy(config))
     groups = intervention_groups(kept)
     active = {group: cls for group, cls in groups.items() if is_active(kept[group])}
@@ -133,7 +136,6 @@ def _build(node: Any):
     from hydra.utils import instantiate
     from omegaconf.errors import OmegaConfBaseException
 
-    from outro_sweep.errors import ConfigError
 
     try:
         return instantiate(node)
@@ -144,8 +146,6 @@ def _build(node: Any):
 def _checked(compute, fallback):
     """``compute()``, or ``fallback`` where bad input makes it raise its one-line ConfigError:
     the identity never fails; the cell's checks report that error (and the cell has no results)."""
-    from outro_sweep.errors import ConfigError
-
     try:
         return compute()
     except ConfigError:
@@ -155,10 +155,6 @@ def _checked(compute, fallback):
 def identity_inputs(config: dict) -> dict:
     """Everything the identity hashes, as JSON-ready data (see the module docstring).
     ``config``: the cell's resolved config as a plain dict, not redacted."""
-    from outro_sweep import RESULTS_VERSION
-    from outro_sweep.cell.fingerprint import fingerprint_files
-    from outro_sweep.interventions.stack import intervention_groups
-
     kept = canonical_numbers(identity_config(config))
     loader, benchmark = _build(config.get("model")), _build(config.get("benchmark"))
     cache_dir = (config.get("paths") or {}).get("cache_dir")
@@ -167,7 +163,7 @@ def identity_inputs(config: dict) -> dict:
     for group, cls in active.items():
         settings = _checked(lambda: cls.identity_settings(kept[group], num_layers), kept[group])
         kept[group] = canonical_numbers(settings)
-    inputs: dict = {"results_version": RESULTS_VERSION, "config": kept}
+    inputs: dict = {"results_version": outro_sweep.RESULTS_VERSION, "config": kept}
     if loader is not None:
         inputs["model_files"] = fingerprint_files(_checked(loader.model_files, {}), cache_dir)
     if benchmark is not None:

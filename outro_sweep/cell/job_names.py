@@ -23,6 +23,9 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 
+from outro_sweep.cell.identity import defines_cell
+from outro_sweep.files.masking import mask_override
+
 NAME_LIMIT = 150  # the name after ``<n>_`` when it has to be shortened
 ITEM_LIMIT = 60  # one swept override longer than this keeps the end and a hash of its value
 HARD_LIMIT = 230  # never longer (a folder name is at most 255 bytes on common filesystems)
@@ -65,9 +68,6 @@ def _short_item(item: str) -> str:
 
 def cell_dirname(overrides, swept: Iterable[str] | None = None) -> str:
     """A job folder's name after ``<n>_`` (module docstring); ``swept``: the keys the sweep varies."""
-    from outro_sweep.cell.masking import mask_override
-    from outro_sweep.cell.identity import defines_cell
-
     kept = sorted(mask_override(str(o)) for o in overrides if defines_cell(override_key(o)))
     full = _safe(",".join(kept))
     if len(full) <= NAME_LIMIT:

@@ -45,8 +45,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
-from outro_sweep.cell.atomic import write_json_atomic
 from outro_sweep.errors import RunError
+from outro_sweep.files.atomic import write_json_atomic
 
 log = logging.getLogger(__name__)
 

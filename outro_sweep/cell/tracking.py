@@ -4,7 +4,7 @@ The cell owns the run (not Lightning's WandbLogger): the run must exist before t
 loads, and must be marked failed, not finished, when anything in the cell raises. Its run id
 is the cell's identity, so a requeued, re-run or re-scored cell continues its own run.
 Everything the run records (config, tags, name, group, summary, table) is masked
-(``outro_sweep.cell.masking``).
+(``outro_sweep.files.masking``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 
 from outro_sweep.cell.identity import defines_cell
-from outro_sweep.cell.masking import mask, mask_override, mask_text
+from outro_sweep.files.masking import mask, mask_override, mask_text
 
 log = logging.getLogger(__name__)
 
-MODES = ("offline", "online", "disabled")
 # Where W&B writes outside a run's own folder unless told otherwise (wandb 0.31): wandb-core's
 # ``logs/core-debug-*.log`` and the artifact cache (WANDB_CACHE_DIR, default ~/.cache/wandb),
 # artifact staging (WANDB_DATA_DIR, default ~/.local/share/wandb) and downloaded artifacts

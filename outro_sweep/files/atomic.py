@@ -9,7 +9,7 @@ temporary and raises an ``OSError`` naming the final path.
 Used for prediction shards and predictions.jsonl, metrics.json, trained LSG gates, the DONE/FAILED markers,
 each job's status.json and the sweep's plan.json and skipped.json.
 
-Credentials never reach a file (``outro_sweep.cell.masking``): a JSON payload is masked here,
+Credentials never reach a file (``outro_sweep.files.masking``): a JSON payload is masked here,
 as data, before it is serialised. Text is written as given: masking serialised text could
 turn a number into ``***`` and break the file, so a writer of serialised data (config.yaml,
 prediction shards, predictions.jsonl) masks the data with ``mask`` before serialising it.
@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from outro_sweep.cell.masking import mask
+from outro_sweep.files.masking import mask
 
 TMP_SUFFIX = ".tmp"
 

@@ -8,7 +8,7 @@ and not once per cell. Only the content hashes enter an identity: the cache's lo
 the files' paths and times never do. A file rewritten in place gets a new mtime (or size), so
 its entry is recomputed; a copy elsewhere is hashed once more under its own path.
 
-The cache file is rewritten atomically (``outro_sweep.cell.atomic``); two processes adding
+The cache file is rewritten atomically (``outro_sweep.files.atomic``); two processes adding
 entries at once may each drop the other's, which costs a re-hash later, never a wrong hash.
 """
 
@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from outro_sweep.cell.atomic import write_json_atomic
+from outro_sweep.files.atomic import write_json_atomic
 
 CACHE_FILE = "fingerprints.json"
 _CHUNK = 8 << 20  # bytes read per step (8 MiB)

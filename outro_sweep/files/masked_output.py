@@ -1,5 +1,5 @@
 """The console and log boundary of a process: every line it prints or logs is masked
-(``outro_sweep.cell.masking``), whoever prints it (this package, Hydra, Lightning, W&B,
+(``outro_sweep.files.masking``), whoever prints it (this package, Hydra, Lightning, W&B,
 Python's traceback printer).
 
 ``install()`` wraps ``sys.stdout`` and ``sys.stderr`` and sets a log record factory, so a
@@ -14,7 +14,7 @@ import logging
 import sys
 import threading
 
-from outro_sweep.cell.masking import mask_text
+from outro_sweep.files.masking import mask_text
 
 _LINE_ENDS = ("\n", "\r")
 

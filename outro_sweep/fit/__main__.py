@@ -9,17 +9,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from outro_sweep.errors import ConfigError, exit_on_config_error
-from outro_sweep.sweep.cli import CONF_DIR, check_group_choices
+from outro_sweep.config.command_line import CONF_DIR, check_group_choices
+from outro_sweep.errors import ConfigError, exit_on_config_error, one_line_error
+from outro_sweep.fit.train import fit_gate
+from outro_sweep.sweep.slurm_launcher import register_launcher
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="fit")
 def _run(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from outro_sweep.cell.recipe import one_line_error
+    # Deferred on purpose: torch and transformers load after the command line is checked.
     from outro_sweep.fit.summary import write_fit_status
-    from outro_sweep.fit.train import fit_gate
 
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     layer = cfg.lsg.get("layer")
@@ -36,8 +37,6 @@ def _run(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    from outro_sweep.sweep.slurm_launcher import register_launcher
-
     register_launcher()  # hydra/launcher=slurm: a layer sweep of fits is one job array
     with exit_on_config_error():
         check_group_choices(sys.argv[1:])

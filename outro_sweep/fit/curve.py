@@ -8,8 +8,8 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from outro_sweep.cell.masking import mask
 from outro_sweep.cell.tracking import run_settings, use_own_wandb_service
+from outro_sweep.files.masking import mask
 
 
 class LossCurve(pl.Callback):

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from outro_sweep.cell.atomic import write_bytes_atomic, write_json_atomic
-from outro_sweep.cell.fingerprint import sha256_file
 from outro_sweep.cell.identity import hash_inputs, identity_inputs
+from outro_sweep.files.atomic import write_bytes_atomic, write_json_atomic
+from outro_sweep.files.fingerprint import sha256_file
 
 GATE_FILE, RECORD_FILE = "gate.pt", "gate.json"
 # Keys of the composed fit config that do not shape the gate (prediction-only and other groups).

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from outro_sweep.cell.atomic import write_json_atomic
+from outro_sweep.files.atomic import write_json_atomic
 
 STATUS_FILE = "status.json"
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from outro_sweep.cell.identity import hash_inputs
 from outro_sweep.errors import ConfigError
+from outro_sweep.media.cache import FrameCache
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,17 @@ def fit_gate(cfg: DictConfig) -> tuple[Path, bool]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader
 
-    from outro_sweep.cell.identity import hash_inputs
+    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.fit.curve import LossCurve
+    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.fit.data import AnswerCollator
+    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.fit.module import GateFit
+    # Deferred on purpose: it imports torch.
     from outro_sweep.fit.store import GateStore, gate_inputs
+    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.interventions.lsg import vision_sink_probe
-    from outro_sweep.media.cache import FrameCache
+    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.predict.data import ClipSource, QuestionDataset
 
     check_fit(cfg)

@@ -13,11 +13,13 @@ from omegaconf import ListConfig
 
 from outro_sweep.config.schema import NonEmpty, check_arguments
 from outro_sweep.errors import ConfigError
+from outro_sweep.files.fingerprint import fingerprint_files
 from outro_sweep.interventions.base import Intervention
-from outro_sweep.interventions.lsg import LayerSinkGate, LSGIntervention, lsink_layer_list, vision_sink_probe
+from outro_sweep.interventions.lsg import LSGIntervention, LayerSinkGate, lsink_layer_list, vision_sink_probe
 
 
 def _gate_files(gates: list[str], gates_dir: str | None) -> list[Path]:
+    # Deferred on purpose: it imports torch.
     from outro_sweep.fit.store import GATE_FILE, resolve_gate
 
     files = [resolve_gate(str(reference), gates_dir or ".") for reference in gates]
@@ -36,6 +38,7 @@ class TrainedLSG(LSGIntervention):
                  force_overlap: bool = False) -> None:
         Intervention.__init__(self, group, enabled)
         check_arguments(TrainedLSG, locals(), group)
+        # Deferred on purpose: it imports torch.
         from outro_sweep.fit.store import load_gate
 
         self.files = _gate_files(list(gates) if isinstance(gates, (list, ListConfig)) else [gates], gates_dir)
@@ -57,6 +60,7 @@ class TrainedLSG(LSGIntervention):
     def identity_settings(cls, settings: dict, num_layers: int | None) -> dict:
         """The gates as their files' sha256 (in layer order is not needed: each names its layer);
         where they are looked up does not count."""
+        # Deferred on purpose: it imports torch.
         from outro_sweep.fit.store import gate_digest
 
         files = _gate_files(list(settings.get("gates") or []), settings.get("gates_dir"))
@@ -64,8 +68,6 @@ class TrainedLSG(LSGIntervention):
         return {**kept, "gates": sorted(gate_digest(path) for path in files)}
 
     def check_benchmark(self, benchmark: Any) -> None:
-        from outro_sweep.cell.fingerprint import fingerprint_files
-
         if self.force_overlap:
             return
         evaluated = set(fingerprint_files(benchmark.data_files(), None).values())
@@ -77,6 +79,7 @@ class TrainedLSG(LSGIntervention):
                                   f"{self.group}.force_overlap=true")
 
     def attach(self, loaded, sink_rule: Any) -> LayerSinkGate:
+        # Deferred on purpose: it imports torch.
         from outro_sweep.fit.gate import SinkGate
 
         device = next(loaded.model.parameters()).device

@@ -12,7 +12,10 @@ computed once here and reused by the next cell, under ``group.share`` (conf/conf
   towers; LSG's V-sink probe reads their output, which a cached call passes to its hooks);
 - ``prefix``: each batch's prefill runs the decoder layers below the first layer any cell can
   change once; later cells replay them (output and KV-cache writes) and continue from there.
+  What a cell's editors answer about their layers is the protocol of ``replayable``;
+  ``verify`` runs a cell's first batches without replay and compares (``prefix``).
 
 Every cache keys on the exact input tensors, so a cell never reuses work computed from other
-inputs; ``counters.COUNTS`` counts the work done and reused.
+inputs; ``counters.COUNTS`` counts the work done and reused. A kept model is checked to be the
+stock model before the next cell gets it (``models.check_stock``).
 """

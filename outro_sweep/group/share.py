@@ -7,6 +7,7 @@ from contextlib import ExitStack, contextmanager
 
 from omegaconf import DictConfig, OmegaConf
 
+from outro_sweep.cell.identity import identity_of
 from outro_sweep.group.models import SharedSession, load_fresh, shared_session
 from outro_sweep.group.prefix import PrefixReplay
 from outro_sweep.group.towers import TowerCache
@@ -26,10 +27,14 @@ def model_for_cell(cfg: DictConfig, loader: ModelLoader) -> tuple[LoadedModel, S
 @contextmanager
 def shared_work(cfg: DictConfig, session: SharedSession | None, attached):
     """While a cell predicts with the interventions ``attached``: its towers reuse kept outputs and,
-    under ``group.prefix``, its prefills replay kept stock prefixes."""
+    under ``group.prefix``, its prefills replay kept stock prefixes (its first ``group.verify``
+    batches that would replay are run and compared instead)."""
     with ExitStack() as stack:
         if session is not None:
             stack.enter_context(TowerCache(session.loaded.model, session.towers))
             if cfg.group.prefix:
-                stack.enter_context(PrefixReplay(session.loaded.model, attached, session.prefixes))
+                verify = int(cfg.group.get("verify", 0))
+                cell = identity_of(cfg) if verify else "this cell"  # named in a mismatch's message
+                stack.enter_context(PrefixReplay(session.loaded.model, attached, session.prefixes, verify=verify,
+                                                 cell=cell))
         yield

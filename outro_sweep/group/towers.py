@@ -18,19 +18,18 @@ import torch
 from outro_sweep.group.counters import COUNTS
 from outro_sweep.group.fingerprint import tensor_digest
 from outro_sweep.group.memory import BoundedCache
-
-# The attribute names transformers' (video/omni) models give their towers, on the model or on its
-# inner ``model`` (Qwen2/2.5/3-VL and Omni: visual, audio_tower; LLaVA, InternVL: vision_tower;
-# VideoLLaMA3: vision_model).
-TOWER_NAMES = ("visual", "vision_tower", "vision_model", "audio_tower")
+from outro_sweep.models.video_lm import family_of
 
 
 def find_towers(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """{dotted name: tower module} of ``model`` (empty for a text model)."""
+    """{dotted name: tower module} of ``model``: the towers its family's loader names
+    (``ModelLoader.towers``), on the model or on its inner ``model``; empty for a text model or a
+    model of no known family."""
+    family = family_of(model.config.model_type)
     found = {}
     for owner_name in ("", "model"):
         owner = model.get_submodule(owner_name) if owner_name else model
-        for name in TOWER_NAMES:
+        for name in family.towers if family is not None else ():
             tower = getattr(owner, name, None)
             if isinstance(tower, torch.nn.Module) and all(tower is not t for t in found.values()):
                 found[f"{owner_name}.{name}".lstrip(".")] = tower

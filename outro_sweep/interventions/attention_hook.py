@@ -1,82 +1,47 @@
-"""Route a decoder's attention through OutRo via transformers' AttentionInterface.
+"""Route a decoder's attention through the attached editors via transformers' AttentionInterface.
 
-Two names are registered, ``outro_sdpa`` and ``outro_eager``. Each hands the keys to the
-editors attached to that attention module that edit keys (``edit_key``), calls the stock kernel
+Two names are registered, ``outro_sdpa`` and ``outro_eager``. Each hands the keys to every
+editor (``base.Editor``) attached to that attention module (``edit_key``), calls the stock kernel
 (sdpa from the registry; eager from the model's own modeling file), or hands that call to the
-one editor that runs the kernel itself (``run_kernel``: SinkRouter computes only the KV groups
-it keeps), and then hands the per-head output to the editors that edit it (``edit``), in the
-order they were attached. Each
-name is registered with the matching stock *mask* function too: without it transformers
-would build no causal mask for an unknown name and causality would silently vanish.
+one editor that replaces it (``replaces_kernel``, ``run_kernel``: SinkRouter computes only the KV
+groups it keeps), and then hands the per-head output to every editor (``edit``), in the order
+they were attached; an editor's defaults leave each unchanged. Each name is registered with the
+matching stock *mask* function too: without it transformers would build no causal mask for an
+unknown name and causality would silently vanish.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Callable, Protocol
+from typing import Any, Callable
 
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 
+from outro_sweep.errors import ConfigError
+from outro_sweep.interventions.decoder import set_text_attention
 
-class AttentionEditor(Protocol):
-    def edit(
-        self,
-        module: torch.nn.Module,
-        out: torch.Tensor,  # (B, S_q, H, d) per-head output, before W_O
-        weights: torch.Tensor | None,  # (B, H, S_q, S_kv) probabilities (eager) or None
-        query: torch.Tensor,  # (B, H, S_q, d)
-        key: torch.Tensor,  # (B, H_kv, S_kv, d), cache included
-        value: torch.Tensor,  # (B, H_kv, S_kv, d), cache included
-        scaling: float,
-    ) -> torch.Tensor: ...
-
-
-class KeyEditor(Protocol):
-    """An editor may also define ``edit_key``: it gets the keys before the kernel runs and
-    returns the keys the kernel attends with; ``edit`` (if any) then sees those keys."""
-
-    def edit_key(
-        self,
-        module: torch.nn.Module,
-        key: torch.Tensor,  # (B, H_kv, S_kv, d) after RoPE, cache included; never edit in place
-    ) -> torch.Tensor: ...
-
-
-class KernelRunner(Protocol):
-    """An editor may also define ``run_kernel``: it replaces the kernel call, gets the stock
-    kernel and its arguments (keys already edited by ``edit_key``) and returns what the kernel
-    would, ``(out (B, S_q, H, d), weights or None)``. At most one editor per module defines it."""
-
-    def run_kernel(
-        self,
-        module: torch.nn.Module,
-        kernel: Callable,  # the stock kernel: kernel(module, query, key, value, attention_mask, **kwargs)
-        query: torch.Tensor,  # (B, H, S_q, d)
-        key: torch.Tensor,  # (B, H_kv, S_kv, d)
-        value: torch.Tensor,  # (B, H_kv, S_kv, d)
-        attention_mask: torch.Tensor | None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+# An editor is a ``base.Editor`` (which imports this module): typed loosely here to keep one import direction.
+Editor = Any
 
 
 # id(attention module) -> the editors acting on it, applied in the order they were attached
 # (interventions stack). Filled and emptied by each intervention's context manager; a module
 # with no entry runs the stock kernel untouched.
-ACTIVE_EDITORS: dict[int, list[AttentionEditor]] = {}
+ACTIVE_EDITORS: dict[int, list[Editor]] = {}
 
 
-def attach_editor(module: torch.nn.Module, editor: AttentionEditor) -> None:
+def attach_editor(module: torch.nn.Module, editor: Editor) -> None:
     editors = ACTIVE_EDITORS.setdefault(id(module), [])
-    if hasattr(editor, "run_kernel") and any(hasattr(other, "run_kernel") for other in editors):
+    if editor.replaces_kernel and any(other.replaces_kernel for other in editors):
         # two replacements of one kernel call cannot both run: the second would never see the first
         raise RuntimeError(f"two editors run the attention kernel of layer {getattr(module, 'layer_idx', '?')}")
     editors.append(editor)
 
 
-def detach_editor(module: torch.nn.Module, editor: AttentionEditor) -> None:
+def detach_editor(module: torch.nn.Module, editor: Editor) -> None:
     editors = ACTIVE_EDITORS.get(id(module), [])
     if editor in editors:
         editors.remove(editor)
@@ -94,13 +59,13 @@ class ModelEdits:
         """parts: the model's ``decoder.DecoderParts``."""
         self.model, self.parts = model, parts
         self.handles: list = []  # torch.utils.hooks.RemovableHandle
-        self.editors: list[tuple[torch.nn.Module, AttentionEditor]] = []
+        self.editors: list[tuple[torch.nn.Module, Editor]] = []
         self.saved_impl: str | None = None
 
     def hook(self, handle) -> None:
         self.handles.append(handle)
 
-    def edit(self, attention: torch.nn.Module, editor: AttentionEditor) -> None:
+    def edit(self, attention: torch.nn.Module, editor: Editor) -> None:
         attach_editor(attention, editor)
         self.editors.append((attention, editor))
 
@@ -109,9 +74,6 @@ class ModelEdits:
         defaults to the model's own sdpa or eager), remembering the implementation to restore;
         left as it is where another intervention already routes it (they stack). ``who`` names
         the intervention in the error for an implementation that cannot be routed."""
-        from outro_sweep.errors import ConfigError
-        from outro_sweep.interventions.decoder import set_text_attention
-
         register_attention_functions()
         current = self.parts.config._attn_implementation
         if current.startswith("outro_"):
@@ -124,8 +86,6 @@ class ModelEdits:
         set_text_attention(self.model, self.parts, f"outro_{base}")
 
     def undo(self) -> None:
-        from outro_sweep.interventions.decoder import set_text_attention
-
         for handle in self.handles:
             handle.remove()
         self.handles.clear()
@@ -150,19 +110,17 @@ def _make(kernel_of: Callable[[torch.nn.Module], Callable]) -> Callable:
         kernel = kernel_of(module)
         runner = None
         for editor in editors or ():
-            edit_key = getattr(editor, "edit_key", None)
-            if edit_key is not None:  # an editor of the keys the kernel attends with (LSG)
-                key = edit_key(module, key)
-            runner = getattr(editor, "run_kernel", runner)
+            key = editor.edit_key(module, key)  # the keys the kernel attends with (LSG scales some)
+            if editor.replaces_kernel:
+                runner = editor
         if runner is not None:  # an editor that decides what the kernel computes (SinkRouter)
-            out, weights = runner(module, kernel, query, key, value, attention_mask, **kwargs)
+            out, weights = runner.run_kernel(module, kernel, query, key, value, attention_mask, **kwargs)
         else:
             out, weights = kernel(module, query, key, value, attention_mask, **kwargs)
         if editors:
             scaling = kwargs.get("scaling") or getattr(module, "scaling", query.shape[-1] ** -0.5)
             for editor in editors:
-                if hasattr(editor, "edit"):
-                    out = editor.edit(module, out, weights, query, key, value, scaling)
+                out = editor.edit(module, out, weights, query, key, value, scaling)
         return out, weights
 
     return attention

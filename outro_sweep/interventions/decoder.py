@@ -1,4 +1,13 @@
-"""Find the text decoder and its layers in any Hugging Face causal (V)LM.
+"""Find the text decoder, its layers and their attention modules in any Hugging Face causal (V)LM.
+
+The public helpers an intervention uses:
+
+- ``decoder_layers(model)``: the text decoder's layers, a ``ModuleList`` indexed by layer;
+- ``attention_modules(model)``: each layer's attention module (the one with ``layer_idx``, whose
+  ``q_proj`` / ``k_proj`` / ``v_proj`` / ``o_proj`` a hook can reach), in layer order;
+- ``attention_module(layer)``: one layer's attention module;
+- ``find_decoder(model)``: all of it at once (``DecoderParts``: the decoder module whose forward
+  runs the layer stack, its layers, and the text config whose ``_attn_implementation`` they read).
 
 Text-only models keep layers at ``model.model.layers``; vision-language models keep the
 language model's at ``model.model.language_model.layers``. ``get_decoder()`` is the
@@ -20,7 +29,9 @@ class DecoderParts:
     config: object  # the text config (the one whose _attn_implementation the layers read)
 
 
-def _attention_of(layer: torch.nn.Module) -> torch.nn.Module | None:
+def attention_of(layer: torch.nn.Module) -> torch.nn.Module | None:
+    """A decoder layer's attention module (``self_attn``, ``attention`` or ``attn`` with a
+    ``layer_idx``), None where it has none."""
     for name in ("self_attn", "attention", "attn"):
         module = getattr(layer, name, None)
         if module is not None and hasattr(module, "layer_idx"):
@@ -32,11 +43,13 @@ def _is_layer_stack(candidate: object) -> bool:
     return (
         isinstance(candidate, torch.nn.ModuleList)
         and len(candidate) > 0
-        and all(_attention_of(layer) is not None for layer in candidate)
+        and all(attention_of(layer) is not None for layer in candidate)
     )
 
 
 def find_decoder(model: torch.nn.Module) -> DecoderParts:
+    """The text decoder of ``model`` (a causal LM, a VLM or an omni model), its layers and its
+    text config; RuntimeError where none is found."""
     candidates = []
     if hasattr(model, "get_decoder"):
         try:
@@ -80,10 +93,22 @@ def config_path(root: object, target: object) -> list[str] | None:
 
 
 def attention_module(layer: torch.nn.Module) -> torch.nn.Module:
-    module = _attention_of(layer)
+    """A decoder layer's attention module; RuntimeError where it has none."""
+    module = attention_of(layer)
     if module is None:
         raise RuntimeError(f"decoder layer {type(layer).__name__} has no attention module with a layer_idx")
     return module
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The text decoder's layers of ``model``, index = layer index (``layer_idx``)."""
+    return find_decoder(model).layers
+
+
+def attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Each text decoder layer's attention module, in layer order: ``attention_modules(model)[l]``
+    is layer l's (its ``v_proj``, ``k_proj``... are the projections a forward hook can edit)."""
+    return [attention_module(layer) for layer in decoder_layers(model)]
 
 
 def set_text_attention(model: torch.nn.Module, parts: DecoderParts, name: str) -> None:

@@ -41,9 +41,9 @@ import torch
 
 from outro_sweep.config.schema import NonEmpty, Range, check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.attention_hook import ModelEdits, register_attention_functions
-from outro_sweep.interventions.base import Intervention
-from outro_sweep.interventions.decoder import attention_module, find_decoder
+from outro_sweep.interventions.attention_hook import register_attention_functions
+from outro_sweep.interventions.base import Editor, Intervention
+from outro_sweep.interventions.decoder import attention_module
 
 # lsg.layer: the gate's layer l (keys are scaled at l+1), or a list of them (stacked gates).
 GateLayers = Annotated[int, Range(ge=0)] | Annotated[list[Annotated[int, Range(ge=0)]], NonEmpty()]
@@ -71,7 +71,7 @@ def vision_sink_probe(loaded) -> AbstractContextManager:
     """The default provider: the V-sink probe on the model's vision tower, with the model's own
     dims and tau (``loaded``: a LoadedModel, or a bare module with the probe's defaults). Imported
     here, so that the intervention's settings check without it."""
-    from outro_sweep.interventions.vision_sinks import VisionSinkProbe
+    from outro_sweep.interventions.vision_sinks import VisionSinkProbe  # deferred: settings check without it
 
     return VisionSinkProbe(loaded)
 
@@ -93,7 +93,7 @@ def group_scale(rho: float, scale: ScaleRule) -> float:
     return 2.0 * rho if scale == "two_rho" else rho
 
 
-class LayerSinkGate:
+class LayerSinkGate(Editor):
     """Context manager that scales the visual keys at the layers after ``layers`` while inside
     ``with``; outside it the model is the stock model.
 
@@ -108,8 +108,7 @@ class LayerSinkGate:
                  weights: Mapping[int, GateWeights] | None = None) -> None:
         """sink_rule (a ``sinks.base.SinkRule``) and lsink_layers: the L-sinks counted per layer;
         none without a rule."""
-        self.model = model
-        self.parts = find_decoder(model)
+        super().__init__(model)
         self.weights = dict(weights or {})
         if self.weights:
             layers = sorted(self.weights)
@@ -122,7 +121,6 @@ class LayerSinkGate:
         self.provider_factory = positions or vision_sink_probe
         self.provider: Any = None
         self._provider_cm: AbstractContextManager | None = None
-        self._edits = ModelEdits(model, self.parts)
         self.scales: torch.Tensor | None = None  # (B, S) key scale per prefill position; 1 for text and padding
         self.layer_scales: dict[int, torch.Tensor] = {}  # scaled layer l+1 -> its (B, S) scales
         self._masks: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, S) float: V-sinks, other visual
@@ -131,7 +129,6 @@ class LayerSinkGate:
         self.lsink_layers = sorted(set(lsink_layers)) if sink_rule is not None else []
         self.lsinks: dict[int, list[int]] = {}  # layer -> per row of the last prefill, its L-sink count
         self._mask: torch.Tensor | None = None  # (B, S) 1 for real tokens of the last prefill, or None
-        self.prefill = False
         # (B,) where each row's gate reads the hidden state; None: the last position (a prompt
         # alone). Training sets it to the prompt's last token when the answer follows it.
         self.query: torch.Tensor | None = None
@@ -145,59 +142,45 @@ class LayerSinkGate:
         """The gates act in the prefill only; decode steps differ only where its cache does."""
         return prefill_depth
 
-    def __enter__(self) -> "LayerSinkGate":
+    def start(self, edits) -> None:
         register_attention_functions()
-        try:
-            self._provider_cm = self.provider_factory(self.model)
-            self.provider = self._provider_cm.__enter__()
-            self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
+        self._provider_cm = self.provider_factory(self.model)
+        self.provider = self._provider_cm.__enter__()
+        if self.rope == "after":
+            edits.route("lsg.rope=after")
+        if self.lsink_layers and hasattr(self.provider, "lsink_counts"):
+            for index in self.lsink_layers:
+                edits.hook(self.parts.layers[index].register_forward_pre_hook(
+                    lambda module, args, kwargs, index=index: self._count_lsinks(index, args, kwargs),
+                    with_kwargs=True))
+        for layer in self.weights:
+            edits.hook(self.parts.layers[layer].register_forward_hook(self._gate_from_hidden(layer)))
+        for index in sorted(self.scaled_layers):
+            attention = attention_module(self.parts.layers[index])
             if self.rope == "after":
-                self._edits.route("lsg.rope=after")
-            if self.lsink_layers and hasattr(self.provider, "lsink_counts"):
-                for index in self.lsink_layers:
-                    self._edits.hook(self.parts.layers[index].register_forward_pre_hook(
-                        lambda module, args, kwargs, index=index: self._count_lsinks(index, args, kwargs),
-                        with_kwargs=True))
-            for layer in self.weights:
-                self._edits.hook(self.parts.layers[layer].register_forward_hook(self._gate_from_hidden(layer)))
-            for index in sorted(self.scaled_layers):
-                attention = attention_module(self.parts.layers[index])
-                if self.rope == "after":
-                    self._edits.edit(attention, self)
-                else:
-                    hook = self._scale_projected_keys(index)
-                    self._edits.hook(_key_output(attention).register_forward_hook(hook))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+                edits.edit(attention, self)
+            else:
+                hook = self._scale_projected_keys(index)
+                edits.hook(_key_output(attention).register_forward_hook(hook))
 
-    def __exit__(self, *exc) -> None:
-        self._edits.undo()
+    def stop(self) -> None:
         if self._provider_cm is not None:
             self._provider_cm.__exit__(None, None, None)
             self._provider_cm = None
 
     # ---- per prefill ---------------------------------------------------------------------
-    def _on_decoder_input(self, module, args, kwargs):
-        cache = kwargs.get("past_key_values")
-        if cache is not None and cache.get_seq_length() > 0:
-            self.prefill = False
-            return None
-        tokens = kwargs.get("inputs_embeds")
-        if tokens is None:
-            tokens = kwargs.get("input_ids", args[0] if args else None)
-        batch, length = tokens.shape[:2]
+    def on_prefill(self, call) -> None:
+        batch, length, device = call.batch, call.length, call.tokens.device
         vsinks, visual = self.provider.vsink_positions(), self.provider.visual_positions()
         if len(vsinks) != batch or len(visual) != batch:
             raise RuntimeError(f"the sink positions cover {len(visual)} rows, the prefill has {batch}")
-        scales = torch.ones(batch, length, dtype=torch.float32, device=tokens.device)
+        scales = torch.ones(batch, length, dtype=torch.float32, device=device)
         vsink_mask = torch.zeros_like(scales)
         rest_mask = torch.zeros_like(scales)
         self.counts = []
         for row in range(batch):
-            row_visual = visual[row].to(tokens.device)
-            row_vsinks = vsinks[row].to(tokens.device)
+            row_visual = visual[row].to(device)
+            row_vsinks = vsinks[row].to(device)
             scales[row, row_visual] = self.scale_rest
             scales[row, row_vsinks] = self.scale_vsink  # V-sinks are visual tokens too
             rest_mask[row, row_visual] = 1.0
@@ -205,13 +188,10 @@ class LayerSinkGate:
             vsink_mask[row, row_vsinks] = 1.0
             self.counts.append((int(row_vsinks.unique().numel()), int(row_visual.unique().numel())))
         self.scales = scales
-        mask = kwargs.get("attention_mask")
-        self._mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        self._mask = call.padding_mask()
         self.lsinks = {}
         self._masks = (vsink_mask, rest_mask)
         self.layer_scales = {} if self.weights else dict.fromkeys(self.scaled_layers, scales)
-        self.prefill = True
-        return None
 
     def _count_lsinks(self, index: int, args, kwargs) -> None:
         """Pre-hook of decoder layer ``index``: its input (B, S, D) at prefill -> L-sinks per row."""
@@ -342,8 +322,8 @@ class LSGIntervention(Intervention):
         """A video model of a family whose vision tower the V-sink probe reads (and its
         ``model.vsink_dims`` within the tower), and a sink rule that reads hidden states (the
         L-sinks are found on the residual stream)."""
-        from outro_sweep.interventions.vision_sinks import check_before_load
-        from outro_sweep.models.video_lm import VideoLMLoader
+        from outro_sweep.interventions.vision_sinks import check_before_load  # deferred: torch-free settings
+        from outro_sweep.models.video_lm import VideoLMLoader  # deferred: torch-free settings
 
         if not isinstance(loader, VideoLMLoader):
             raise ConfigError(f"{self.group}.enabled=true needs a video model (LSG gates visual tokens) and "

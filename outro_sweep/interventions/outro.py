@@ -1,9 +1,11 @@
 """OutRo (arXiv 2603.14337): sink-aligned rotation of head outputs plus a one-time causal
 mask relaxation for sinks, applied at inference time to a decoder's attention.
 
-How it attaches (all through published seams, all undone on exit):
-- a forward pre-hook on the text decoder reads the 2-D padding mask and tells prefill
-  (empty KV cache) from decode; its forward hook ends the prefill;
+How it attaches (all through published seams, all undone on exit; ``base.Editor`` does the
+bookkeeping):
+- at each prefill (``on_prefill``: the editor base tells a prefill, over an empty KV cache, from
+  a decode forward) it reads the real tokens off the 2-D padding mask; a forward hook on the text
+  decoder ends the prefill;
 - a forward pre-hook on every decoder layer reads the residual stream h^l (B, S, D) and
   detects that layer's sinks over real tokens only, the whole batch at once;
 - the text decoder's attention implementation is switched to ``outro_sdpa`` or
@@ -44,9 +46,9 @@ import torch
 
 from outro_sweep.config.schema import check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.attention_hook import ModelEdits, register_attention_functions
-from outro_sweep.interventions.decoder import attention_module, find_decoder
-from outro_sweep.interventions.base import Intervention
+from outro_sweep.interventions.attention_hook import register_attention_functions
+from outro_sweep.interventions.base import Editor, Intervention
+from outro_sweep.interventions.decoder import attention_module
 from outro_sweep.interventions.settings import (
     Alpha,
     LayerSpec,
@@ -69,13 +71,16 @@ from outro_sweep.interventions.sinks.base import SinkRule
 PREFILL_HOST_SYNCS = 1
 
 
-class OutRo:
+class OutRo(Editor):
     """Context manager that applies OutRo to ``model`` while inside ``with``.
 
     After each prefill, ``take_sample_diagnostics()`` returns one dict per batch row and
     ``cell_diagnostics()`` the per-layer mean cosine to the sink direction before and after
     rotation, accumulated over every prefill since construction.
     """
+
+    # ``layer`` acts per layer: ``layer_signatures`` says at each layer whether it relaxes there.
+    per_layer_settings = ("layer",)
 
     def __init__(
         self,
@@ -87,9 +92,7 @@ class OutRo:
         rotate_decode: RotateDecode = True,
     ) -> None:
         check_arguments(OutRo, locals(), "outro")
-        self.model = model
-        self.parts = find_decoder(model)
-        self.num_layers = len(self.parts.layers)
+        super().__init__(model)
         self.rule = rule
         self.alpha = float(alpha)
         self.temperature = float(temperature)
@@ -97,33 +100,23 @@ class OutRo:
         self.rotate_decode = rotate_decode
         # Sinks are searched at layers 0..L-3; the last two layers are never scanned.
         self.scan_end = self.num_layers - 2
-        self._edits = ModelEdits(model, self.parts)
         # Cell-level cosine sums on the device: layer -> (3,) float64 [sum before, sum after,
         # count of (token, head)], over every prefill since construction.
         self._cos: dict[int, torch.Tensor] = {}
         self._reset_prefill_state(None)
 
     # ---- lifecycle -------------------------------------------------------------------
-    def __enter__(self) -> "OutRo":
+    def start(self, edits) -> None:
         register_attention_functions()
         current = self.parts.config._attn_implementation
         if self.rule.needs_attention_probs and current.startswith("outro_") and current != "outro_eager":
             raise ConfigError(f"sink={self.rule.name} needs eager attention but another intervention runs "
                               f"{current}: valid values are model.attn_implementation=eager")
-        self._edits.route("OutRo", "eager" if self.rule.needs_attention_probs else None)
-        try:
-            self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
-            self._edits.hook(self.parts.decoder.register_forward_hook(self._on_decoder_output))
-            for index, layer in enumerate(self.parts.layers):
-                self._edits.hook(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
-                self._edits.edit(attention_module(layer), self)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._edits.undo()
+        edits.route("OutRo", "eager" if self.rule.needs_attention_probs else None)
+        edits.hook(self.parts.decoder.register_forward_hook(self._on_decoder_output))
+        for index, layer in enumerate(self.parts.layers):
+            edits.hook(layer.register_forward_pre_hook(self._layer_hook(index), with_kwargs=True))
+            edits.edit(attention_module(layer), self)
 
     # ---- per-forward state -------------------------------------------------------------
     def _reset_prefill_state(self, real: torch.Tensor | None) -> None:
@@ -148,24 +141,8 @@ class OutRo:
         self._cos_step: dict[int, torch.Tensor] = {}  # layer -> (3,) this prefill's cosine sums there
         self.prefill = real is not None
 
-    def _on_decoder_input(self, module, args, kwargs):
-        tokens = kwargs.get("inputs_embeds")
-        if tokens is None:
-            tokens = kwargs.get("input_ids", args[0] if args else None)
-        batch, length = tokens.shape[:2]
-        cache = kwargs.get("past_key_values")
-        if cache is not None and cache.get_seq_length() > 0:  # an int: no host sync
-            self.prefill = False
-            return None
-        mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-            real = mask[:, -length:].bool()
-        elif mask is None:
-            real = torch.ones(batch, length, dtype=torch.bool, device=tokens.device)
-        else:
-            raise RuntimeError("OutRo needs a 2-D padding mask (batch, seq) or none; got a prepared mask")
-        self._reset_prefill_state(real)
-        return None
+    def on_prefill(self, call) -> None:
+        self._reset_prefill_state(call.real("OutRo"))
 
     def _on_decoder_output(self, module, args, output):
         """The prefill's end: keep, for decode, the layers where some row rotates (the one host
@@ -204,9 +181,7 @@ class OutRo:
         """What ``unchanged_prefix`` depends on besides its tensors: the sink rule and the scanned
         layers, not alpha or the relaxation layers (cells of a group that differ only in those
         detect a kept prefix's sinks once)."""
-        rule = self.rule
-        return ("outro", type(rule).__module__, type(rule).__qualname__, repr(sorted(vars(rule).items())),
-                self.scan_end)
+        return self.settings_signature(("rule",)), self.scan_end
 
     def _layers_with_sinks(self, hidden: Sequence[torch.Tensor], real: torch.Tensor, known: dict | None) -> list[bool]:
         """Whether some row has a sink in ``hidden[l]`` (B, S, D), for l < len(hidden) (none at the
@@ -229,11 +204,15 @@ class OutRo:
         the sinks themselves (which the rule finds alike in equal streams): the rule, alpha, the
         temperature, ``rotate_decode`` and whether the layer relaxes. Cells of a group that differ
         only in relaxation layers without sinks thus compute alike. [] for a rule that reads
-        attention probabilities (they exist only once a layer runs)."""
+        attention probabilities (they exist only once a layer runs).
+
+        The description is ``replay_signature`` (every setting but ``layer``: the rule, alpha,
+        the temperature, ``rotate_decode``, and any setting added later) with whether the layer
+        relaxes, which is what ``layer`` does there."""
         if self.rule.needs_attention_probs:
             return []
         fired = self._layers_with_sinks(hidden, real, known)
-        acting = (self.prefix_signature, self.alpha, self.temperature, self.rotate_decode)
+        acting = (self.replay_signature, self.scan_end)
         return [(*acting, layer in self.relax_layers) if fired[layer] else None for layer in range(len(hidden))]
 
     def unchanged_prefix(self, hidden: Sequence[torch.Tensor], real: torch.Tensor) -> int:

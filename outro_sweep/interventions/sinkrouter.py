@@ -49,9 +49,8 @@ import torch
 
 from outro_sweep.config.schema import Range, check_arguments
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.attention_hook import ModelEdits
-from outro_sweep.interventions.base import Intervention
-from outro_sweep.interventions.decoder import attention_module, find_decoder
+from outro_sweep.interventions.base import Editor, Intervention
+from outro_sweep.interventions.decoder import attention_module
 from outro_sweep.interventions.rotation import cosine, edit_dtype
 
 Threshold = Annotated[float, Range(finite=True)]
@@ -106,7 +105,7 @@ def cubic_at(coefficients: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (coefficients.reshape(coefficients.shape[0], *[1] * (x.dim() - 1), 4) * powers).sum(dim=-1)
 
 
-class SinkRouting:
+class SinkRouting(Editor):
     """Context manager that skips sink-bound KV groups at decode steps while inside ``with``;
     outside it the model is the stock model.
 
@@ -114,17 +113,16 @@ class SinkRouting:
     and ``last_skips[layer]`` (B, H_kv) its decisions, for the layers >= ``first_layer``.
     """
 
+    replaces_kernel = True  # only the kept KV groups reach the kernel
+
     def __init__(self, model: torch.nn.Module, threshold: float = 0.5, mode: Mode = "constant",
                  target_skip: float = 0.6, first_layer: int = 2, aggregate: Aggregate = "mean") -> None:
-        self.model = model
-        self.parts = find_decoder(model)
-        self.num_layers = len(self.parts.layers)
+        super().__init__(model)
         self.threshold = float(threshold)
         self.mode = mode
         self.target_skip = float(target_skip)
         self.first_layer = first_layer
         self.aggregate = aggregate
-        self._edits = ModelEdits(model, self.parts)
         # Since attach, per layer: skipped and considered (step, row, group) triples (int64, on the model's device).
         self.total_skipped: torch.Tensor | None = None
         self.total_considered: torch.Tensor | None = None
@@ -146,19 +144,10 @@ class SinkRouting:
         self.last_skips: dict[int, torch.Tensor] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
-    def __enter__(self) -> "SinkRouting":
-        self._edits.route("sinkrouter")
-        try:
-            self._edits.hook(self.parts.decoder.register_forward_pre_hook(self._on_decoder_input, with_kwargs=True))
-            for layer in self.parts.layers[self.first_layer:]:
-                self._edits.edit(attention_module(layer), self)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._edits.undo()
+    def start(self, edits) -> None:
+        edits.route("sinkrouter")
+        for layer in self.parts.layers[self.first_layer:]:
+            edits.edit(attention_module(layer), self)
 
     def unchanged_prefix(self, hidden: list, real: torch.Tensor) -> int:
         """Prefill stays stock at every layer; target_skip reads the prefill's queries from
@@ -170,41 +159,28 @@ class SinkRouting:
         return min(prefill_depth, self.first_layer)
 
     # ---- per forward -----------------------------------------------------------------------
-    def _on_decoder_input(self, module, args, kwargs):
-        tokens = kwargs.get("inputs_embeds")
-        if tokens is None:
-            tokens = kwargs.get("input_ids", args[0] if args else None)
-        batch, length = tokens.shape[:2]
-        cache = kwargs.get("past_key_values")
-        past = cache.get_seq_length() if cache is not None else 0
-        if past == 0:  # prefill: the first real token of each row is read off the 2-D padding mask
-            mask = kwargs.get("attention_mask")
-            if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-                first = mask[:, -length:].long().argmax(dim=1)
-            elif mask is None:
-                first = torch.zeros(batch, dtype=torch.long, device=tokens.device)
-            else:
-                raise RuntimeError("sinkrouter needs a 2-D padding mask (batch, seq) or none; got a prepared mask")
-            self._reset_prefill(first, tokens.device)
-            if self.total_skipped is None:
-                self.total_skipped = torch.zeros(self.num_layers, dtype=torch.long, device=tokens.device)
-                self.total_considered = torch.zeros_like(self.total_skipped)
-            return None
+    def on_prefill(self, call) -> None:
+        # the first real token of each row is read off the 2-D padding mask
+        first = call.real("sinkrouter").long().argmax(dim=1)
+        self._reset_prefill(first, call.tokens.device)
+        if self.total_skipped is None:
+            self.total_skipped = torch.zeros(self.num_layers, dtype=torch.long, device=call.tokens.device)
+            self.total_considered = torch.zeros_like(self.total_skipped)
+
+    def on_decode(self, call) -> None:
         # A decode forward may bring several new tokens (cloze scoring feeds an option's tokens at
         # once): each is one decode step at its own position, decided on its own.
+        length = call.length
         self.decode = True
         self.steps += length
-        mask = kwargs.get("attention_mask")
-        self.step_real = (mask[:, -length:].bool() if isinstance(mask, torch.Tensor) and mask.dim() == 2
-                          else torch.ones(batch, length, dtype=torch.bool, device=tokens.device))  # (B, T)
+        self.step_real = call.real()  # (B, T)
         if self.mode == "target_skip":
             if self.cubic is None:
                 self.cubic = self._fit()
             prompt = self.cubic_prompt[:, None]  # (B, 1) N per row
             # (B, T) n: the real tokens a step sees, itself included
-            context = (past + 1 + torch.arange(length)[None, :] - self.first.cpu()[:, None]).double()
-            self.step_threshold = cubic_at(self.cubic, torch.minimum(context, prompt) / prompt).to(tokens.device)
-        return None
+            context = (call.past + 1 + torch.arange(length)[None, :] - self.first.cpu()[:, None]).double()
+            self.step_threshold = cubic_at(self.cubic, torch.minimum(context, prompt) / prompt).to(call.tokens.device)
 
     def _fit(self) -> torch.Tensor:
         """(B, 4) cubic coefficients from the last prefill's cosines (see the module docstring)."""

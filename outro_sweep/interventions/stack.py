@@ -14,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from outro_sweep.errors import ConfigError
-from outro_sweep.interventions.base import Intervention
+from outro_sweep.interventions.base import Editor, Intervention
 
 
 def _node_items(config: Any):
@@ -56,9 +56,10 @@ def is_active(node: Mapping) -> bool:
 
 
 class Attached:
-    """The editors of the active interventions while attached to a model."""
+    """The editors of the active interventions while attached to a model, ``[(group, editor)]`` in
+    attach order (what the group replay asks of them all: ``outro_sweep.group.replayable``)."""
 
-    def __init__(self, editors: list[tuple[str, Any]]) -> None:
+    def __init__(self, editors: list[tuple[str, Editor]]) -> None:
         self.editors = editors
 
     def sample_diagnostics(self) -> list[dict]:
@@ -71,78 +72,6 @@ class Attached:
                     rows.append({})
                 rows[position][group] = sample
         return rows
-
-    def layer_signatures(self, hidden: list, real, known: dict | None = None) -> list[tuple]:
-        """What every attached intervention does at each leading decoder layer of this prefill,
-        given the residual stream ``hidden[l]`` (B, S, D) entering layer l for l < len(hidden) and
-        the (B, S) bool real tokens: one hashable tuple per layer, ``((group, signature), ...)`` of
-        the editors that act there (``()``: every editor leaves the layer stock). The list stops at
-        the first layer some editor cannot describe (it may do anything from there on).
-
-        Two cells whose lists agree on layers 0..d-1, on the same input, compute those layers
-        bit for bit alike, edits and editor state included; ``outro_sweep.group.prefix`` replays
-        them from whichever cell ran first. An editor describes its layers with
-        ``layer_signatures(hidden, real, known)`` (None where it leaves a layer stock; a shorter
-        list where it cannot say), or only their stock prefix with ``unchanged_prefix(hidden,
-        real)``; one with neither may change layer 0. With none attached, every layer is stock.
-
-        ``known``: answers already measured on these same tensors, filled here, keyed by the
-        editor's ``prefix_signature`` (what its answer depends on, e.g. OutRo's sink rule but not
-        its alpha), so the cells of a group that share a rule detect a kept prefix's sinks once."""
-        per_editor = []
-        for group, editor in self.editors:
-            describe = getattr(editor, "layer_signatures", None)
-            if describe is not None:
-                per_editor.append((group, list(describe(hidden, real, known))[: len(hidden)]))
-                continue
-            per_editor.append((group, [None] * self._stock_depth(editor, hidden, real, known)))
-        depth = min([len(hidden), *(len(signatures) for _, signatures in per_editor)])
-        return [tuple((group, signatures[layer]) for group, signatures in per_editor if signatures[layer] is not None)
-                for layer in range(depth)]
-
-    @staticmethod
-    def _stock_depth(editor, hidden: list, real, known: dict | None) -> int:
-        """An editor's ``unchanged_prefix``, measured once per ``prefix_signature`` in ``known``."""
-        measure = getattr(editor, "unchanged_prefix", None)
-        if measure is None:
-            return 0
-        signature = getattr(editor, "prefix_signature", None)
-        if known is None or signature is None:
-            return min(len(hidden), int(measure(hidden, real)))
-        key = (signature, len(hidden))
-        if key not in known:
-            known[key] = min(len(hidden), int(measure(hidden, real)))
-        return known[key]
-
-    def layer_state(self, layer: int) -> dict:
-        """``{group: state}``: what each editor's edit left at ``layer`` in the forward just run
-        (``export_layer_state``; OutRo: the layer's sinks' value mean, its relaxations and cosine
-        sums), for a replay of that layer to hand to the same editor of another cell."""
-        states = {}
-        for group, editor in self.editors:
-            export = getattr(editor, "export_layer_state", None)
-            state = export(layer) if export is not None else None
-            if state is not None:
-                states[group] = state
-        return states
-
-    def restore_layer_state(self, layer: int, states: dict) -> None:
-        """Give each editor the state its counterpart left at ``layer`` (``layer_state``) when the
-        layer is replayed instead of run: the editor ends as if its edit had run there."""
-        for group, editor in self.editors:
-            if group in states:
-                editor.import_layer_state(layer, states[group])
-
-    def unchanged_decode_prefix(self, prefill_depth: int) -> int:
-        """Of the ``prefill_depth`` leading layers every attached intervention left stock in the
-        prefill, how many its decode steps leave stock as well: the least of the editors' own
-        ``unchanged_decode_prefix``; an editor without one may change any layer in decode (0);
-        none attached, all of them."""
-        depth = prefill_depth
-        for _, editor in self.editors:
-            measure = getattr(editor, "unchanged_decode_prefix", None)
-            depth = min(depth, int(measure(prefill_depth)) if measure is not None else 0)
-        return depth
 
     def running_sums(self) -> dict[str, dict[str, float]]:
         """``{group: {key: float}}``: additive sums since attach (the shard writer stores deltas)."""
@@ -216,7 +145,13 @@ class InterventionStack:
         """Attach every active intervention (config order) for the ``with`` block; all are
         detached on exit, also after an error."""
         with ExitStack() as stack:
-            editors = [(i.group, stack.enter_context(i.attach(loaded, sink_rule))) for i in self.active_interventions]
+            editors = []
+            for intervention in self.active_interventions:
+                editor = intervention.attach(loaded, sink_rule)
+                if not isinstance(editor, Editor):
+                    raise TypeError(f"{type(intervention).__qualname__}.attach returned a {type(editor).__qualname__}: "
+                                    "it must return an outro_sweep.interventions.base.Editor")
+                editors.append((intervention.group, stack.enter_context(editor)))
             yield Attached(editors)
 
     def summarise(self, samples: list[dict | None], sums: dict[str, dict[str, float]]) -> dict:

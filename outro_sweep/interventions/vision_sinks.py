@@ -55,26 +55,19 @@ import torch
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.sinks.base import SinkRule
 from outro_sweep.interventions.sinks.sink_dims import SinkDims
+from outro_sweep.models.video_lm import VisionSinkReadout, family_of, supported_families
 
-QWEN_MERGE = {"qwen2_vl": False, "qwen2_5_vl": True, "qwen3_vl": False, "qwen2_5_omni_thinker": True}
-# Families whose projector's input is recorded (one entry per frame): (frames, P, C).
-PROJECTOR = ("llava_onevision", "llava_next_video", "internvl")
-# Loader family names (``model.family``) for messages, by transformers model_type.
-FAMILY = {"qwen2_vl": "qwen2_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen3_vl": "qwen3_vl",
-          "qwen2_5_omni_thinker": "qwen2_5_omni", "llava_onevision": "llava_onevision",
-          "llava_next_video": "llava_next_video", "internvl": "internvl", "video_llama_3": "videollama3"}
-SUPPORTED = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen2_5_omni", "llava_onevision", "llava_next_video", "internvl",
-             "videollama3")
 AUTO_SHARE = 0.1
 
 
 def require_supported(family: str) -> None:
     """ConfigError unless V-sinks can be read from ``family``'s vision tower (a loader family name)."""
-    if family not in SUPPORTED:
+    supported = supported_families()
+    if family not in supported:
         raise ConfigError(
             f"V-sink detection does not support model family {family} (its vision tower's output is not mapped "
             f"to LLM positions): valid families are "
-            f"{', '.join(SUPPORTED)}"
+            f"{', '.join(supported)}"
         )
 
 
@@ -86,8 +79,7 @@ def check_before_load(loader) -> None:
         return
     config = loader._config()
     vision = getattr(config, "vision_config", None) or config.thinker_config.vision_config
-    # Width of the recorded output: Qwen2-VL's tower is ``embed_dim`` wide, the others ``hidden_size``.
-    width = getattr(vision, "embed_dim", None) if loader.family == "qwen2_vl" else vision.hidden_size
+    width = getattr(vision, type(loader).vision_sinks.width_key)  # the recorded output's width
     if max(loader.vsink_dims) >= width:
         raise ConfigError(f"model.vsink_dims={loader.vsink_dims} is out of range: valid values are 0..{width - 1} "
                           f"for the vision tower of model={loader.name}")
@@ -132,7 +124,9 @@ class VisionSinkProbe:
         loader = getattr(model, "loader", None)
         self.model = getattr(model, "model", model) if loader is not None else model
         self.model_type = self.model.config.model_type
-        require_supported(FAMILY.get(self.model_type, self.model_type))
+        family = family_of(self.model_type)
+        require_supported(family.family if family is not None else self.model_type)
+        self.readout: VisionSinkReadout = family.vision_sinks
         self.dims = dims if dims is not None else getattr(loader, "vsink_dims", "auto")
         self.tau = float(tau if tau is not None else getattr(loader, "vsink_tau", 20.0))
         self.auto_share = auto_share
@@ -153,16 +147,16 @@ class VisionSinkProbe:
     # ------------------------------------------------------------------ hooks
 
     def __enter__(self) -> "VisionSinkProbe":
-        inner = self.model.model
+        read_at = self.model.model.get_submodule(self.readout.module)
         self._handles.append(self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True))
         self._handles.append(self.model.register_forward_hook(self._after_forward))
-        if self.model_type in QWEN_MERGE:
-            self._handles.append(inner.visual.register_forward_hook(self._qwen_tower, with_kwargs=True))
-        elif self.model_type == "video_llama_3":
-            self._handles.append(inner.vision_model.post_layernorm.register_forward_hook(self._patches))
-            self._handles.append(inner.vision_model.register_forward_hook(self._pooled_tower, with_kwargs=True))
+        if self.readout.point == "merger_input":
+            self._handles.append(read_at.register_forward_hook(self._merger_input, with_kwargs=True))
+        elif self.readout.point == "pooled_tower":
+            self._handles.append(read_at.post_layernorm.register_forward_hook(self._patches))
+            self._handles.append(read_at.register_forward_hook(self._pooled_tower, with_kwargs=True))
         else:
-            self._handles.append(inner.multi_modal_projector.register_forward_pre_hook(self._projector_input))
+            self._handles.append(read_at.register_forward_pre_hook(self._projector_input))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -194,13 +188,13 @@ class VisionSinkProbe:
             self._reset()
         self._vsinks = None
 
-    def _qwen_tower(self, module, args, kwargs, output) -> None:
+    def _merger_input(self, module, args, kwargs, output) -> None:
         """Qwen towers: ``last_hidden_state`` (n_patches, C) is the merger's input."""
         self._tower_call()
         grid = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)  # (clips, 3) t, h, w in patches
         hidden = output.last_hidden_state.detach()
         unit = module.spatial_merge_size ** 2
-        if QWEN_MERGE[self.model_type]:  # undo the window permutation of 2x2 blocks
+        if self.readout.window_permuted:  # undo the window permutation of 2x2 blocks
             from transformers.vision_utils import get_vision_window_index
 
             window_index, _ = get_vision_window_index(grid, module.spatial_merge_size, module.window_size,
@@ -246,10 +240,10 @@ class VisionSinkProbe:
     def _projector_clips(self, mask: torch.Tensor) -> None:
         frames = torch.cat(self._frames)  # (F, P, C)
         inner = self.model.model
-        if self.model_type == "llava_next_video":
+        if self.readout.projector_tokens == "one_to_one":
             self._clips = [(frames.reshape(-1, frames.shape[-1]), lambda flags: flags)]
             return
-        if self.model_type == "internvl":  # (F, P, 4 C): 4 patches per token, C channels each
+        if self.readout.projector_tokens == "pixel_shuffle":  # (F, P, 4 C): 4 patches per token, C channels each
             group = round(1 / inner.config.downsample_ratio ** 2)
             patches = frames.reshape(-1, inner.config.vision_config.hidden_size)  # (F * P * 4, C)
             self._clips = [(patches, lambda flags: flags.reshape(-1, group).any(dim=-1))]
@@ -278,7 +272,7 @@ class VisionSinkProbe:
 
     def _find_vsinks(self) -> list[torch.LongTensor]:
         mask = self._placeholders()
-        if self.model_type in PROJECTOR and self._frames:
+        if self.readout.point == "projector_input" and self._frames:
             self._projector_clips(mask)
         flags = [to_llm(vsink_patches(clip, self.dims, self.tau, self.auto_share)).to(mask.device)
                  for clip, to_llm in self._clips]

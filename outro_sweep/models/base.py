@@ -10,9 +10,9 @@ from typing import Annotated, ClassVar, Literal
 
 import torch
 
-from outro_sweep.cell.atomic import write_text_atomic
-from outro_sweep.cell.fingerprint import folder_files
 from outro_sweep.config.schema import Doc, NonEmpty, Range, check_arguments
+from outro_sweep.files.atomic import write_text_atomic
+from outro_sweep.files.fingerprint import folder_files
 
 
 @dataclass
@@ -45,6 +45,12 @@ class ModelLoader:
     #: M-RoPE keeps the prefill's rope deltas); otherwise a forward is given positions that count
     #: real tokens only, so a left-padded row sees the positions it would alone.
     derives_positions: ClassVar[bool] = False
+    #: transformers ``model_type`` values of the models this loader loads (e.g. "qwen2_5_vl"), so
+    #: per-family facts below are found from a bare transformers model too (``family_of``).
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: Attribute names of the model's vision/audio towers, on the model or on its inner ``model``;
+    #: no intervention edits them, so a group of cells reuses their outputs (``group.towers``).
+    towers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,

@@ -16,13 +16,16 @@ cannot take them together; each row is processed on its own and the rows merged
 from __future__ import annotations
 
 from outro_sweep.models.row_batching import encode_by_row
-from outro_sweep.models.video_lm import VideoLMLoader, reject_pixel_limits
+from outro_sweep.models.video_lm import VideoLMLoader, VisionSinkReadout, reject_pixel_limits
 from outro_sweep.media.decode import DecodedVideo
 
 
 class InternVL(VideoLMLoader):
     model_class = "InternVLForConditionalGeneration"
     family = "internvl"
+    model_types = ("internvl",)
+    towers = ("vision_tower",)
+    vision_sinks = VisionSinkReadout("multi_modal_projector", "projector_input", projector_tokens="pixel_shuffle")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -17,13 +17,16 @@ bit for bit the same features, in the same order, as separate clips would give.
 from __future__ import annotations
 
 from outro_sweep.models.row_batching import encode_by_row
-from outro_sweep.models.video_lm import VideoLMLoader, reject_pixel_limits
+from outro_sweep.models.video_lm import VideoLMLoader, VisionSinkReadout, reject_pixel_limits
 from outro_sweep.media.decode import DecodedVideo
 
 
 class LlavaNextVideo(VideoLMLoader):
     model_class = "LlavaNextVideoForConditionalGeneration"
     family = "llava_next_video"
+    model_types = ("llava_next_video",)
+    towers = ("vision_tower",)
+    vision_sinks = VisionSinkReadout("multi_modal_projector", "projector_input", projector_tokens="one_to_one")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

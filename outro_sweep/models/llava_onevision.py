@@ -21,7 +21,7 @@ untouched). Both ``forward`` and ``generate`` (which pre-encodes videos through
 from __future__ import annotations
 
 from outro_sweep.models.row_batching import encode_by_row
-from outro_sweep.models.video_lm import VideoLMLoader, reject_pixel_limits
+from outro_sweep.models.video_lm import VideoLMLoader, VisionSinkReadout, reject_pixel_limits
 from outro_sweep.media.decode import DecodedVideo
 
 
@@ -58,6 +58,9 @@ class RaggedVideoFeatures:
 class LlavaOnevision(VideoLMLoader):
     model_class = "LlavaOnevisionForConditionalGeneration"
     family = "llava_onevision"
+    model_types = ("llava_onevision",)
+    towers = ("vision_tower",)
+    vision_sinks = VisionSinkReadout("multi_modal_projector", "projector_input", projector_tokens="pooled_frames")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from outro_sweep.models.video_lm import VideoLMLoader
+from outro_sweep.models.video_lm import VideoLMLoader, VisionSinkReadout
 from outro_sweep.media.decode import DecodedVideo
 
 AUDIO_SAMPLE_RATE = 16000  # Hz: WhisperFeatureExtractor's rate in every Qwen2.5-Omni checkpoint
@@ -31,6 +31,9 @@ class Qwen2_5Omni(VideoLMLoader):
     model_class = "Qwen2_5OmniThinkerForConditionalGeneration"
     derives_positions = True  # M-RoPE: positions from the prefill's rope deltas
     family = "qwen2_5_omni"
+    model_types = ("qwen2_5_omni_thinker",)
+    towers = ("visual", "audio_tower")
+    vision_sinks = VisionSinkReadout("visual", "merger_input", window_permuted=True)
     supports_audio = True
 
     def __init__(self, *args, **kwargs) -> None:

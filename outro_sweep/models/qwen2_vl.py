@@ -10,10 +10,13 @@ processor emits no ``second_per_grid_ts``: the temporal M-RoPE step is one posit
 
 from __future__ import annotations
 
-from outro_sweep.models.video_lm import VideoLMLoader
+from outro_sweep.models.video_lm import VideoLMLoader, VisionSinkReadout
 
 
 class Qwen2VL(VideoLMLoader):
     model_class = "Qwen2VLForConditionalGeneration"
     derives_positions = True  # M-RoPE: positions from the prefill's rope deltas
     family = "qwen2_vl"
+    model_types = ("qwen2_vl",)
+    towers = ("visual",)
+    vision_sinks = VisionSinkReadout("visual", "merger_input", width_key="embed_dim")

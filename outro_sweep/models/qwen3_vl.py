@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from outro_sweep.models.row_batching import encode_by_row
-from outro_sweep.models.video_lm import VideoLMLoader, call_processor
+from outro_sweep.models.video_lm import VideoLMLoader, VisionSinkReadout, call_processor
 from outro_sweep.media.decode import DecodedVideo
 
 
@@ -36,6 +36,9 @@ class Qwen3VL(VideoLMLoader):
     model_class = "Qwen3VLForConditionalGeneration"
     derives_positions = True  # M-RoPE: positions from the prefill's rope deltas
     family = "qwen3_vl"
+    model_types = ("qwen3_vl",)
+    towers = ("visual",)
+    vision_sinks = VisionSinkReadout("visual", "merger_input")
 
     TEMPORAL_PATCH = 2  # frames per temporal grid step in every Qwen3-VL checkpoint
 

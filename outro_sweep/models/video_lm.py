@@ -13,8 +13,11 @@ write timestamps into the prompt from them).
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Annotated, Literal
+import pkgutil
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 import torch
 
@@ -24,12 +27,37 @@ from outro_sweep.models.base import LoadedModel, ModelLoader, ModelPath, left_pa
 from outro_sweep.media.decode import DecodedVideo, VideoSampling
 
 
+@dataclass(frozen=True)
+class VisionSinkReadout:
+    """Where a family's vision-tower output can be read before its projector, and how it maps to
+    LLM tokens (``interventions.vision_sinks`` reads V-sinks there).
+
+    ``module``: the hooked submodule of the inner ``model`` (e.g. "visual");
+    ``point``: "merger_input" (the tower's output, ``spatial_merge_size ** 2`` consecutive patches
+    per LLM token), "projector_input" (what the projector receives, one entry per frame) or
+    "pooled_tower" (the tower pools patches itself after its final LayerNorm, VideoLLaMA3);
+    ``window_permuted``: the tower permutes merge blocks for window attention (Qwen2.5), undone
+    before mapping; ``projector_tokens`` (projector_input only): "one_to_one" (a row per token),
+    "pixel_shuffle" (4 patches side by side in a token's channels) or "pooled_frames" (each
+    frame's grid bilinearly pooled to half its side, one newline token per clip);
+    ``width_key``: the vision config key of the recorded output's width.
+    """
+
+    module: str
+    point: Literal["merger_input", "projector_input", "pooled_tower"]
+    window_permuted: bool = False
+    projector_tokens: Literal["one_to_one", "pixel_shuffle", "pooled_frames"] | None = None
+    width_key: str = "hidden_size"
+
+
 class VideoLMLoader(ModelLoader):
     """Base class for video LLM loaders: subclasses set ``model_class`` (a transformers class name)."""
 
     model_class = "AutoModelForImageTextToText"
     family = "video_lm"  # for messages: "model=<name> (family <family>) ..."
     supports_audio = False  # True where the model hears the video's audio track (Qwen2.5-Omni)
+    #: Where V-sinks are read in this family (None: not supported).
+    vision_sinks: ClassVar[VisionSinkReadout | None] = None
 
     def __init__(
         self,
@@ -239,3 +267,30 @@ class AutoVideoLM(VideoLMLoader):
     """Any video LLM that ``AutoModelForImageTextToText`` and ``AutoProcessor`` load as is."""
 
     family = "auto"
+
+
+def family_of(model_type: str) -> type[VideoLMLoader] | None:
+    """The loader class of the family whose models have this transformers ``model_type``, among
+    the loaders of this package (each family's module is imported to find it); None if none."""
+    package = importlib.import_module(__package__)
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{__package__}.{module.name}")
+    pending = list(VideoLMLoader.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        if model_type in cls.model_types:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
+def supported_families() -> list[str]:
+    """The ``family`` names of the loaders whose V-sinks can be read (``vision_sinks`` set)."""
+    family_of("")  # imports every family's module
+    found, pending = [], list(VideoLMLoader.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        if cls.vision_sinks is not None and cls.family not in found:
+            found.append(cls.family)
+        pending.extend(cls.__subclasses__())
+    return sorted(found)

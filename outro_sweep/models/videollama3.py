@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from outro_sweep.errors import ConfigError
 from outro_sweep.models.row_batching import encode_by_row
-from outro_sweep.models.video_lm import VideoLMLoader, call_processor
+from outro_sweep.models.video_lm import VideoLMLoader, VisionSinkReadout, call_processor
 from outro_sweep.media.decode import DecodedVideo
 
 NATIVE_MODEL_TYPE = "video_llama_3"
@@ -33,6 +33,9 @@ REMOTE_CODE_MODEL_TYPES = ("videollama3_qwen2",)  # DAMO-NLP-SG/VideoLLaMA3-{2B,
 class VideoLLaMA3(VideoLMLoader):
     model_class = "VideoLlama3ForConditionalGeneration"
     family = "videollama3"
+    model_types = ("video_llama_3",)
+    towers = ("vision_model",)
+    vision_sinks = VisionSinkReadout("vision_model", "pooled_tower")
 
     def _config(self):
         try:

@@ -34,6 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from outro_sweep.models.smollm2 import SmolLM2
+from outro_sweep.predict.cloze import cloze_options, option_loglikelihoods
+
 REPO = Path(__file__).resolve().parents[2]
 ARC_JSONL = REPO.parent / "shared" / "data" / "text_mc" / "arc_easy" / "arc_easy.jsonl"
 TASK = "arc_easy_local"
@@ -95,8 +98,6 @@ def compute_only(loaded, tasks: Path, limit: int, batch_size: int) -> tuple[floa
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager, get_task_dict
 
-    from outro_sweep.predict.cloze import cloze_options, option_loglikelihoods
-
     task = get_task_dict([TASK], TaskManager(include_path=str(tasks)))[TASK]
     task.build_all_requests(limit=limit, rank=0, world_size=1)
     by_doc: dict[int, list] = {}
@@ -141,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.jsonl.is_file():
         parser.error(f"--jsonl {args.jsonl} does not exist: valid values are a jsonl with query/choices/gold")
     os.environ.update(_env())
-    from outro_sweep.models.smollm2 import SmolLM2
 
     loader = SmolLM2(cache_dir=os.environ.get("OUTRO_SWEEP_CACHE", os.path.expanduser("~/.cache/outro_sweep")))
     loaded = loader.load()

@@ -16,16 +16,19 @@ import time
 
 import torch
 
+from outro_sweep.benchmarks.builtin_mc import BuiltinMC
+from outro_sweep.interventions.outro import OutRo
+from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
+from outro_sweep.models.smollm2 import SmolLM2
+from outro_sweep.predict.data import Collator, Item
 
-def _prompts(loaded, batch_size: int) -> dict:
-    from outro_sweep.benchmarks.builtin_mc import BuiltinMC
-    from outro_sweep.predict.data import Collator, Item
 
+def prompts(loaded, batch_size: int) -> dict:
     questions = BuiltinMC(num_questions=batch_size).load()
     return Collator(loaded)([Item(i, q) for i, q in enumerate(questions)])["inputs"]
 
 
-def _timed_generate(model, inputs: dict, new_tokens: int, pad_token_id: int) -> float:
+def timed_generate(model, inputs: dict, new_tokens: int, pad_token_id: int) -> float:
     started = time.perf_counter()
     model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                    temperature=None, top_p=None, top_k=None, pad_token_id=pad_token_id)
@@ -69,10 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     layer = parse_layer(args.layer)
 
-    from outro_sweep.interventions.outro import OutRo
-    from outro_sweep.models.smollm2 import SmolLM2
-    from outro_sweep.interventions.sinks.massive_activation import MassiveActivation
-
     cache = os.environ.get("OUTRO_SWEEP_CACHE", os.path.expanduser("~/.cache/outro_sweep"))
     loaded = SmolLM2(cache_dir=cache).load()
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -84,12 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     outro = OutRo(model, MassiveActivation(), alpha=args.alpha, layer=layer)
     with torch.inference_mode():
         for batch_size in args.batch_sizes:
-            inputs = {k: v.to(device) for k, v in _prompts(loaded, batch_size).items()}
-            run_stock = lambda: _timed_generate(model, inputs, args.new_tokens, tokenizer.pad_token_id)  # noqa: E731
+            inputs = {k: v.to(device) for k, v in prompts(loaded, batch_size).items()}
+            run_stock = lambda: timed_generate(model, inputs, args.new_tokens, tokenizer.pad_token_id)  # noqa: E731
 
             def run_outro() -> float:
                 with outro:
-                    return _timed_generate(model, inputs, args.new_tokens, tokenizer.pad_token_id)
+                    return timed_generate(model, inputs, args.new_tokens, tokenizer.pad_token_id)
 
             stock, edited, ratio = paired_ratio(run_stock, run_outro, args.repeats)
             print(f"{batch_size:>5} {inputs['input_ids'].shape[1]:>6} {stock:>8.3f} {edited:>8.3f} {ratio:>6.2f}x")

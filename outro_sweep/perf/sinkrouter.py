@@ -22,7 +22,10 @@ import statistics
 
 import torch
 
+from outro_sweep.interventions.sinkrouter import SinkRouter
+from outro_sweep.models.smollm2 import SmolLM2
 from outro_sweep.perf.overhead import paired_ratio
+from outro_sweep.predict.decode_timer import DecodeTimer, device_name
 
 FILLER = ("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ")
 
@@ -65,8 +68,6 @@ def decode_seconds(model, inputs: dict, new_tokens: int, pad_token_id: int) -> f
     """One greedy generate of exactly ``new_tokens`` tokens; its decode time (prefill excluded)."""
     from transformers import StoppingCriteriaList
 
-    from outro_sweep.predict.decode_timer import DecodeTimer
-
     timer = DecodeTimer(inputs["input_ids"].device, inputs["input_ids"].shape[0], int(inputs["attention_mask"].sum()))
     model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, temperature=None,
                    top_p=None, top_k=None, pad_token_id=pad_token_id, stopping_criteria=StoppingCriteriaList([timer]))
@@ -78,9 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     args = cli.parse_args(argv)
     if args.new_tokens < 2:
         cli.error(f"--new-tokens={args.new_tokens}: valid values are integers >= 2 (one decode step at least)")
-    from outro_sweep.interventions.sinkrouter import SinkRouter
-    from outro_sweep.models.smollm2 import SmolLM2
-    from outro_sweep.predict.decode_timer import device_name
 
     cache = os.environ.get("OUTRO_SWEEP_CACHE", os.path.expanduser("~/.cache/outro_sweep"))
     loaded = SmolLM2(cache_dir=cache).load()

@@ -40,6 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from outro_sweep.models.smollm2 import SmolLM2
+from outro_sweep.perf.overhead import prompts, timed_generate
+from outro_sweep.perf.tiny_video_lm import save_tiny_qwen2_5_vl
+
 REPO = Path(__file__).resolve().parents[2]
 USER_SWEEP = ["outro.layer=1,2,4", "outro.alpha=0.1,0.3"]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -96,20 +100,17 @@ def continuation_ratio(cells: int = 6, repeats: int = 5, new_tokens: int = 8) ->
     running them one after another."""
     import torch
 
-    from outro_sweep.perf.overhead import _prompts, _timed_generate
-    from outro_sweep.models.smollm2 import SmolLM2
-
     loaded = SmolLM2(cache_dir=os.environ.get("OUTRO_SWEEP_CACHE",
                                               str(Path.home() / ".cache" / "outro_sweep"))).load()
-    inputs = _prompts(loaded, 8)
+    inputs = prompts(loaded, 8)
     stacked = {key: value.repeat(cells, 1) for key, value in inputs.items()}
     pad = loaded.tokenizer.pad_token_id
 
     def one_call() -> float:
-        return _timed_generate(loaded.model, stacked, new_tokens, pad)
+        return timed_generate(loaded.model, stacked, new_tokens, pad)
 
     def one_after_another() -> float:
-        return sum(_timed_generate(loaded.model, inputs, new_tokens, pad) for _ in range(cells))
+        return sum(timed_generate(loaded.model, inputs, new_tokens, pad) for _ in range(cells))
 
     with torch.no_grad():
         one_call(), one_after_another()  # warm-up
@@ -138,14 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     torch_threads = os.environ.get("OMP_NUM_THREADS", "default")
     print(f"outro_sweep.perf.sweep: the 7-cell sweep {' '.join(USER_SWEEP)} (+ baseline), {args.repeats} repeats, "
           f"torch threads {torch_threads}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as scratch:
+    with tempfile.TemporaryDirectory(prefix="perf_sweep_") as scratch:
         scratch = Path(scratch)
         text = [f"benchmark.limit={args.limit}"]
         report(f"SmolLM2-135M, builtin_mc limit {args.limit}, generated answers:",
                paired(text, args.repeats, fresh_cache=False, scratch=scratch / "text"))
         if not args.skip_video:
-            from outro_sweep.perf.tiny_video_lm import save_tiny_qwen2_5_vl
-
             model = save_tiny_qwen2_5_vl(args.hf_config, scratch / "tiny_qwen2_5_vl")
             video = ["model=qwen2_5_vl_7b", f"model.path={model}", "model.dtype=float32", "model.num_frames=8",
                      "benchmark=dailyomni", f"benchmark.data_dir={args.clips}",

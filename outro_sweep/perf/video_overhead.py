@@ -23,7 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from outro_sweep.benchmarks.base import ask
+from outro_sweep.interventions.outro import OutRo
+from outro_sweep.media.decode import decode_with
 from outro_sweep.perf.overhead import add_timing_arguments, paired_ratio, parse_layer
+from outro_sweep.predict.data import Collator, Item
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 PROMPT = "Describe what happens in this video, step by step."
@@ -62,11 +66,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     layer = parse_layer(args.layer)
     os.environ["HF_HUB_OFFLINE"] = "1"
-
-    from outro_sweep.benchmarks.base import ask
-    from outro_sweep.interventions.outro import OutRo
-    from outro_sweep.predict.data import Collator, Item
-    from outro_sweep.media.decode import decode_with
 
     loader, rule, cfg = _loader(args.overrides)
     loaded = loader.load()

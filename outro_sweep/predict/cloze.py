@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from outro_sweep.group.prefix import announce_step, check_steps
 from outro_sweep.models.base import LoadedModel
 
 
@@ -88,6 +89,7 @@ def option_loglikelihoods(loaded: LoadedModel, inputs: dict, options: list[Cloze
         for row, tokens in enumerate(rows):
             ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
             kept[row, :len(tokens)] = 1
+        announce_step(model, ids, kept)  # the group replay keys this forward on them, read here on the host
         ids, kept = ids.to(mask.device), kept.to(mask.device)  # (B, T) right-padded option k of each row
         cache.layers = _fork(prefill_layers)
         logits = model(input_ids=ids, attention_mask=torch.cat([mask, kept], dim=1), past_key_values=cache,
@@ -102,4 +104,5 @@ def option_loglikelihoods(loaded: LoadedModel, inputs: dict, options: list[Cloze
             if k < len(options[row].tokens) and tokens:
                 totals[row][k] = sums[row]
     cache.layers = prefill_layers
+    check_steps(model)
     return totals

@@ -27,6 +27,8 @@ import signal
 import threading
 from pathlib import Path
 
+from outro_sweep.predict.shards import read_shard_set
+
 log = logging.getLogger(__name__)
 _INTERRUPTED = threading.Event()
 _STOPPING = (signal.SIGTERM, signal.SIGINT)
@@ -113,7 +115,6 @@ def stop_line(stop: Interrupted) -> str:
     are in shards; rerun to resume"."""
     if _progress is None:
         return f"{stop}: no question was predicted yet; rerun to resume"
-    from outro_sweep.predict.shards import read_shard_set
 
     shard_dir, total = _progress
     try:

@@ -16,12 +16,13 @@ import lightning.pytorch as pl
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from outro_sweep.group.prefix import check_steps, step_criteria
 from outro_sweep.models.base import LoadedModel
 from outro_sweep.predict.cloze import ClozeOptions, option_loglikelihoods
 from outro_sweep.predict.data import Item
 from outro_sweep.predict.decode_timer import DecodeTimer, machine
 from outro_sweep.predict.speed import add_timing
-from outro_sweep.scoring.letters import letter_logits, letter_token_ids
+from outro_sweep.predict.letter_logits import letter_logits, letter_token_ids
 
 
 class Predictor(pl.LightningModule):
@@ -61,6 +62,8 @@ class Predictor(pl.LightningModule):
         prompt = inputs["input_ids"]  # (B, S), left-padded
         mask = inputs.get("attention_mask")
         timer = DecodeTimer(prompt.device, prompt.shape[0], int(mask.sum()) if mask is not None else prompt.numel())
+        # the group replay's step keys come first: their copy to the host must be queued before the timer waits
+        criteria = [*step_criteria(self.model), timer, *stop_criteria(self.tokenizer, stops, prompt.shape[1])]
         output = self.model.generate(
             **inputs,
             max_new_tokens=self.max_new_tokens,
@@ -69,9 +72,10 @@ class Predictor(pl.LightningModule):
             top_p=None,
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
-            stopping_criteria=StoppingCriteriaList([timer, *stop_criteria(self.tokenizer, stops, prompt.shape[1])]),
+            stopping_criteria=StoppingCriteriaList(criteria),
             **self.loaded.loader.generate_kwargs(),
         )  # (B, S + new): the prompt, then the answer
+        check_steps(self.model)
         add_timing(self.timing, timer.sums())
         texts = self.tokenizer.batch_decode(output[:, prompt.shape[1]:], skip_special_tokens=True)
         return [cut_at_stop(text, row_stops) for text, row_stops in zip(texts, stops)]

@@ -38,13 +38,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from outro_sweep.benchmarks.base import Benchmark, Question
-from outro_sweep.cell import interruption
 from outro_sweep.errors import ConfigError
 from outro_sweep.group.share import model_for_cell, shared_work
 from outro_sweep.interventions.sinks.base import SinkRule
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.media.cache import FrameCache
 from outro_sweep.models.base import ModelLoader
+from outro_sweep.predict import interruption
 from outro_sweep.predict.data import ClipSource, QuestionDataModule, QuestionDataset, question_hash
 from outro_sweep.predict.distributed import process_rank, trainer_overrides, world_size
 from outro_sweep.predict.module import Predictor
@@ -82,7 +82,7 @@ def share_of(remaining: list[int], batch_size: int, rank: int, world: int) -> li
 
 
 class _StopOnSignal(pl.Callback):
-    """SIGTERM stops prediction at once, as elsewhere in the cell (``outro_sweep.cell.interruption``)."""
+    """SIGTERM stops prediction at once, as elsewhere in the cell (``outro_sweep.predict.interruption``)."""
 
     def on_predict_start(self, trainer, pl_module) -> None:
         interruption.reclaim()

@@ -6,7 +6,7 @@ A cell's predictions live in ``<cell_dir>/shards/`` as files named
 
 (first/last = the smallest and largest question index in the batch, rank = the process that
 wrote it, 8 hex = a random id, so two processes or two attempts never collide). A shard is
-written by ``outro_sweep.cell.atomic``: a SIGKILL or power cut at any instant leaves either
+written by ``outro_sweep.files.atomic``: a SIGKILL or power cut at any instant leaves either
 the whole shard or none of it (plus, at worst, a stray ``.tmp`` file that readers ignore).
 
 Line 1 of a shard is its header, ``{"_shard": {...}}``: the rank, the record count, the
@@ -36,7 +36,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from outro_sweep.cell.atomic import TMP_SUFFIX, write_lines_atomic
+from outro_sweep.files.atomic import TMP_SUFFIX, write_lines_atomic
 from outro_sweep.interventions.stack import add_sums
 from outro_sweep.predict.speed import add_timing
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from outro_sweep.cell.masking import mask
+from outro_sweep.files.masking import mask
 from outro_sweep.interventions.stack import subtract_sums
 from outro_sweep.predict.shards import write_shard
 from outro_sweep.predict.speed import timing_delta

@@ -17,13 +17,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from outro_sweep.benchmarks.base import Benchmark, Question
-from outro_sweep.config.check import check_config
 from outro_sweep.config.compose import build
 from outro_sweep.errors import ConfigError
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.media.decode import missing_videos_message
 from outro_sweep.models.base import ModelLoader
 from outro_sweep.models.video_lm import VideoLMLoader
+from outro_sweep.preflight.schemas import check_config
 from outro_sweep.scoring.answers import Scorer
 
 log = logging.getLogger(__name__)

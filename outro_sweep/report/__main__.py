@@ -8,8 +8,10 @@ import logging
 import sys
 from pathlib import Path
 
+from outro_sweep.config.run_settings import MODES
+from outro_sweep.report.build import ReportError, write_report
+from outro_sweep.report.headline import report_line
 from outro_sweep.report.plots import SATURATE
-from outro_sweep.report.wandb_report import MODES
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -41,8 +43,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from outro_sweep.report.build import ReportError, write_report
-    from outro_sweep.report.headline import report_line
 
     try:
         out = write_report(args.sweeps, args.out, holm=args.holm, wandb_mode=args.wandb_mode, cells=args.cells,
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from outro_sweep.cell import masked_output
+    from outro_sweep.files import masked_output
 
     masked_output.install()  # the console is an output: credentials masked, as in every command
     sys.exit(main())

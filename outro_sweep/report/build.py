@@ -19,11 +19,16 @@ from outro_sweep.report.collect import (
     read_cell,
     sweep_group,
 )
+
+from outro_sweep.config.run_settings import MODES
+from outro_sweep.report import categories, plots, tables
+from outro_sweep.report.analysis import analyse
 from outro_sweep.report.paired import INTERVAL_METHOD
 from outro_sweep.report.plots import SATURATE, sink_diagnostics, sink_taxonomy
 from outro_sweep.report.settings import constant_settings, reads_sinks, settings_lines, short_hash
+from outro_sweep.report.speed import write_speed
 from outro_sweep.report.verdict import VERDICT_TXT, verdict_lines
-from outro_sweep.report.wandb_report import MODES
+from outro_sweep.report.wandb_report import cross_check, log_report
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +96,6 @@ def write_report(sweep_dirs: list[Path], out: Path | None = None, holm: bool = F
 
 def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool, wandb_mode: str,
            saturate: float, notes: list[str]) -> None:
-    from outro_sweep.report import categories, plots, tables
-    from outro_sweep.report.analysis import analyse
-
     collected: list[ReportCell] = []
     output_dirs: list[Path] = []
     for sweep in sweep_dirs:
@@ -161,8 +163,6 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
 
     speed_figures: list[Path] = []
     try:
-        from outro_sweep.report.speed import write_speed
-
         speed_figures, speed_notes = write_speed(analysis, out)
         notes += speed_notes
     except Exception as err:  # noqa: BLE001
@@ -177,8 +177,6 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
         group = "cells-report"
     project, entity = _project(merged)
     if wandb_mode == "online":
-        from outro_sweep.report.wandb_report import cross_check
-
         local = {r.cell.identity: r.accuracy for r in analysis.results if r.cell.identity and r.accuracy is not None}
         notes += cross_check(project=project, entity=entity, group=group, local_accuracy=local)
     compared = analysis.compared
@@ -190,8 +188,6 @@ def _write(sweep_dirs: list[Path], cell_dirs: list[Path], out: Path, holm: bool,
         "significant": sum(1 for r in compared if r.significant(holm)),
     }
     try:
-        from outro_sweep.report.wandb_report import log_report
-
         config = {"sweeps": [str(s) for s in sweep_dirs], "cells": [str(c) for c in cell_dirs], "holm": holm,
                   "diff_interval": INTERVAL_METHOD,
                   "groups": [sweep_group(s) for s in sweep_dirs]}

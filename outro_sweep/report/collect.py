@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outro_sweep.cell.identity import defines_cell
+from outro_sweep.cell.job_names import cell_dirname, swept_keys
 from outro_sweep.cell.store import CellStore
+from outro_sweep.cell.sweep_records import PLAN_FILE, SKIPPED_FILE
 from outro_sweep.scoring.circular import plain_records
 from outro_sweep.scoring.metrics import read_predictions
-from outro_sweep.sweep.job_names import cell_dirname, swept_keys
 
 log = logging.getLogger(__name__)
 
-SKIPPED_FILE = "skipped.json"  # outro_sweep.sweep.sweeper.SKIPPED_FILE (not imported: that module loads Hydra plugins)
-PLAN_FILE = "plan.json"  # outro_sweep.sweep.sweeper.PLAN_FILE: every planned cell's overrides and identity
 MULTIRUN_FILE = "multirun.yaml"
 STATES = ("done", "partial", "failed", "missing")
 RECORD_KEYS = ("index", "id", "prompt_hash", "correct", "category", "categories", "rotation", "question_id",

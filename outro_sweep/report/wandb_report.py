@@ -14,10 +14,9 @@ import logging
 import math
 from pathlib import Path
 
+from outro_sweep.cell.tracking import keep_wandb_files_under
+
 log = logging.getLogger(__name__)
-
-MODES = ("offline", "online", "disabled")
-
 
 def _cell_value(value):
     if value == "" or value is None:
@@ -35,7 +34,6 @@ def log_report(*, mode: str, directory: Path, project: str, entity: str | None, 
         return None
     import wandb
 
-    from outro_sweep.cell.tracking import keep_wandb_files_under
 
     directory.mkdir(parents=True, exist_ok=True)
     keep_wandb_files_under(directory)  # W&B's cache and logs stay in the report folder

@@ -30,6 +30,7 @@ from outro_sweep.benchmarks.prompting import option_letters
 from outro_sweep.scoring.letters import choose_letter, parse_choice
 from outro_sweep.scoring.open_answers import exact_match, first_number, nextoe_score, normalize_answer, parse_yes_no, \
     wordnet_similarity
+from outro_sweep.scoring.lm_eval_answers import LmEvalAnswers
 
 SCORED_FIELDS = ("prediction", "valid", "correct", "score")
 
@@ -84,8 +85,6 @@ class Scorer:
         benchmark = get_class(node["_target_"])
         scorer = cls(node.get("open_metric") or benchmark.open_metric, benchmark.match_option_text)
         if scorer.open_metric == "lm_eval":
-            from outro_sweep.scoring.lm_eval_answers import LmEvalAnswers
-
             scorer.lm_eval = LmEvalAnswers(node)  # builds its task at the first open record
         return scorer
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from outro_sweep.cell.atomic import write_json_atomic, write_lines_atomic
-from outro_sweep.cell.masking import mask
+from outro_sweep.files.atomic import write_json_atomic, write_lines_atomic
+from outro_sweep.files.masking import mask
 from outro_sweep.interventions.stack import InterventionStack
 from outro_sweep.predict.shards import ShardSet, diagnostic_sums, dumps, generate_timing, timing
 from outro_sweep.predict.speed import speed_metrics
 from outro_sweep.scoring.answers import Scorer
 from outro_sweep.scoring.circular import circular_summary, is_circular, plain_records
+from outro_sweep.scoring.judge import judge_summary
 from outro_sweep.scoring.metrics import summarise
 
 
@@ -46,8 +47,6 @@ def score_cell(shard_set: ShardSet, config: Mapping, cell_dir: Path, judge=None,
     if is_circular(records):
         metrics["circular"] = circular_summary(records)
     if judge is not None:
-        from outro_sweep.scoring.judge import judge_summary
-
         metrics.update(judge_summary(records), judge=judge.identity())
     cell_dir = Path(cell_dir)
     write_lines_atomic(cell_dir / "predictions.jsonl", [dumps(mask(record)) for record in records])

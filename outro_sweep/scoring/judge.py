@@ -262,6 +262,7 @@ class LLMJudge:
         """record index -> the judge's raw reply. Loads the judge model, runs it, frees it."""
         import torch
 
+        # Deferred on purpose: it imports torch and transformers.
         from outro_sweep.predict.data import QuestionDataModule, QuestionDataset
 
         if len({r.record_index for r in requests}) != len(requests):

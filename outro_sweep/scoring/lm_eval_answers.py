@@ -21,6 +21,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from outro_sweep.benchmarks.lm_eval import quiet
 from outro_sweep.config.compose import build
 
 
@@ -43,7 +44,6 @@ class LmEvalAnswers:
         filtered answer (None where unreadable) and its exact_match."""
         from lm_eval.api.instance import Instance
 
-        from outro_sweep.benchmarks.lm_eval import quiet
 
         benchmark = self.benchmark
         built = benchmark.built()

@@ -10,7 +10,7 @@ cell of the group. With ``cells_per_task=cell`` each task is one cell, submitted
 hydra-submitit-launcher submits it (the launcher is the task's callable).
 
 - **Failure isolation.** A cell that fails writes its FAILED marker and status and returns
-  (``outro_sweep.sweep.cli``); a cell whose job breaks before the cell starts (composition, its
+  (``outro_sweep.__main__``); a cell whose job breaks before the cell starts (composition, its
   job folder) becomes ``CellLost``; either way the next cell of the group runs. Only a signal
   (``Interrupted``, submitit's requeue) or a process-wide refusal (``SystemExit``) ends the task.
 - **Requeue.** submitit's checkpoint (SLURM time limit, preemption) resubmits this object as it

@@ -20,7 +20,7 @@ hydra-submitit-launcher's ``LocalLauncher.launch`` submits the cells, then waits
   reported its status, or its job broke outside the cell) is recorded in
   ``<sweep dir>/lost.json`` (the sweep summary names it) and the others go on;
 - SIGINT or SIGTERM stops every task process: SIGTERM (a cell stops at once and keeps its
-  shards, ``outro_sweep.cell.interruption``), then SIGKILL for whatever still lives after
+  shards, ``outro_sweep.predict.interruption``), then SIGKILL for whatever still lives after
   ``GRACE_S``; then one line, and exit 130 or 143.
 
 Each job is a controller process (``python -m submitit.local._local``; the job id is its pid)
@@ -47,14 +47,13 @@ from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocalLauncher
 
-from outro_sweep.cell.atomic import write_json_atomic
-from outro_sweep.cell.interruption import Interrupted
+from outro_sweep.cell.sweep_records import record_lost
+from outro_sweep.predict.interruption import Interrupted
 from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_cell, per_task,
                                           submit_tasks, task_slices)
-from outro_sweep.sweep.sweeper import PLUGIN_MODULE, register_plugin_class
+from outro_sweep.sweep.plugins import PLUGIN_MODULE, register_plugin_class
 
 log = logging.getLogger(__name__)
-LOST_FILE = "lost.json"  # launched jobs that ended without a result: job number, overrides, why
 # How long stopped cells get to exit after SIGTERM, seconds: a cell stops within a few seconds,
 # W&B's closing of its run included, but several at once on a loaded machine take longer.
 GRACE_S = 20.0
@@ -143,12 +142,6 @@ def launch_local(launcher, job_overrides: Sequence[Sequence[str]], initial_job_i
                 results.append(result)
     record_lost(sweep_dir, lost)
     return results
-
-
-def record_lost(sweep_dir: Path, entries: list[dict]) -> None:
-    """Add ``entries`` (``group_task.lost_cell``) to ``<sweep dir>/lost.json``."""
-    if entries:
-        write_json_atomic(sweep_dir / LOST_FILE, _read_lost(sweep_dir) + entries)
 
 
 def _reported(sweep_dir: Path, number: int) -> bool:
@@ -256,8 +249,3 @@ def _why_lost(job, err: Exception) -> str:
         last = next((line.strip() for line in reversed(lines) if line.strip()), "")
         return f"died without a status (killed, e.g. out of memory?); last line of {job.paths.stderr}: {last[:200]}"
     return f"failed: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}"
-
-
-def _read_lost(sweep_dir: Path) -> list[dict[str, Any]]:
-    path = sweep_dir / LOST_FILE
-    return json.loads(path.read_text()) if path.is_file() else []

@@ -2,7 +2,7 @@
 
 Hydra writes its overrides into ``.hydra/*``, ``multirun.yaml``, the job folder names and the
 submitit pickles. So before Hydra starts, an override whose key is secret-named
-(``outro_sweep.cell.masking.is_secret_name``), e.g. ``+judge.api_key=sk-...``, becomes a
+(``outro_sweep.files.masking.is_secret_name``), e.g. ``+judge.api_key=sk-...``, becomes a
 reference to an environment variable of this process, ``+judge.api_key=${oc.env:
 OUTRO_SWEEP_SECRET_0}``, which holds the value: every file shows the reference, the config
 resolves to the value, and the jobs inherit it (submitit's local processes inherit the
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-from outro_sweep.cell.masking import is_secret_name, override_key
 from outro_sweep.errors import ConfigError
+from outro_sweep.files.masking import is_secret_name, override_key
 
 ENV_PREFIX = "OUTRO_SWEEP_SECRET_"
 

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +43,15 @@ from omegaconf import OmegaConf
 
 from outro_sweep.sweep.group_task import (CellLost, CellsPerTask, cell_params, cell_results, lost_cell, per_task,
                                           submit_tasks, task_slices)
-from outro_sweep.sweep.sweeper import PLUGIN_MODULE, register_plugin_class
+
+from outro_sweep.cell.sweep_records import record_lost
+from outro_sweep.sweep.local_launch import register_local_launcher
+from outro_sweep.sweep.plugins import PLUGIN_MODULE, register_plugin_class
 
 log = logging.getLogger(__name__)
 PLUGIN_NAME = f"{PLUGIN_MODULE}.SlurmLauncher"  # hydra.launcher._target_ (see register_launcher)
 # sbatch options of the cells that also place the report job (not their GPUs, tasks or memory)
-_PLACEMENT_KEYS = ("partition", "account", "qos", "comment", "constraint", "exclude", "setup")
+PLACEMENT_KEYS = ("partition", "account", "qos", "comment", "constraint", "exclude", "setup")
 
 
 @dataclass
@@ -125,7 +127,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
                      f"MaxArraySize is {max_array_size()}")
         if self.wait:
             return self._results(sweep_dir, jobs, [params[s.start:s.stop] for s in slices])
-        pending = _UNWAITED.setdefault(str(sweep_dir), {"launcher": self, "arrays": [], "cells": 0})
+        pending = UNWAITED.setdefault(str(sweep_dir), {"launcher": self, "arrays": [], "cells": 0})
         pending["arrays"] += arrays
         pending["cells"] += len(params)
         return []  # no results: the cells are queued
@@ -133,8 +135,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
     @staticmethod
     def _results(sweep_dir: Path, jobs: list, cells_of_jobs: list[list[tuple]]) -> list[JobReturn]:
         """Wait for every task; the cells' results, the cells lost by a group task in ``lost.json``."""
-        from outro_sweep.sweep.local_launch import record_lost
-
         results, lost = [], []
         for job, cells in zip(jobs, cells_of_jobs):
             for args, result in zip(cells, cell_results(job.results()[0])):
@@ -147,47 +147,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
 
 # sweep dir -> the launcher, arrays and number of cells submitted without waiting, in this process
-_UNWAITED: dict[str, dict] = {}
-
-
-def submit_finisher(sweep_dir: Path, wandb_mode: str) -> str | None:
-    """Submit the job that summarises the sweep once every array submitted without waiting has
-    ended; the line to print, or None when this process submitted no cell for ``sweep_dir``."""
-    pending = _UNWAITED.pop(str(sweep_dir), None)
-    if pending is None:
-        return None
-    import submitit
-
-    launcher, arrays = pending["launcher"], pending["arrays"]
-    params = launcher.params
-    # its own folder beside the cells' <job id> folders, which then name only the cells' arrays
-    executor = submitit.AutoExecutor(cluster="slurm", folder=sweep_dir / ".submitit" / "summary" / "%j")
-    executor.update_parameters(
-        name=f"{params['name']}-summary", timeout_min=params["timeout_min"], cpus_per_task=1, tasks_per_node=1,
-        **{f"slurm_{k}": params[k] for k in _PLACEMENT_KEYS if params.get(k) is not None},
-        slurm_additional_parameters=dict(params.get("additional_parameters") or {}),
-        slurm_dependency="afterany:" + ":".join(arrays))
-    job = executor.submit(finish_sweep_job, str(sweep_dir), wandb_mode, pending["cells"])
-    from outro_sweep.sweep.summary import SUMMARY_FILE
-
-    kind = "array" if len(arrays) == 1 else "arrays"
-    return (f"submitted {pending['cells']} cells as {kind} {', '.join(arrays)}; summary and report by job "
-            f"{job.job_id} -> {sweep_dir / SUMMARY_FILE}, {sweep_dir / 'report'} (log {job.paths.stdout})")
-
-
-def finish_sweep_job(sweep_dir: str, wandb_mode: str, launched: int) -> None:
-    """The dependent job: the summary the watcher would have printed; the job fails (exit 1) when
-    a cell failed, as the watching command would have."""
-    from outro_sweep.sweep.summary import finish_sweep
-
-    if finish_sweep(Path(sweep_dir), wandb_mode, launched):
-        sys.exit(1)
+UNWAITED: dict[str, dict] = {}
 
 
 def register_launcher() -> None:
     """Make ``hydra/launcher=slurm`` and ``hydra/launcher=local`` instantiable: called by the CLI
     before Hydra starts (``sweeper.register_plugin_class``)."""
-    from outro_sweep.sweep.local_launch import register_local_launcher
-
     register_plugin_class(SlurmLauncher)
     register_local_launcher()

@@ -3,7 +3,7 @@ elsewhere (locked by another process); exit code 1 if any failed or was running 
 
 A Hydra callback (registered in conf/config.yaml under hydra.callbacks), so it runs in the
 submitting process after every launcher, local or SLURM. Each job leaves
-``<job folder>/status.json`` (outro_sweep.cell.recipe.write_status); this reads them all, plus the
+``<job folder>/status.json`` (outro_sweep.run_cell.write_status); this reads them all, plus the
 cells the sweeper skipped before launching (``skipped.json``). With ``hydra/launcher=slurm
 hydra.launcher.wait=false`` the same summary and report (``finish_sweep``) come from a SLURM job
 that starts after the cells' arrays have ended, and the submitting process only says where.
@@ -19,11 +19,13 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from outro_sweep.cell.atomic import write_text_atomic
-from outro_sweep.sweep.local_launch import LOST_FILE
-from outro_sweep.sweep.sweeper import BUSY_FILE, SKIPPED_FILE
-
-SUMMARY_FILE = "summary.txt"  # the failed cells and the sweep's last line, as printed
+from outro_sweep.cell.sweep_records import BUSY_FILE, LOST_FILE, SKIPPED_FILE, SUMMARY_FILE
+from outro_sweep.files.atomic import write_text_atomic
+from outro_sweep.predict.distributed import process_rank
+from outro_sweep.report.build import write_report
+from outro_sweep.report.headline import report_line
+from outro_sweep.report.verdict import VERDICT_TXT
+from outro_sweep.sweep.slurm_launcher import PLACEMENT_KEYS, UNWAITED
 
 
 def read_statuses(sweep_dir: Path) -> list[dict]:
@@ -69,8 +71,6 @@ def summary_line(statuses: list[dict], jobs: int, skipped_before_launch: int = 0
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        from outro_sweep.predict.distributed import process_rank
-
         if process_rank() != 0:
             # A sweep run by several processes (torchrun -m outro_sweep -m ...) runs each cell on all
             # of them, and only rank 0 writes a cell's status: rank 0 alone reports the sweep.
@@ -79,8 +79,6 @@ class SweepSummary(Callback):
         if not config.hydra.launcher.get("wait", True):
             # hydra/launcher=slurm with wait=false: the cells are queued, not failed; a job that
             # depends on the arrays runs finish_sweep once they have ended.
-            from outro_sweep.sweep.slurm_launcher import submit_finisher
-
             line = submit_finisher(sweep_dir, str(config.logger.mode))
             if line:  # (nothing submitted: every cell was done, so the sweep is summarised here)
                 print(line, flush=True)
@@ -123,10 +121,6 @@ def write_sweep_report(sweep_dir: Path, statuses: list[dict], wandb_mode: str) -
     if any(s["status"] == "dry-run" for s in statuses):
         return
     try:
-        from outro_sweep.report import write_report
-        from outro_sweep.report.headline import report_line
-        from outro_sweep.report.verdict import VERDICT_TXT
-
         out = write_report([sweep_dir], wandb_mode=wandb_mode)
         # One line per compared cell (its answer), then the one line that says where the report is.
         verdicts = (out / VERDICT_TXT).read_text().splitlines() if (out / VERDICT_TXT).is_file() else []
@@ -135,3 +129,33 @@ def write_sweep_report(sweep_dir: Path, statuses: list[dict], wandb_mode: str) -
     except Exception as err:  # a report problem must not turn a finished sweep into a failed one
         print(f"report: not written ({type(err).__name__}: {err}); run python -m outro_sweep.report {sweep_dir}",
               flush=True)
+
+
+def submit_finisher(sweep_dir: Path, wandb_mode: str) -> str | None:
+    """Submit the job that summarises the sweep once every array submitted without waiting has
+    ended; the line to print, or None when this process submitted no cell for ``sweep_dir``."""
+    pending = UNWAITED.pop(str(sweep_dir), None)
+    if pending is None:
+        return None
+    import submitit
+
+    launcher, arrays = pending["launcher"], pending["arrays"]
+    params = launcher.params
+    # its own folder beside the cells' <job id> folders, which then name only the cells' arrays
+    executor = submitit.AutoExecutor(cluster="slurm", folder=sweep_dir / ".submitit" / "summary" / "%j")
+    executor.update_parameters(
+        name=f"{params['name']}-summary", timeout_min=params["timeout_min"], cpus_per_task=1, tasks_per_node=1,
+        **{f"slurm_{k}": params[k] for k in PLACEMENT_KEYS if params.get(k) is not None},
+        slurm_additional_parameters=dict(params.get("additional_parameters") or {}),
+        slurm_dependency="afterany:" + ":".join(arrays))
+    job = executor.submit(finish_sweep_job, str(sweep_dir), wandb_mode, pending["cells"])
+    kind = "array" if len(arrays) == 1 else "arrays"
+    return (f"submitted {pending['cells']} cells as {kind} {', '.join(arrays)}; summary and report by job "
+            f"{job.job_id} -> {sweep_dir / SUMMARY_FILE}, {sweep_dir / 'report'} (log {job.paths.stdout})")
+
+
+def finish_sweep_job(sweep_dir: str, wandb_mode: str, launched: int) -> None:
+    """The dependent job: the summary the watcher would have printed; the job fails (exit 1) when
+    a cell failed, as the watching command would have."""
+    if finish_sweep(Path(sweep_dir), wandb_mode, launched):
+        sys.exit(1)

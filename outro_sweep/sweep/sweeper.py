@@ -10,7 +10,7 @@ cells themselves then recompute, or only list). The skipped cells are written to
 ``<sweep dir>/skipped.json`` for the sweep summary.
 
 Before anything launches, every cell of the grid goes through its model-free checks
-(``outro_sweep.cell.checks.check_cell``, schemas included; one memo for the grid, so a
+(``outro_sweep.preflight.checks.check_cell``, schemas included; one memo for the grid, so a
 benchmark shared by 50 cells is read once; ``+dry_run=true``: the schemas only). One bad cell refuses the whole sweep: one
 ``error:`` line per distinct error, naming the cells that have it, exit status 2, and no cell
 folder is created.
@@ -37,32 +37,27 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # after Hydra's plugin scan: see sweep/__init__.py
 from hydra.core.plugins import Plugins
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher as SubmititLocalLauncher
 from omegaconf import OmegaConf, open_dict, read_write
 
+from outro_sweep.cell.baseline import baseline_identity, baseline_overrides, is_baseline
 from outro_sweep.cell.identity import identity_of
-from outro_sweep.cell.atomic import write_json_atomic
+from outro_sweep.cell.job_names import swept_keys
 from outro_sweep.cell.store import CellStore
+from outro_sweep.cell.sweep_records import BUSY_FILE, PLAN_FILE, SKIPPED_FILE
+from outro_sweep.config.command_line import CONF_DIR
 from outro_sweep.config.compose import composition_error, job_config
 from outro_sweep.errors import ConfigError
+from outro_sweep.files.atomic import write_json_atomic
 from outro_sweep.group.key import group_key
 from outro_sweep.predict.distributed import launch_id
-from outro_sweep.cell.baseline import baseline_identity, baseline_overrides, is_baseline
-from outro_sweep.sweep.job_names import swept_keys
-
-# Hydra's first plugin scan executes its core plugin modules anew, replacing the BasicSweeper
-# class; scan first, so that the class subclassed here is the one Hydra's own code refers to.
-Plugins.instance()
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # noqa: E402
+from outro_sweep.sweep.local_launch import launch_local
+from outro_sweep.sweep.plugins import PLUGIN_MODULE
+from outro_sweep.sweep.slurm_launcher import SlurmLauncher
 
 log = logging.getLogger(__name__)
-SKIPPED_FILE = "skipped.json"
-BUSY_FILE = "busy.json"  # cells not launched because another process holds their lock
-PLAN_FILE = "plan.json"  # every distinct cell of the sweep (baselines included): overrides and identity
-# Hydra instantiates a plugin only if its class is registered under a module name starting with
-# "hydra_plugins." (normally a top-level namespace package, which the project's fixed layout has
-# no room for): the class is registered under this name instead, by register_plugin().
-PLUGIN_MODULE = "hydra_plugins.outro_sweep"
 
 
 class SkipDoneSweeper(BasicSweeper):
@@ -89,8 +84,8 @@ class SkipDoneSweeper(BasicSweeper):
     def checked_cells(self, job_overrides: list[list[str]]) -> list[tuple[list[str], object]]:
         """(overrides, job config) of every cell, each composed and checked; with any bad cell,
         one ``error:`` line per distinct error and exit status 2, before anything launches."""
-        from outro_sweep.cell.checks import check_before_launch  # here: it imports torch; summary.py imports this module
-        from outro_sweep.sweep.cli import CONF_DIR
+        # Deferred on purpose: the cell checks import torch, and the sweep's summary imports this module.
+        from outro_sweep.preflight.checks import check_before_launch
 
         memo: dict = {}
         cells, errors = [], {}
@@ -179,7 +174,7 @@ class SkipDoneSweeper(BasicSweeper):
 
     def give_swept_keys(self, keys: Sequence[str]) -> None:
         """Every job's config gets ``hydra.sweeper.swept``: the keys its folder name keeps whole
-        (``outro_sweep.sweep.job_names``). Each job's config is composed from the submitting
+        (``outro_sweep.cell.job_names``). Each job's config is composed from the submitting
         process's ``hydra.overrides.hydra`` plus the job's own overrides (Hydra's
         ``load_sweep_config``), so the keys go there and the cells' own overrides stay as planned."""
         line = "hydra.sweeper.swept=[" + ",".join(f"'{key}'" for key in keys) + "]"
@@ -237,14 +232,8 @@ class _LaunchUnfinished:
         todo = self.sweeper.plan(job_overrides)
         if not todo:  # nothing to submit (an empty job array is an error for submitit)
             return []
-        from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher
-
-        from outro_sweep.sweep.slurm_launcher import SlurmLauncher
-
         keys = self.sweeper.group_keys
-        if isinstance(self.launcher, LocalLauncher):
-            from outro_sweep.sweep.local_launch import launch_local
-
+        if isinstance(self.launcher, SubmititLocalLauncher):  # the plugin's own or outro_local
             return launch_local(self.launcher, todo, initial_job_idx, keys)
         if isinstance(self.launcher, SlurmLauncher):
             return self.launcher.launch(todo, initial_job_idx=initial_job_idx, keys=keys)
@@ -252,19 +241,6 @@ class _LaunchUnfinished:
 
     def __getattr__(self, name: str):
         return getattr(self.launcher, name)
-
-
-def register_plugin_class(cls: type) -> None:
-    """Register launcher class ``cls`` with Hydra under ``PLUGIN_MODULE``: Hydra instantiates only
-    plugins registered under a ``hydra_plugins.`` name, and names a plugin class by its
-    ``__module__``; the class keeps its real module otherwise, because each task unpickles the
-    launcher by that name."""
-    real = cls.__module__
-    cls.__module__ = PLUGIN_MODULE
-    try:
-        Plugins.instance().register(cls)
-    finally:
-        cls.__module__ = real
 
 
 def register_plugin() -> None:
