@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 def _run(cfg: DictConfig) -> float | None:
     # Deferred on purpose: torch and transformers load after the command line is checked.
     from outro_sweep.predict.distributed import check_launcher_environment
-    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.run_cell import run_cell
 
     masked_output.install()  # a submitit job runs here in a fresh process

@@ -106,13 +106,23 @@ def test_function_level_imports_say_why_they_are_deferred():
         for _, node, inside in imports(module):
             if not inside:
                 continue
-            here, above = lines[node.lineno - 1], lines[node.lineno - 2].strip() if node.lineno > 1 else ""
-            previous = [line.strip() for line in lines[max(0, node.lineno - 6):node.lineno - 1]]
-            block_comment = any(line.startswith("#") for line in previous if line) and all(
-                line.startswith(("#", "from ", "import ")) or not line for line in previous[-3:])
-            if "#" not in here and not above.startswith("#") and not block_comment:
+            if not deferred_with_a_reason(lines, node.lineno):
                 silent.append(f"{module}:{node.lineno}")
     assert not silent, "function-level imports with no comment saying why: " + ", ".join(sorted(set(silent)))
+
+
+def deferred_with_a_reason(lines: list[str], lineno: int) -> bool:
+    """Whether the import at ``lineno`` (1-based) carries a comment: on its own line, or just
+    above the block of imports it belongs to."""
+    if "#" in lines[lineno - 1]:
+        return True
+    index = lineno - 2
+    while index >= 0 and lines[index].strip() and not lines[index].strip().startswith("#"):
+        line = lines[index].strip()
+        if not line.startswith(("from ", "import ")) and not line.endswith((",", ")")):
+            return False  # code, not an import of the same block
+        index -= 1
+    return index >= 0 and lines[index].strip().startswith("#")
 
 
 def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -150,3 +160,7 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     """The checker itself: a two-module cycle is found."""
     assert strongly_connected({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     assert strongly_connected({"a": {"b"}, "b": set()}) == []
+    # a function-level import with a reason above its block, one with none, one after code
+    lines = ["def f():", "    # Deferred on purpose: heavy.", "    from a import b", "    from c import d",
+             "", "    from e import g", "    x = 1", "    from h import i"]
+    assert [deferred_with_a_reason(lines, n) for n in (3, 4, 6, 8)] == [True, True, False, False]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outro_sweep.report.plots import DPI, _figure  # the report's canvas and resolution
+from outro_sweep.report.plots import DPI, new_figure  # the report's canvas and resolution
 
 
 def _title(atlas: dict, what: str) -> str:
@@ -36,7 +36,7 @@ def massive(atlas: dict, path: Path) -> Path:
     result = atlas["massive"]
     top = np.array(result["top3"])
     layers = np.arange(len(top))
-    figure = _figure(9, 4.8)
+    figure = new_figure(9, 4.8)
     axes = figure.add_subplot()
     for rank, marker in zip(range(top.shape[1]), "o^s"):
         axes.plot(layers, top[:, rank], marker=marker, label=f"top-{rank + 1} |h|")
@@ -55,7 +55,7 @@ def sink_dims(atlas: dict, path: Path) -> Path:
     result = atlas["dims"]
     dims = sorted({int(d) for layer in result["per_layer"] for d in layer}, key=int)[:20]
     layers = len(result["per_layer"])
-    figure = _figure(9, max(3.2, 1.6 + 0.3 * len(dims)))
+    figure = new_figure(9, max(3.2, 1.6 + 0.3 * len(dims)))
     axes = figure.add_subplot()
     if dims:
         grid = np.array([[result["per_layer"][layer].get(str(d), 0.0) for layer in range(layers)] for d in dims])
@@ -81,7 +81,7 @@ def first_token_attention(atlas: dict, path: Path) -> Path:
     grid = np.full((heads, len(mass)), np.nan)
     for layer, per_head in enumerate(mass):
         grid[: len(per_head), layer] = per_head
-    figure = _figure(9, 6.5)
+    figure = new_figure(9, 6.5)
     top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     image = top.imshow(grid, aspect="auto", cmap="magma", vmin=0, vmax=1)
     top.set_ylabel("head", fontsize=11)
@@ -101,7 +101,7 @@ def first_token_attention(atlas: dict, path: Path) -> Path:
 
 def rules(atlas: dict, path: Path) -> Path:
     result = atlas["rules"]
-    figure = _figure(9, 6.5)
+    figure = new_figure(9, 6.5)
     top, bottom = figure.subplots(2, 1, sharex=True)
     layers = len(atlas["massive"]["median"])
     for name, rule in result["rules"].items():
@@ -127,7 +127,7 @@ def rules(atlas: dict, path: Path) -> Path:
 def value_share(atlas: dict, path: Path) -> Path:
     result = atlas["value_share"]
     layers = len(atlas["massive"]["median"])
-    figure = _figure(9, 5.5)
+    figure = new_figure(9, 5.5)
     top, bottom = figure.subplots(2, 1, sharex=True)
     values = {key: [np.nan if v is None else v for v in result[key]] for key in ("cosine", "share")}
     top.plot(range(layers), values["cosine"], marker="o")
@@ -149,7 +149,7 @@ def modality(atlas: dict, path: Path) -> Path | None:
     if not result["measured"]:
         return None
     layers = len(atlas["massive"]["median"])
-    figure = _figure(9, 6.5)
+    figure = new_figure(9, 6.5)
     top, bottom = figure.subplots(2, 1, sharex=True)
     present = [m for m, count in result["tokens"].items() if count > 0]
     for name in present:

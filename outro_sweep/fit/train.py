@@ -39,17 +39,13 @@ def fit_gate(cfg: DictConfig) -> tuple[Path, bool]:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader
 
-    # Deferred on purpose: it imports torch and transformers.
+    # Deferred on purpose: the fitting modules import torch and transformers, loaded only once
+    # the command line is checked.
     from outro_sweep.fit.curve import LossCurve
-    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.fit.data import AnswerCollator
-    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.fit.module import GateFit
-    # Deferred on purpose: it imports torch.
     from outro_sweep.fit.store import GateStore, gate_inputs
-    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.interventions.lsg import vision_sink_probe
-    # Deferred on purpose: it imports torch and transformers.
     from outro_sweep.predict.data import ClipSource, QuestionDataset
 
     check_fit(cfg)

@@ -66,7 +66,10 @@ FLAG_MARKERS = {
 OTHER_FLAG = ("X", "#7f7f7f", "other flag (table.md)")
 
 
-def _figure(width: float, height: float):
+def new_figure(width: float, height: float):
+    """A blank matplotlib figure, ``width`` x ``height`` inches at ``DPI``, drawn off-screen (no
+    GUI backend): the canvas of every report and atlas figure."""
+    # Deferred on purpose: matplotlib loads only where a figure is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -233,7 +236,7 @@ def grid_figure(grid: Grid):
     legend_lines = math.ceil(len(handles) / 2)
     bottom_in = 0.3 * legend_lines + (0.18 * (footer.count("\n") + 1) if footer else 0) + (0.1 if handles else 0)
     height = max(3.8, rows * grid.cell_height + 2.2 + 0.2 * grid.title.count("\n") + bottom_in)
-    figure = _figure(width, height)
+    figure = new_figure(width, height)
     axes = figure.add_subplot()
     cmap = colormaps["RdBu" if grid.diverging else "viridis"].with_extremes(bad=GREY)
     image = axes.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=grid.limits[0], vmax=grid.limits[1],
@@ -589,7 +592,7 @@ def sink_figure_of(result: CellResult):
         return None
     config = result.cell.config
     marks = relaxation_marks(config, group, sinks)
-    figure = _figure(19.5, 5.4)
+    figure = new_figure(19.5, 5.4)
     first, positions, rate, cosine = figure.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1.2, 1.3, 1.4]})
 
     counts = sinks.get("first_sink_layer_counts") or {}
@@ -715,7 +718,7 @@ def lsg_sink_figure_of(result: CellResult):
         return None
     layers = sorted(set(taxonomy.lsinks) | set(taxonomy.gate_layers))
     width = max(9.0, 0.55 * len(layers) + 3.5)  # inches
-    figure = _figure(width, 5.4)
+    figure = new_figure(width, 5.4)
     axes = figure.subplots()
     x = np.array(layers)
     # The V-sinks are one set for every layer: the same bar at each, beside that layer's L-sinks.

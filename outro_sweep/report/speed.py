@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from outro_sweep.report.analysis import Analysis, CellResult
-from outro_sweep.report.plots import DPI, _figure, figure_title, slug
+from outro_sweep.report.plots import DPI, new_figure, figure_title, slug
 from outro_sweep.report.settings import (
     baseline_of,
     constant_settings,
@@ -178,7 +178,7 @@ def _panel(axes, points: list[Point], x_of, front_flag: str, xlabel: str) -> Non
 
 def speed_figure(group: SpeedGroup, out: Path) -> Path:
     panels = 2 if group.has_skip else 1
-    figure = _figure(6.0 * panels, 4.8)
+    figure = new_figure(6.0 * panels, 4.8)
     first = figure.add_subplot(1, panels, 1)
     _panel(first, group.points, lambda p: p.decode, "pareto_speed", "decode tokens/s (prefill excluded)")
     if group.has_skip:
