@@ -269,28 +269,25 @@ class AutoVideoLM(VideoLMLoader):
     family = "auto"
 
 
-def family_of(model_type: str) -> type[VideoLMLoader] | None:
-    """The loader class of the family whose models have this transformers ``model_type``, among
-    the loaders of this package (each family's module is imported to find it); None if none."""
+def family_classes() -> list[type[VideoLMLoader]]:
+    """Every video loader class of this package, each family's module imported to find it."""
     package = importlib.import_module(__package__)
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{__package__}.{module.name}")
-    pending = list(VideoLMLoader.__subclasses__())
+    found, pending = [], list(VideoLMLoader.__subclasses__())
     while pending:
-        cls = pending.pop()
-        if model_type in cls.model_types:
-            return cls
+        cls = pending.pop(0)
+        found.append(cls)
         pending.extend(cls.__subclasses__())
-    return None
+    return found
+
+
+def family_of(model_type: str) -> type[VideoLMLoader] | None:
+    """The loader class of the family whose models have this transformers ``model_type``; None
+    if none of this package's loaders loads it."""
+    return next((cls for cls in family_classes() if model_type in cls.model_types), None)
 
 
 def supported_families() -> list[str]:
     """The ``family`` names of the loaders whose V-sinks can be read (``vision_sinks`` set)."""
-    family_of("")  # imports every family's module
-    found, pending = [], list(VideoLMLoader.__subclasses__())
-    while pending:
-        cls = pending.pop(0)
-        if cls.vision_sinks is not None and cls.family not in found:
-            found.append(cls.family)
-        pending.extend(cls.__subclasses__())
-    return sorted(found)
+    return sorted({cls.family for cls in family_classes() if cls.vision_sinks is not None})
